@@ -1,0 +1,122 @@
+// Launch plan for `krasis serve` (see launch_plan.h).
+#include "tools/krasis/launch_plan.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+
+namespace krasis {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<int> PickFreePort(const std::string& host) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return InternalError("socket: ", std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = 0;
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    close(fd);
+    return InvalidArgumentError("'", host, "' is not an IPv4 address");
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    close(fd);
+    return absl::UnavailableError(StrCat("cannot bind ", host, ": ", std::strerror(err)));
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid) {
+  LaunchPlan plan;
+  plan.options = options;
+  plan.pid = pid;
+  plan.run_dir = (fs::path(options.home) / "run" / std::to_string(pid)).string();
+  plan.server_file = (fs::path(options.home) / "servers" / (std::to_string(pid) + ".json")).string();
+  std::error_code ec;
+  fs::create_directories(plan.run_dir, ec);
+  if (ec) return InternalError("cannot create ", plan.run_dir, ": ", ec.message());
+
+  auto address_of = [](const std::string& host, int port) { return StrCat(host, ":", port); };
+  ASSIGN_OR_RETURN(int loader_port, PickFreePort("127.0.0.1"));
+  ASSIGN_OR_RETURN(int decode_port, PickFreePort("127.0.0.1"));
+  ASSIGN_OR_RETURN(int prefill_port, PickFreePort("127.0.0.1"));
+  int grpc_port = options.grpc_port;
+  if (grpc_port == 0) {
+    ASSIGN_OR_RETURN(grpc_port, PickFreePort(options.host));
+  }
+  plan.loader_address = address_of("127.0.0.1", loader_port);
+  plan.decode_address = address_of("127.0.0.1", decode_port);
+  plan.prefill_address = address_of("127.0.0.1", prefill_port);
+  plan.gateway_grpc_address = address_of(options.host, grpc_port);
+
+  auto child = [&](const std::string& name, const std::string& listen) -> absl::StatusOr<ChildSpec> {
+    std::string exe = (fs::path(options.bin_dir) / ("krasis-" + name)).string();
+    if (access(exe.c_str(), X_OK) != 0) {
+      return NotFoundError("service binary ", exe, " is missing (build it with scripts/build)");
+    }
+    ChildSpec spec;
+    spec.name = name;
+    spec.ready_file = (fs::path(plan.run_dir) / (name + ".ready.json")).string();
+    spec.argv = {exe, "--listen", listen, "--ready-file", spec.ready_file};
+    if (!options.log_level.empty()) {
+      spec.argv.push_back("--log-level");
+      spec.argv.push_back(options.log_level);
+    }
+    return spec;
+  };
+  ASSIGN_OR_RETURN(ChildSpec loader, child("loader", plan.loader_address));
+  ASSIGN_OR_RETURN(ChildSpec decode, child("decode", plan.decode_address));
+  ASSIGN_OR_RETURN(ChildSpec prefill, child("prefill", plan.prefill_address));
+  ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
+  plan.children = {loader, decode, prefill, gateway};
+  return plan;
+}
+
+absl::Status WriteServerFile(const LaunchPlan& plan) {
+  nlohmann::json j = {
+      {"pid", plan.pid},
+      {"grpc_address", plan.gateway_grpc_address},
+      {"services",
+       {{"loader", plan.loader_address},
+        {"decode", plan.decode_address},
+        {"prefill", plan.prefill_address},
+        {"gateway", plan.gateway_grpc_address}}}};
+  fs::path path(plan.server_file);
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  std::string tmp = plan.server_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) return InternalError("cannot write ", tmp);
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) return InternalError("cannot write ", plan.server_file, ": ", ec.message());
+  return absl::OkStatus();
+}
+
+std::string DescribePlan(const LaunchPlan& plan) {
+  return StrCat("krasis is running (pid ", plan.pid, ")\n",
+                "  gRPC Inference API  ", plan.gateway_grpc_address, "\n",
+                "  loader             ", plan.loader_address, "\n",
+                "  decode worker      ", plan.decode_address, "\n",
+                "  prefill worker     ", plan.prefill_address, "\n",
+                "  server file        ", plan.server_file, "\n",
+                "Press Ctrl-C to stop.\n");
+}
+
+}  // namespace krasis

@@ -1,0 +1,45 @@
+// What `krasis serve` starts: the command line of each service, the ports, the
+// ready files, and the server file that lets clients find a running cluster
+// (<home>/servers/<pid>.json). Kept apart from main() so tests can check it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tools/krasis/supervisor.h"
+
+namespace krasis {
+
+struct LaunchOptions {
+  std::string host = "127.0.0.1";  // where the gateway listens
+  int grpc_port = 8013;            // public gRPC Inference port (0: pick one)
+  std::string home;                // ~/.krasis
+  std::string bin_dir;             // folder holding the krasis-* service binaries
+  std::string log_level;
+};
+
+struct LaunchPlan {
+  LaunchOptions options;
+  int pid = 0;
+  std::string run_dir;      // <home>/run/<pid>: ready files
+  std::string server_file;  // <home>/servers/<pid>.json
+  std::string loader_address, decode_address, prefill_address, gateway_grpc_address;
+  std::vector<ChildSpec> children;  // in start order: loader, decode, prefill, gateway
+};
+
+// Picks free loopback ports for the internal services (fixed for the life of the
+// launcher, so a restarted service comes back at the same address) and builds
+// the children's command lines. Fails when a binary is missing.
+absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid);
+
+// Writes <home>/servers/<pid>.json: pid, gRPC address, every service's address.
+absl::Status WriteServerFile(const LaunchPlan& plan);
+
+// Human-readable lines: where each service listens.
+std::string DescribePlan(const LaunchPlan& plan);
+
+// A currently free TCP port on `host` (bind to port 0, read it, close).
+absl::StatusOr<int> PickFreePort(const std::string& host);
+
+}  // namespace krasis

@@ -1,0 +1,128 @@
+// `krasis`: the one command that runs the whole cluster on one machine.
+//
+//   krasis serve [--grpc-port 8013] [--host 127.0.0.1] [--home ~/.krasis]
+//
+// starts the loader, decode, prefill and gateway services as child processes on
+// loopback, supervises them (restart with backoff; clean shutdown of all on SIGINT
+// or SIGTERM), prints where it listens, and writes <home>/servers/<pid>.json so
+// clients can find it. Later issues add the HTTP port, models, chat and bench.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/logging.h"
+#include "tools/krasis/launch_plan.h"
+#include "tools/krasis/supervisor.h"
+
+namespace fs = std::filesystem;
+namespace po = boost::program_options;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+std::string DefaultHome() {
+  const char* home = std::getenv("HOME");
+  return (fs::path(home != nullptr ? home : "/tmp") / ".krasis").string();
+}
+
+int Serve(int argc, char** argv) {
+  krasis::LaunchOptions opts;
+  opts.home = DefaultHome();
+  std::string log_level;
+  po::options_description desc("krasis serve options");
+  desc.add_options()
+      ("help,h", "print this help and exit")
+      ("host", po::value(&opts.host)->default_value(opts.host),
+       "address the gateway listens on (internal services always use loopback)")
+      ("grpc-port", po::value(&opts.grpc_port)->default_value(opts.grpc_port),
+       "port of the public gRPC Inference API (0 picks a free port)")
+      ("home", po::value(&opts.home)->default_value(opts.home),
+       "Krasis state folder (servers/, run/, models/, cache/)")
+      ("log-level", po::value(&log_level), "trace, debug, info, warn, error");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: krasis serve [options]\n\n" << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "krasis serve: " << e.what() << " (see krasis serve --help)\n";
+    return 2;
+  }
+  if (auto s = krasis::InitLogging("krasis", log_level); !s.ok()) {
+    std::cerr << "krasis serve: " << s.message() << "\n";
+    return 2;
+  }
+  opts.log_level = log_level;
+  opts.bin_dir = fs::read_symlink("/proc/self/exe").parent_path().string();
+
+  auto plan = krasis::MakeLaunchPlan(opts, getpid());
+  if (!plan.ok()) {
+    KLOG_ERROR("{}", plan.status().ToString());
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  krasis::Supervisor supervisor;
+  if (auto s = supervisor.StartAll(plan->children); !s.ok()) {
+    KLOG_ERROR("the cluster did not start: {}", s.ToString());
+    return 1;
+  }
+  if (auto s = krasis::WriteServerFile(*plan); !s.ok()) {
+    KLOG_ERROR("{}", s.ToString());
+    supervisor.StopAll();
+    return 1;
+  }
+  std::cout << krasis::DescribePlan(*plan) << std::flush;
+  supervisor.Run(g_stop);
+  KLOG_INFO("shutting down");
+  supervisor.StopAll();
+  std::error_code ec;
+  fs::remove(plan->server_file, ec);
+  fs::remove_all(plan->run_dir, ec);
+  return 0;
+}
+
+void Usage(std::ostream& out) {
+  out << "usage: krasis <command> [options]\n\n"
+         "commands:\n"
+         "  serve     start the whole cluster on this machine (krasis serve --help)\n"
+         "  version   print the version\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(std::cerr);
+    return 2;
+  }
+  std::string command = argv[1];
+  if (command == "serve") return Serve(argc - 1, argv + 1);
+  if (command == "version" || command == "--version") {
+    std::cout << "krasis " << KRASIS_VERSION << "\n";
+    return 0;
+  }
+  if (command == "help" || command == "--help" || command == "-h") {
+    Usage(std::cout);
+    return 0;
+  }
+  std::cerr << "krasis: unknown command '" << command << "'\n";
+  Usage(std::cerr);
+  return 2;
+}
