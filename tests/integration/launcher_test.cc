@@ -1,0 +1,166 @@
+// Integration test of `krasis serve`: starts the real launcher, which starts the
+// four real service binaries on loopback; checks each serves grpc.health.v1 and
+// its own API; kills the decode worker and checks the supervisor brings it back
+// at the same address; then SIGTERM stops everything and cleans up.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "grpcpp/grpcpp.h"
+#include "krasis/v1/decode.grpc.pb.h"
+#include "krasis/v1/inference.grpc.pb.h"
+#include "krasis/v1/loader.grpc.pb.h"
+#include "krasis/v1/prefill.grpc.pb.h"
+#include "services/rpc/health_client.h"
+
+extern char** environ;
+
+namespace krasis {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// Polls `path` until it holds valid JSON, or gives up after `timeout`.
+nlohmann::json WaitForJson(const fs::path& path, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    if (in) {
+      auto j = nlohmann::json::parse(in, nullptr, false);
+      if (!j.is_discarded()) return j;
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  return nullptr;
+}
+
+bool Alive(pid_t pid) { return kill(pid, 0) == 0; }
+
+class LauncherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    home_ = fs::path(::testing::TempDir()) / ("krasis-home-" + std::to_string(getpid()));
+    fs::remove_all(home_);
+    std::string exe = std::string(KRASIS_BINARY_DIR) + "/bin/krasis";
+    std::vector<std::string> args = {exe, "serve", "--grpc-port", "0", "--home", home_.string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ASSERT_EQ(posix_spawn(&launcher_, exe.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+  }
+
+  void TearDown() override {
+    if (launcher_ > 0 && Alive(launcher_)) {
+      kill(launcher_, SIGKILL);
+      waitpid(launcher_, nullptr, 0);
+    }
+    fs::remove_all(home_);
+  }
+
+  fs::path home_;
+  pid_t launcher_ = -1;
+};
+
+TEST_F(LauncherTest, ServesSupervisesAndStops) {
+  fs::path server_file = home_ / "servers" / (std::to_string(launcher_) + ".json");
+  nlohmann::json info = WaitForJson(server_file, 60s);
+  ASSERT_FALSE(info.is_null()) << "launcher wrote no " << server_file;
+  ASSERT_EQ(info["pid"], launcher_);
+  const auto& services = info["services"];
+  for (const char* name : {"loader", "decode", "prefill", "gateway"}) {
+    ASSERT_TRUE(services.contains(name)) << name;
+    auto channel = grpc::CreateChannel(services[name].get<std::string>(),
+                                       grpc::InsecureChannelCredentials());
+    auto health = CheckHealth(channel, "");
+    ASSERT_TRUE(health.ok()) << name << ": " << health.status();
+    EXPECT_EQ(*health, HealthStatus::kServing) << name;
+  }
+  // Each serves its own API (declared now; its RPCs answer UNIMPLEMENTED until
+  // their engines land) under its full name.
+  auto check_service = [&](const char* name, const char* full_name) {
+    auto channel = grpc::CreateChannel(services[name].get<std::string>(),
+                                       grpc::InsecureChannelCredentials());
+    auto health = CheckHealth(channel, full_name);
+    ASSERT_TRUE(health.ok()) << full_name << ": " << health.status();
+    EXPECT_EQ(*health, HealthStatus::kServing);
+  };
+  check_service("loader", "krasis.v1.Loader");
+  check_service("decode", "krasis.v1.Decode");
+  check_service("prefill", "krasis.v1.Prefill");
+  check_service("gateway", "krasis.v1.Inference");
+  {
+    auto channel = grpc::CreateChannel(services["decode"].get<std::string>(),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = v1::Decode::NewStub(channel);
+    grpc::ClientContext ctx;
+    v1::StatsRequest req;
+    v1::StatsResponse resp;
+    EXPECT_EQ(stub->Stats(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+
+  // Kill the decode worker: the supervisor restarts it at the same address.
+  fs::path ready = home_ / "run" / std::to_string(launcher_) / "decode.ready.json";
+  nlohmann::json decode_ready = WaitForJson(ready, 5s);
+  ASSERT_FALSE(decode_ready.is_null());
+  pid_t decode_pid = decode_ready["pid"].get<int>();
+  ASSERT_EQ(kill(decode_pid, SIGKILL), 0);
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  nlohmann::json again;
+  while (std::chrono::steady_clock::now() < deadline) {
+    again = WaitForJson(ready, 1s);
+    if (!again.is_null() && again["pid"].get<int>() != decode_pid) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_FALSE(again.is_null());
+  ASSERT_NE(again["pid"].get<int>(), decode_pid) << "decode worker was not restarted";
+  EXPECT_EQ(again["address"], services["decode"]);
+  auto channel = grpc::CreateChannel(services["decode"].get<std::string>(),
+                                     grpc::InsecureChannelCredentials());
+  auto health = CheckHealth(channel, "krasis.v1.Decode");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, HealthStatus::kServing);
+  // Close our connection: gRPC's server shutdown waits out its drain deadline
+  // (5 s) while a client still holds an open connection.
+  channel.reset();
+
+  // SIGTERM: every service stops, the launcher exits 0 and removes its files.
+  std::vector<pid_t> pids;
+  for (const char* name : {"loader", "decode", "prefill", "gateway"}) {
+    auto j = WaitForJson(home_ / "run" / std::to_string(launcher_) / (std::string(name) + ".ready.json"), 5s);
+    ASSERT_FALSE(j.is_null()) << name;
+    pids.push_back(j["pid"].get<int>());
+  }
+  ASSERT_EQ(kill(launcher_, SIGTERM), 0);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(launcher_, &wstatus, 0), launcher_);
+  launcher_ = -1;
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
+  for (pid_t pid : pids) EXPECT_FALSE(Alive(pid)) << "service pid " << pid << " survived";
+  EXPECT_FALSE(fs::exists(server_file));
+}
+
+TEST(LauncherCliTest, BadFlagsAndMissingCommandFail) {
+  std::string exe = std::string(KRASIS_BINARY_DIR) + "/bin/krasis";
+  EXPECT_EQ(WEXITSTATUS(std::system((exe + " >/dev/null 2>&1").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((exe + " frobnicate >/dev/null 2>&1").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((exe + " serve --grpc-port x >/dev/null 2>&1").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((exe + " serve --help >/dev/null 2>&1").c_str())), 0);
+  std::string svc = std::string(KRASIS_BINARY_DIR) + "/bin/krasis-decode";
+  EXPECT_EQ(WEXITSTATUS(std::system((svc + " --bogus >/dev/null 2>&1").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((svc + " --log-level loud >/dev/null 2>&1").c_str())), 2);
+  // A port that cannot be bound is a clean failure, not a crash.
+  EXPECT_EQ(WEXITSTATUS(std::system((svc + " --listen 203.0.113.1:1 >/dev/null 2>&1").c_str())), 1);
+}
+
+}  // namespace
+}  // namespace krasis
