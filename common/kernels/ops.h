@@ -1,0 +1,43 @@
+// The operations model blocks call for their heavy work, behind one interface so
+// that a faster backend (AVX-512/AMX CPU kernels, CUDA) can replace them one at a
+// time while the reference stays available for tests. ReferenceOps forwards to
+// the plain loops in reference.h.
+#pragma once
+
+#include <cstdint>
+
+#include "common/kernels/reference.h"
+#include "common/tensor.h"
+
+namespace krasis {
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  // y[n, out] = x[n, in] @ w[out, in]^T (+ bias).
+  virtual void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
+                      const TensorView* bias = nullptr) const = 0;
+  virtual void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight,
+                       float eps, bool zero_centred, float* out) const = 0;
+  virtual void SiluMul(const float* gate, const float* up, int64_t n, float* out) const = 0;
+};
+
+class ReferenceOps final : public Ops {
+ public:
+  void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
+              const TensorView* bias) const override {
+    ref::MatMul(x, n, w, y, bias);
+  }
+  void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
+               bool zero_centred, float* out) const override {
+    ref::RmsNorm(x, rows, dim, weight, eps, zero_centred, out);
+  }
+  void SiluMul(const float* gate, const float* up, int64_t n, float* out) const override {
+    ref::SiluMul(gate, up, n, out);
+  }
+};
+
+// The process-wide reference instance.
+const Ops& DefaultOps();
+
+}  // namespace krasis

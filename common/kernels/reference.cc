@@ -1,0 +1,92 @@
+// Reference CPU kernels (see reference.h).
+#include "common/kernels/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace krasis::ref {
+
+namespace {
+// Widens row `r` of a 2-D weight into `out`.
+void WidenRow(const TensorView& w, int64_t r, int64_t cols, float* out) {
+  const std::byte* base = w.data + static_cast<size_t>(r * cols) * DTypeSize(w.dtype);
+  ConvertToFloat(w.dtype, base, out, static_cast<size_t>(cols));
+}
+}  // namespace
+
+void MatMul(const float* x, int64_t n, const TensorView& w, float* y, const TensorView* bias) {
+  const int64_t out = w.shape[0];
+  const int64_t in = w.numel() / out;
+  std::vector<float> row(static_cast<size_t>(in));
+  std::vector<float> b;
+  if (bias != nullptr && bias->data != nullptr) b = ToFloatVector(*bias);
+  for (int64_t o = 0; o < out; ++o) {
+    WidenRow(w, o, in, row.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * in;
+      // Accumulate in double so the reference is no less accurate than torch's
+      // blocked fp32 GEMM.
+      double acc = 0.0;
+      for (int64_t i = 0; i < in; ++i) acc += static_cast<double>(xt[i]) * row[i];
+      if (!b.empty()) acc += b[o];
+      y[t * out + o] = static_cast<float>(acc);
+    }
+  }
+}
+
+void EmbeddingRow(const TensorView& table, int64_t row, float* out) {
+  WidenRow(table, row, table.shape[1], out);
+}
+
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
+             bool zero_centred, float* out) {
+  std::vector<float> w = ToFloatVector(weight);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    float inv = 1.0f / std::sqrt(static_cast<float>(ss / dim) + eps);
+    float* o = out + r * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      float scale = zero_centred ? 1.0f + w[i] : w[i];
+      o[i] = xr[i] * inv * scale;
+    }
+  }
+}
+
+float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = Silu(gate[i]) * up[i];
+}
+
+void Softmax(float* x, int64_t n) {
+  float m = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    sum += x[i];
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i] / sum);
+}
+
+void L2Normalize(float* x, int64_t n, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  float inv = 1.0f / std::sqrt(static_cast<float>(ss) + eps);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+std::vector<int> TopK(std::span<const float> values, int k) {
+  std::vector<int> idx(values.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return values[a] > values[b]; });
+  idx.resize(static_cast<size_t>(std::min<int64_t>(k, static_cast<int64_t>(idx.size()))));
+  return idx;
+}
+
+}  // namespace krasis::ref

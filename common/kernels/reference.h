@@ -1,0 +1,44 @@
+// Reference CPU kernels: plain, single-threaded fp32 loops that define what every
+// faster kernel (AVX-512, AMX, CUDA) must compute. Weights are TensorViews in
+// their checkpoint dtype (BF16, F16, F32, F8) and are widened element by element;
+// activations are float32, row-major.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/tensor.h"
+
+namespace krasis::ref {
+
+// y[n, out] = x[n, in] @ w[out, in]^T (+ bias[out] when bias.data != nullptr).
+void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
+            const TensorView* bias = nullptr);
+
+// Row `row` of an embedding table [vocab, dim], widened into out[dim].
+void EmbeddingRow(const TensorView& table, int64_t row, float* out);
+
+// RMSNorm over rows of `dim`: out = x / sqrt(mean(x^2) + eps) * w, where w is
+// weight[i] or, for zero-centred norms (Qwen3-Next), 1 + weight[i]. In-place ok.
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
+             bool zero_centred, float* out);
+
+// out[i] = silu(gate[i]) * up[i].
+void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+
+float Silu(float x);
+float Sigmoid(float x);
+float Softplus(float x);  // log(1 + e^x), as torch (threshold 20)
+
+// In-place softmax over `n` values.
+void Softmax(float* x, int64_t n);
+
+// In-place L2 normalisation: x / sqrt(sum(x^2) + eps).
+void L2Normalize(float* x, int64_t n, float eps);
+
+// Returns the indices of the k largest values, largest first; ties go to the
+// lower index (as torch.topk on CPU does for distinct values).
+std::vector<int> TopK(std::span<const float> values, int k);
+
+}  // namespace krasis::ref

@@ -1,0 +1,195 @@
+// Dense MLP and mixture of experts (see ffn.h).
+#include "common/models/blocks/ffn.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "common/kernels/reference.h"
+#include "common/status.h"
+
+namespace krasis {
+namespace {
+
+struct ExpertWeights {
+  TensorView gate, up;  // [inter, hidden]
+  TensorView down;      // [hidden, inter]
+  int64_t inter = 0;
+};
+
+absl::StatusOr<ExpertWeights> LoadExpert(const Weights& w, const std::string& prefix, int64_t hidden,
+                                         int64_t inter) {
+  ExpertWeights e;
+  e.inter = inter;
+  ASSIGN_OR_RETURN(e.gate, w.Get(prefix + "gate_proj.weight", {inter, hidden}));
+  ASSIGN_OR_RETURN(e.up, w.Get(prefix + "up_proj.weight", {inter, hidden}));
+  ASSIGN_OR_RETURN(e.down, w.Get(prefix + "down_proj.weight", {hidden, inter}));
+  return e;
+}
+
+// out[n, hidden] = down(silu(gate(x)) * up(x)).
+void RunExpert(const Ops& ops, const ExpertWeights& e, const float* x, int64_t n, float* out) {
+  std::vector<float> g(static_cast<size_t>(n * e.inter)), u(g.size());
+  ops.MatMul(x, n, e.gate, g.data());
+  ops.MatMul(x, n, e.up, u.data());
+  ops.SiluMul(g.data(), u.data(), n * e.inter, g.data());
+  ops.MatMul(g.data(), n, e.down, out);
+}
+
+class DenseMlp final : public FeedForward {
+ public:
+  void Forward(const float* x, int64_t n, float* out) const override {
+    RunExpert(*ops, mlp, x, n, out);
+  }
+  const Ops* ops = nullptr;
+  ExpertWeights mlp;
+};
+
+class Moe final : public FeedForward {
+ public:
+  void Forward(const float* x, int64_t n, float* out) const override;
+
+  const Ops* ops = nullptr;
+  MoeOptions options;
+  int64_t hidden = 0, num_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
+  bool norm_topk_prob = false;
+  float routed_scaling = 1.0f;
+  TensorView router;          // [experts, hidden]
+  std::vector<float> correction_bias;  // [experts] (noaux_tc)
+  std::vector<ExpertWeights> experts;
+  ExpertWeights shared;
+  TensorView shared_gate;     // [1, hidden]
+
+  // Chosen experts and their weights for one token's router logits.
+  void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
+};
+
+void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const {
+  const int64_t per_group = num_experts / n_group;
+  std::vector<float> scores = logits;
+  std::vector<float> choice;
+  if (options.router == RouterKind::kSigmoidNoAuxTc) {
+    for (auto& s : scores) s = ref::Sigmoid(s);
+    choice = scores;
+    for (int64_t e = 0; e < num_experts; ++e) choice[e] += correction_bias[e];
+  } else {
+    ref::Softmax(scores.data(), num_experts);
+    choice = scores;
+  }
+  if (options.router != RouterKind::kSoftmaxTopK && n_group > 1) {
+    std::vector<float> group_score(static_cast<size_t>(n_group));
+    for (int64_t g = 0; g < n_group; ++g) {
+      std::span<const float> members(&choice[g * per_group], static_cast<size_t>(per_group));
+      if (options.router == RouterKind::kGroupLimited) {
+        group_score[g] = *std::max_element(members.begin(), members.end());
+      } else {
+        auto top2 = ref::TopK(members, 2);
+        group_score[g] = 0.0f;
+        for (int i : top2) group_score[g] += members[i];
+      }
+    }
+    auto keep = ref::TopK(group_score, static_cast<int>(topk_group));
+    std::vector<bool> kept(static_cast<size_t>(n_group), false);
+    for (int g : keep) kept[g] = true;
+    // Experts of dropped groups score 0, as transformers' masked_fill does.
+    for (int64_t e = 0; e < num_experts; ++e) {
+      if (!kept[e / per_group]) choice[e] = 0.0f;
+    }
+  }
+  *ids = ref::TopK(choice, static_cast<int>(top_k));
+  weights->clear();
+  for (int id : *ids) weights->push_back(scores[id]);
+  if (norm_topk_prob) {
+    double sum = 0.0;
+    for (float w : *weights) sum += w;
+    if (options.router == RouterKind::kSigmoidNoAuxTc) sum += 1e-20;
+    for (float& w : *weights) w = static_cast<float>(w / sum);
+  }
+  for (float& w : *weights) w *= routed_scaling;
+}
+
+void Moe::Forward(const float* x, int64_t n, float* out) const {
+  std::vector<float> logits(static_cast<size_t>(n * num_experts));
+  ops->MatMul(x, n, router, logits.data());
+  std::fill(out, out + n * hidden, 0.0f);
+  std::vector<float> y(static_cast<size_t>(hidden));
+  std::vector<int> ids;
+  std::vector<float> weights;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x + t * hidden;
+    float* ot = out + t * hidden;
+    Route(std::vector<float>(&logits[t * num_experts], &logits[(t + 1) * num_experts]), &ids,
+          &weights);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      RunExpert(*ops, experts[ids[i]], xt, 1, y.data());
+      for (int64_t d = 0; d < hidden; ++d) ot[d] += weights[i] * y[d];
+    }
+    if (shared.inter > 0) {
+      RunExpert(*ops, shared, xt, 1, y.data());
+      float scale = 1.0f;
+      if (options.shared_gate) {
+        float g = 0.0f;
+        ops->MatMul(xt, 1, shared_gate, &g);
+        scale = ref::Sigmoid(g);
+      }
+      for (int64_t d = 0; d < hidden; ++d) ot[d] += scale * y[d];
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FeedForward>> LoadDenseMlp(const Weights& weights,
+                                                          const std::string& prefix, int64_t hidden,
+                                                          int64_t intermediate, const Ops& ops) {
+  auto mlp = std::make_unique<DenseMlp>();
+  mlp->ops = &ops;
+  ASSIGN_OR_RETURN(mlp->mlp, LoadExpert(weights, prefix, hidden, intermediate));
+  return std::unique_ptr<FeedForward>(std::move(mlp));
+}
+
+absl::StatusOr<std::unique_ptr<FeedForward>> LoadMoe(const ModelConfig& config,
+                                                     const Weights& weights,
+                                                     const std::string& prefix,
+                                                     const MoeOptions& options, const Ops& ops) {
+  auto moe = std::make_unique<Moe>();
+  moe->ops = &ops;
+  moe->options = options;
+  moe->hidden = config.hidden_size;
+  moe->num_experts = config.num_experts;
+  if (!config.num_experts_per_tok.has_value()) {
+    return InvalidArgumentError(config.source, ": num_experts_per_tok is required for MoE layers");
+  }
+  moe->top_k = *config.num_experts_per_tok;
+  moe->n_group = config.n_group.value_or(1);
+  moe->topk_group = config.topk_group.value_or(1);
+  if (moe->n_group < 1 || moe->num_experts % moe->n_group != 0 || moe->topk_group > moe->n_group ||
+      moe->top_k < 1 || moe->top_k > moe->num_experts) {
+    return InvalidArgumentError(config.source, ": inconsistent routing (", moe->num_experts,
+                                " experts, top-k ", moe->top_k, ", n_group ", moe->n_group,
+                                ", topk_group ", moe->topk_group, ")");
+  }
+  moe->norm_topk_prob = config.norm_topk_prob;
+  moe->routed_scaling = static_cast<float>(config.routed_scaling_factor);
+  const int64_t h = config.hidden_size, inter = config.moe_intermediate_size;
+  ASSIGN_OR_RETURN(moe->router, weights.Get(prefix + "gate.weight", {moe->num_experts, h}));
+  if (options.router == RouterKind::kSigmoidNoAuxTc) {
+    ASSIGN_OR_RETURN(TensorView bias,
+                     weights.Get(prefix + "gate.e_score_correction_bias", {moe->num_experts}));
+    moe->correction_bias = ToFloatVector(bias);
+  }
+  for (int64_t e = 0; e < moe->num_experts; ++e) {
+    ASSIGN_OR_RETURN(ExpertWeights ew,
+                     LoadExpert(weights, StrCat(prefix, "experts.", e, "."), h, inter));
+    moe->experts.push_back(ew);
+  }
+  if (!options.shared_prefix.empty() && options.shared_intermediate > 0) {
+    ASSIGN_OR_RETURN(moe->shared, LoadExpert(weights, prefix + options.shared_prefix, h,
+                                             options.shared_intermediate));
+    if (options.shared_gate) {
+      ASSIGN_OR_RETURN(moe->shared_gate, weights.Get(prefix + "shared_expert_gate.weight", {1, h}));
+    }
+  }
+  return std::unique_ptr<FeedForward>(std::move(moe));
+}
+
+}  // namespace krasis

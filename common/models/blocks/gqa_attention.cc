@@ -1,0 +1,145 @@
+// Grouped-query attention (see gqa_attention.h). The cache slot of a token holds
+// k [kv_heads, head_dim] then v [kv_heads, head_dim]; keys are stored after QK
+// norm and RoPE, so attention reads them as they are.
+#include "common/models/blocks/gqa_attention.h"
+
+#include <cmath>
+#include <vector>
+
+#include "common/kernels/reference.h"
+#include "common/status.h"
+
+namespace krasis {
+namespace {
+
+class GqaAttention final : public Mixer {
+ public:
+  int64_t KvFloatsPerToken() const override { return 2 * kv_heads_ * head_dim_; }
+  absl::Status Forward(const float* x, float* out, std::span<const SequenceRows> rows,
+                       PagedKvCache& cache, int layer) const override;
+
+  const Ops* ops = nullptr;
+  GqaOptions options;
+  int64_t hidden_ = 0, heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
+  float eps_ = 1e-6f;
+  Rope rope;
+  TensorView q_proj, k_proj, v_proj, o_proj;  // [heads*hd(*2 with gate), hidden], [kvh*hd, hidden] x2, [hidden, heads*hd]
+  TensorView q_bias, k_bias, v_bias;          // [heads*hd], [kvh*hd], [kvh*hd] (optional)
+  TensorView q_norm, k_norm;                  // [hd] (optional)
+
+  friend absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig&, const Weights&,
+                                                                 const std::string&,
+                                                                 const GqaOptions&, const Ops&);
+};
+
+absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const SequenceRows> rows,
+                                   PagedKvCache& cache, int layer) const {
+  const int64_t q_width = heads_ * head_dim_ * (options.output_gate ? 2 : 1);
+  const int64_t kv_width = kv_heads_ * head_dim_;
+  const int64_t group = heads_ / kv_heads_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  for (const SequenceRows& r : rows) {
+    const float* xs = x + r.first_row * hidden_;
+    std::vector<float> q(static_cast<size_t>(r.count * q_width));
+    std::vector<float> k(static_cast<size_t>(r.count * kv_width));
+    std::vector<float> v(static_cast<size_t>(r.count * kv_width));
+    ops->MatMul(xs, r.count, q_proj, q.data(), q_bias.data ? &q_bias : nullptr);
+    ops->MatMul(xs, r.count, k_proj, k.data(), k_bias.data ? &k_bias : nullptr);
+    ops->MatMul(xs, r.count, v_proj, v.data(), v_bias.data ? &v_bias : nullptr);
+    // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
+    std::vector<float> query(static_cast<size_t>(r.count * heads_ * head_dim_));
+    std::vector<float> gate;
+    if (options.output_gate) gate.resize(query.size());
+    for (int64_t t = 0; t < r.count; ++t) {
+      for (int64_t hh = 0; hh < heads_; ++hh) {
+        const float* src = &q[t * q_width + hh * head_dim_ * (options.output_gate ? 2 : 1)];
+        std::copy(src, src + head_dim_, &query[(t * heads_ + hh) * head_dim_]);
+        if (options.output_gate) {
+          std::copy(src + head_dim_, src + 2 * head_dim_, &gate[(t * heads_ + hh) * head_dim_]);
+        }
+      }
+    }
+    if (options.qk_norm) {
+      ops->RmsNorm(query.data(), r.count * heads_, head_dim_, q_norm, eps_,
+                   options.zero_centred_qk_norm, query.data());
+      ops->RmsNorm(k.data(), r.count * kv_heads_, head_dim_, k_norm, eps_,
+                   options.zero_centred_qk_norm, k.data());
+    }
+    for (int64_t t = 0; t < r.count; ++t) {
+      int64_t pos = r.start_pos + t;
+      rope.Apply(&query[t * heads_ * head_dim_], heads_, head_dim_, pos);
+      rope.Apply(&k[t * kv_width], kv_heads_, head_dim_, pos);
+      float* slot = r.seq->Slot(cache, layer, pos);
+      std::copy(&k[t * kv_width], &k[(t + 1) * kv_width], slot);
+      std::copy(&v[t * kv_width], &v[(t + 1) * kv_width], slot + kv_width);
+    }
+    std::vector<float> attn(static_cast<size_t>(heads_ * head_dim_));
+    std::vector<float> scores;
+    for (int64_t t = 0; t < r.count; ++t) {
+      int64_t pos = r.start_pos + t;
+      scores.resize(static_cast<size_t>(pos + 1));
+      for (int64_t hh = 0; hh < heads_; ++hh) {
+        const float* qh = &query[(t * heads_ + hh) * head_dim_];
+        int64_t kvh = hh / group;
+        for (int64_t p = 0; p <= pos; ++p) {
+          const float* kp = r.seq->Slot(cache, layer, p) + kvh * head_dim_;
+          double dot = 0.0;
+          for (int64_t d = 0; d < head_dim_; ++d) dot += static_cast<double>(qh[d]) * kp[d];
+          scores[p] = static_cast<float>(dot) * scale;
+        }
+        ref::Softmax(scores.data(), pos + 1);
+        float* o = &attn[hh * head_dim_];
+        std::vector<double> acc(static_cast<size_t>(head_dim_), 0.0);
+        for (int64_t p = 0; p <= pos; ++p) {
+          const float* vp = r.seq->Slot(cache, layer, p) + kv_width + kvh * head_dim_;
+          for (int64_t d = 0; d < head_dim_; ++d) acc[d] += static_cast<double>(scores[p]) * vp[d];
+        }
+        for (int64_t d = 0; d < head_dim_; ++d) {
+          o[d] = static_cast<float>(acc[d]);
+          if (options.output_gate) o[d] *= ref::Sigmoid(gate[(t * heads_ + hh) * head_dim_ + d]);
+        }
+      }
+      ops->MatMul(attn.data(), 1, o_proj, out + (r.first_row + t) * hidden_);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig& config,
+                                                        const Weights& weights,
+                                                        const std::string& prefix,
+                                                        const GqaOptions& options, const Ops& ops) {
+  auto a = std::make_unique<GqaAttention>();
+  a->ops = &ops;
+  a->options = options;
+  a->hidden_ = config.hidden_size;
+  a->heads_ = config.num_attention_heads;
+  a->kv_heads_ = config.num_key_value_heads;
+  a->head_dim_ = config.head_dim;
+  a->eps_ = static_cast<float>(config.rms_norm_eps);
+  if (a->kv_heads_ <= 0 || a->heads_ % a->kv_heads_ != 0) {
+    return InvalidArgumentError(config.source, ": num_attention_heads ", a->heads_,
+                                " is not a multiple of num_key_value_heads ", a->kv_heads_);
+  }
+  const int64_t hd = a->head_dim_, h = a->hidden_;
+  const int64_t q_out = a->heads_ * hd * (options.output_gate ? 2 : 1);
+  ASSIGN_OR_RETURN(a->q_proj, weights.Get(prefix + "q_proj.weight", {q_out, h}));
+  ASSIGN_OR_RETURN(a->k_proj, weights.Get(prefix + "k_proj.weight", {a->kv_heads_ * hd, h}));
+  ASSIGN_OR_RETURN(a->v_proj, weights.Get(prefix + "v_proj.weight", {a->kv_heads_ * hd, h}));
+  ASSIGN_OR_RETURN(a->o_proj, weights.Get(prefix + "o_proj.weight", {h, a->heads_ * hd}));
+  if (config.attention_bias) {
+    ASSIGN_OR_RETURN(a->q_bias, weights.Get(prefix + "q_proj.bias", {q_out}));
+    ASSIGN_OR_RETURN(a->k_bias, weights.Get(prefix + "k_proj.bias", {a->kv_heads_ * hd}));
+    ASSIGN_OR_RETURN(a->v_bias, weights.Get(prefix + "v_proj.bias", {a->kv_heads_ * hd}));
+  }
+  if (options.qk_norm) {
+    ASSIGN_OR_RETURN(a->q_norm, weights.Get(prefix + "q_norm.weight", {hd}));
+    ASSIGN_OR_RETURN(a->k_norm, weights.Get(prefix + "k_norm.weight", {hd}));
+  }
+  ASSIGN_OR_RETURN(a->rope, MakeRope(config, config.RotaryDim(), options.interleaved_rope));
+  return std::unique_ptr<Mixer>(std::move(a));
+}
+
+}  // namespace krasis

@@ -1,0 +1,280 @@
+// Multi-head Latent Attention (see mla_attention.h), the plain (non-absorbed)
+// form: per-head k_nope and v are recomputed from every cached latent with
+// kv_b_proj on each call. That costs O(cached tokens) extra matmul work per step
+// but is the clearest statement of the maths, so it serves as the reference the
+// absorbed / GPU kernels are checked against. For one sequence and a new token at
+// position p (transformers' DeepseekV2Attention / DeepseekV3Attention):
+//
+//   q        = q_proj(x)  or  q_b_proj(rms(q_a_proj(x)))        [heads, nope + rope]
+//   q_nope, q_pe = split(q)                  q_pe = rope(q_pe, p)
+//   latent, k_pe = split(kv_a_proj_with_mqa(x))   latent = rms(latent), k_pe = rope(k_pe, p)
+//   cache[p] = [latent | k_pe]
+//   for every cached j <= p:  [k_nope_j | v_j] = kv_b_proj(latent_j)   [heads, nope + v]
+//   score_j  = scale * (q_nope . k_nope_j + q_pe . k_pe_j)   (k_pe shared by all heads)
+//   out      = o_proj(concat_h sum_j softmax(score)_j v_j)
+//
+// RoPE pairs dims (2i, 2i+1) as DeepSeek's complex form does (V2); V3's
+// de-interleave + rotate_half gives the same dot products, so the cache keeps the
+// interleaved order either way. A deepseek_v3 config with "rope_interleave": false
+// uses rotate_half pairing instead, as transformers does.
+//
+// scale = (nope + rope)^-0.5, times mscale^2 (mscale = YarnMscale(factor,
+// mscale_all_dim)) when rope_scaling has a non-zero mscale_all_dim, as
+// transformers' V3 and DeepSeek's own code do (transformers' V2 omits it; real V2
+// configs also set mscale_all_dim, so we follow DeepSeek).
+#include "common/models/blocks/mla_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "common/models/rope.h"
+#include "common/status.h"
+
+namespace krasis {
+namespace {
+
+// transformers builds q_a_layernorm and kv_a_layernorm with the RMSNorm default
+// eps (1e-6), not config.rms_norm_eps; DeepSeek's own code does the same.
+constexpr float kLatentNormEps = 1e-6f;
+
+const TensorView* BiasOrNull(const TensorView& bias) {
+  return bias.data != nullptr ? &bias : nullptr;
+}
+
+double Dot(const float* a, const float* b, int64_t n) {
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(a[i]) * b[i];
+  return acc;
+}
+
+// deepseek_v3's "rope_interleave" (default true); deepseek_v2 is always interleaved.
+bool RopeInterleaved(const ModelConfig& config) {
+  if (config.architecture != Architecture::kDeepseekV3) return true;
+  const nlohmann::json* j = &config.raw;
+  if (j->is_object() && j->contains("text_config") && (*j)["text_config"].is_object() &&
+      (*j)["text_config"].contains("rope_interleave")) {
+    j = &(*j)["text_config"];
+  }
+  if (j->is_object() && j->contains("rope_interleave") && (*j)["rope_interleave"].is_boolean()) {
+    return (*j)["rope_interleave"].get<bool>();
+  }
+  return true;
+}
+
+class MlaAttention final : public Mixer {
+ public:
+  explicit MlaAttention(const Ops& ops) : ops_(&ops) {}
+
+  int64_t KvFloatsPerToken() const override { return kv_lora_ + rope_dim_; }
+
+  absl::Status Forward(const float* x, float* out, std::span<const SequenceRows> rows,
+                       PagedKvCache& cache, int layer) const override;
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<Mixer>> krasis::LoadMlaAttention(const ModelConfig&,
+                                                                         const Weights&,
+                                                                         const std::string&,
+                                                                         const Ops&);
+
+  absl::Status ForwardSequence(const float* x, float* out, const SequenceRows& r,
+                               PagedKvCache& cache, int layer) const;
+
+  const Ops* ops_;
+  std::string prefix_;  // for error messages
+  int64_t hidden_ = 0;
+  int64_t heads_ = 0;
+  int64_t q_lora_ = 0;  // 0: no q compression (q_proj)
+  int64_t kv_lora_ = 0;
+  int64_t nope_ = 0;      // qk_nope_head_dim
+  int64_t rope_dim_ = 0;  // qk_rope_head_dim
+  int64_t v_dim_ = 0;     // v_head_dim
+  int64_t qk_dim_ = 0;    // nope + rope
+  float scale_ = 1.0f;
+  Rope rope_;
+
+  TensorView q_proj_;         // [heads * qk_dim, hidden]  (q_lora_ == 0)
+  TensorView q_a_proj_;       // [q_lora, hidden]          (q_lora_ > 0)
+  TensorView q_a_proj_bias_;  // [q_lora]  optional
+  TensorView q_a_norm_;       // [q_lora]
+  TensorView q_b_proj_;       // [heads * qk_dim, q_lora]
+  TensorView kv_a_proj_;      // [kv_lora + rope, hidden]
+  TensorView kv_a_proj_bias_;  // [kv_lora + rope]  optional
+  TensorView kv_a_norm_;      // [kv_lora]
+  TensorView kv_b_proj_;      // [heads * (nope + v), kv_lora]
+  TensorView o_proj_;         // [hidden, heads * v]
+  TensorView o_proj_bias_;    // [hidden]  optional
+};
+
+absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const SequenceRows> rows,
+                                   PagedKvCache& cache, int layer) const {
+  for (const SequenceRows& r : rows) {
+    RETURN_IF_ERROR(ForwardSequence(x, out, r, cache, layer));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const SequenceRows& r,
+                                           PagedKvCache& cache, int layer) const {
+  const int64_t n = r.count;
+  if (n == 0) return absl::OkStatus();
+  if (r.seq == nullptr || n < 0 || r.start_pos < 0 || r.first_row < 0) {
+    return InvalidArgumentError(prefix_, ": bad sequence rows (first_row ", r.first_row,
+                                ", count ", n, ", start_pos ", r.start_pos, ")");
+  }
+  const int64_t total = r.start_pos + n;
+  const int64_t capacity = static_cast<int64_t>(r.seq->block_table.size()) * cache.block_size();
+  if (capacity < total) {
+    return FailedPreconditionError(prefix_, ": sequence has cache room for ", capacity,
+                                   " tokens but needs ", total, " (Reserve first)");
+  }
+  const float* xs = x + r.first_row * hidden_;
+
+  // Queries [n, heads, qk_dim].
+  std::vector<float> q(static_cast<size_t>(n * heads_ * qk_dim_));
+  if (q_lora_ > 0) {
+    std::vector<float> qa(static_cast<size_t>(n * q_lora_));
+    ops_->MatMul(xs, n, q_a_proj_, qa.data(), BiasOrNull(q_a_proj_bias_));
+    ops_->RmsNorm(qa.data(), n, q_lora_, q_a_norm_, kLatentNormEps, false, qa.data());
+    ops_->MatMul(qa.data(), n, q_b_proj_, q.data());
+  } else {
+    ops_->MatMul(xs, n, q_proj_, q.data());
+  }
+
+  // Compressed KV [n, kv_lora + rope]; latent normed, k_pe roped, both into the cache.
+  const int64_t kva_dim = kv_lora_ + rope_dim_;
+  std::vector<float> kva(static_cast<size_t>(n * kva_dim));
+  ops_->MatMul(xs, n, kv_a_proj_, kva.data(), BiasOrNull(kv_a_proj_bias_));
+  std::vector<float> latent(static_cast<size_t>(n * kv_lora_));
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(&latent[i * kv_lora_], &kva[i * kva_dim], sizeof(float) * kv_lora_);
+  }
+  ops_->RmsNorm(latent.data(), n, kv_lora_, kv_a_norm_, kLatentNormEps, false, latent.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = r.start_pos + i;
+    float* slot = r.seq->Slot(cache, layer, pos);
+    std::memcpy(slot, &latent[i * kv_lora_], sizeof(float) * kv_lora_);
+    std::memcpy(slot + kv_lora_, &kva[i * kva_dim + kv_lora_], sizeof(float) * rope_dim_);
+    rope_.Apply(slot + kv_lora_, 1, rope_dim_, pos);
+    rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
+  }
+
+  // Expand every cached latent into per-head [k_nope | v]: [total, heads, nope + v].
+  std::vector<float> all_latent(static_cast<size_t>(total * kv_lora_));
+  std::vector<const float*> k_pe(static_cast<size_t>(total));
+  for (int64_t j = 0; j < total; ++j) {
+    const float* slot = r.seq->Slot(cache, layer, j);
+    std::memcpy(&all_latent[j * kv_lora_], slot, sizeof(float) * kv_lora_);
+    k_pe[j] = slot + kv_lora_;
+  }
+  const int64_t kv_dim = nope_ + v_dim_;
+  std::vector<float> kv(static_cast<size_t>(total * heads_ * kv_dim));
+  ops_->MatMul(all_latent.data(), total, kv_b_proj_, kv.data());
+
+  // Causal softmax attention per new token and head, in double.
+  std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
+  std::vector<double> p(static_cast<size_t>(total));
+  std::vector<double> acc(static_cast<size_t>(v_dim_));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = r.start_pos + i;
+    for (int64_t h = 0; h < heads_; ++h) {
+      const float* qh = &q[(i * heads_ + h) * qk_dim_];
+      double max_score = -std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j <= pos; ++j) {
+        const float* kh = &kv[(j * heads_ + h) * kv_dim];
+        double s = Dot(qh, kh, nope_) + Dot(qh + nope_, k_pe[j], rope_dim_);
+        p[j] = s * scale_;
+        max_score = std::max(max_score, p[j]);
+      }
+      double sum = 0.0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j = 0; j <= pos; ++j) {
+        const double w = std::exp(p[j] - max_score);
+        sum += w;
+        const float* vh = &kv[(j * heads_ + h) * kv_dim + nope_];
+        for (int64_t d = 0; d < v_dim_; ++d) acc[d] += w * vh[d];
+      }
+      float* oh = &attn[(i * heads_ + h) * v_dim_];
+      for (int64_t d = 0; d < v_dim_; ++d) oh[d] = static_cast<float>(acc[d] / sum);
+    }
+  }
+
+  ops_->MatMul(attn.data(), n, o_proj_, out + r.first_row * hidden_, BiasOrNull(o_proj_bias_));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Mixer>> LoadMlaAttention(const ModelConfig& config,
+                                                        const Weights& weights,
+                                                        const std::string& prefix,
+                                                        const Ops& ops) {
+  auto need = [&](const std::optional<int64_t>& v, const char* key) -> absl::StatusOr<int64_t> {
+    if (!v.has_value() || *v <= 0) {
+      return InvalidArgumentError(config.source, ": ", prefix, " is multi-head latent attention but ",
+                                  key, " is ", v.has_value() ? StrCat(*v) : "missing");
+    }
+    return *v;
+  };
+  auto m = std::make_unique<MlaAttention>(ops);
+  m->prefix_ = prefix;
+  m->hidden_ = config.hidden_size;
+  m->heads_ = config.num_attention_heads;
+  if (m->hidden_ <= 0 || m->heads_ <= 0) {
+    return InvalidArgumentError(config.source, ": hidden_size ", m->hidden_,
+                                " and num_attention_heads ", m->heads_, " must be positive");
+  }
+  ASSIGN_OR_RETURN(m->kv_lora_, need(config.kv_lora_rank, "kv_lora_rank"));
+  ASSIGN_OR_RETURN(m->nope_, need(config.qk_nope_head_dim, "qk_nope_head_dim"));
+  ASSIGN_OR_RETURN(m->rope_dim_, need(config.qk_rope_head_dim, "qk_rope_head_dim"));
+  ASSIGN_OR_RETURN(m->v_dim_, need(config.v_head_dim, "v_head_dim"));
+  if (config.q_lora_rank.has_value()) {
+    ASSIGN_OR_RETURN(m->q_lora_, need(config.q_lora_rank, "q_lora_rank"));
+  }
+  m->qk_dim_ = m->nope_ + m->rope_dim_;
+  const int64_t hidden = m->hidden_, heads = m->heads_, q_lora = m->q_lora_;
+  const int64_t kv_lora = m->kv_lora_, rope = m->rope_dim_, qk = m->qk_dim_;
+
+  // Softmax scale, with DeepSeek's YaRN mscale^2 correction.
+  double scale = 1.0 / std::sqrt(static_cast<double>(qk));
+  if (config.rope_scaling.has_value()) {
+    const double mscale_all_dim = config.rope_scaling->mscale_all_dim.value_or(0.0);
+    if (mscale_all_dim != 0.0) {
+      const double mscale = YarnMscale(config.rope_scaling->factor.value_or(1.0), mscale_all_dim);
+      scale *= mscale * mscale;
+    }
+  }
+  m->scale_ = static_cast<float>(scale);
+
+  auto rope_or = MakeRope(config, rope, RopeInterleaved(config));
+  if (!rope_or.ok()) return Annotate(rope_or.status(), prefix);
+  m->rope_ = *std::move(rope_or);
+
+  auto get = [&](const std::string& name, const Shape& shape) {
+    return weights.Get(prefix + name, shape);
+  };
+  auto get_optional = [&](const std::string& name, const Shape& shape) {
+    return weights.GetOptional(prefix + name, shape);
+  };
+  if (q_lora > 0) {
+    ASSIGN_OR_RETURN(m->q_a_proj_, get("q_a_proj.weight", {q_lora, hidden}));
+    ASSIGN_OR_RETURN(m->q_a_proj_bias_, get_optional("q_a_proj.bias", {q_lora}));
+    ASSIGN_OR_RETURN(m->q_a_norm_, get("q_a_layernorm.weight", {q_lora}));
+    ASSIGN_OR_RETURN(m->q_b_proj_, get("q_b_proj.weight", {heads * qk, q_lora}));
+  } else {
+    ASSIGN_OR_RETURN(m->q_proj_, get("q_proj.weight", {heads * qk, hidden}));
+  }
+  ASSIGN_OR_RETURN(m->kv_a_proj_, get("kv_a_proj_with_mqa.weight", {kv_lora + rope, hidden}));
+  ASSIGN_OR_RETURN(m->kv_a_proj_bias_, get_optional("kv_a_proj_with_mqa.bias", {kv_lora + rope}));
+  ASSIGN_OR_RETURN(m->kv_a_norm_, get("kv_a_layernorm.weight", {kv_lora}));
+  ASSIGN_OR_RETURN(m->kv_b_proj_,
+                   get("kv_b_proj.weight", {heads * (m->nope_ + m->v_dim_), kv_lora}));
+  ASSIGN_OR_RETURN(m->o_proj_, get("o_proj.weight", {hidden, heads * m->v_dim_}));
+  ASSIGN_OR_RETURN(m->o_proj_bias_, get_optional("o_proj.bias", {hidden}));
+  return std::unique_ptr<Mixer>(std::move(m));
+}
+
+}  // namespace krasis

@@ -1,0 +1,54 @@
+// Paged KV cache (see kv_cache.h).
+#include "common/models/kv_cache.h"
+
+#include "absl/status/statusor.h"
+#include "common/status.h"
+
+namespace krasis {
+
+PagedKvCache::PagedKvCache(int64_t num_blocks, int64_t block_size,
+                           std::vector<int64_t> floats_per_token)
+    : num_blocks_(num_blocks), block_size_(block_size) {
+  for (int64_t f : floats_per_token) {
+    layer_offset_.push_back(floats_per_slot_);
+    floats_per_slot_ += f;
+  }
+  storage_.assign(static_cast<size_t>(num_blocks * block_size * floats_per_slot_), 0.0f);
+  for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+}
+
+absl::StatusOr<int32_t> PagedKvCache::Allocate() {
+  if (free_.empty()) {
+    return absl::ResourceExhaustedError(StrCat("KV cache is full (", num_blocks_, " blocks of ",
+                                               block_size_, " tokens)"));
+  }
+  int32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void PagedKvCache::Release(int32_t block) { free_.push_back(block); }
+
+float* PagedKvCache::Slot(int32_t block, int layer, int64_t slot) {
+  size_t index = (static_cast<size_t>(block) * block_size_ + slot) * floats_per_slot_ +
+                 layer_offset_[layer];
+  return storage_.data() + index;
+}
+
+absl::Status SequenceState::Reserve(PagedKvCache& cache, int64_t total_tokens) {
+  int64_t needed = (total_tokens + cache.block_size() - 1) / cache.block_size();
+  while (static_cast<int64_t>(block_table.size()) < needed) {
+    ASSIGN_OR_RETURN(int32_t b, cache.Allocate());
+    block_table.push_back(b);
+  }
+  return absl::OkStatus();
+}
+
+void SequenceState::Release(PagedKvCache& cache) {
+  for (int32_t b : block_table) cache.Release(b);
+  block_table.clear();
+  linear.clear();
+  num_tokens = 0;
+}
+
+}  // namespace krasis

@@ -1,0 +1,125 @@
+// The shared decoder forward pass and the architecture dispatch (see model.h).
+#include "common/models/model.h"
+
+#include <algorithm>
+
+#include "common/models/architectures.h"
+#include "common/status.h"
+
+namespace krasis {
+
+const Ops& DefaultOps() {
+  static const ReferenceOps ops;
+  return ops;
+}
+
+std::unique_ptr<PagedKvCache> DecoderModel::MakeCache(int64_t num_blocks, int64_t block_size) const {
+  std::vector<int64_t> floats;
+  for (const auto& layer : layers) floats.push_back(layer.mixer->KvFloatsPerToken());
+  return std::make_unique<PagedKvCache>(num_blocks, block_size, std::move(floats));
+}
+
+void DecoderModel::InitSequence(SequenceState& seq) const {
+  seq.num_tokens = 0;
+  seq.block_table.clear();
+  seq.linear.assign(layers.size(), LinearState{});
+  for (size_t l = 0; l < layers.size(); ++l) layers[l].mixer->InitSequence(seq, static_cast<int>(l));
+}
+
+absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCache& cache,
+                                   std::vector<std::vector<float>>* logits) const {
+  const int64_t hidden = config_.hidden_size;
+  const int64_t vocab = config_.vocab_size;
+  std::vector<SequenceRows> rows;
+  int64_t total = 0;
+  for (const auto& item : batch) {
+    if (item.seq == nullptr || item.tokens.empty()) {
+      return InvalidArgumentError("every batch item needs a sequence and at least one token");
+    }
+    for (int32_t t : item.tokens) {
+      if (t < 0 || t >= vocab) {
+        return InvalidArgumentError("token id ", t, " is out of range [0, ", vocab, ")");
+      }
+    }
+    if (item.seq->linear.size() != layers.size()) {
+      return FailedPreconditionError("sequence was not initialised for this model (InitSequence)");
+    }
+    int64_t count = static_cast<int64_t>(item.tokens.size());
+    RETURN_IF_ERROR(item.seq->Reserve(cache, item.seq->num_tokens + count));
+    rows.push_back(SequenceRows{total, count, item.seq->num_tokens, item.seq});
+    total += count;
+  }
+
+  std::vector<float> x(static_cast<size_t>(total * hidden));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    for (int64_t t = 0; t < rows[i].count; ++t) {
+      ref::EmbeddingRow(embed, batch[i].tokens[t], &x[(rows[i].first_row + t) * hidden]);
+    }
+  }
+  std::vector<float> h(x.size()), delta(x.size());
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const DecoderLayer& layer = layers[l];
+    ops_->RmsNorm(x.data(), total, hidden, layer.input_norm, eps, zero_centred_norms, h.data());
+    RETURN_IF_ERROR(layer.mixer->Forward(h.data(), delta.data(), rows, cache, static_cast<int>(l)));
+    for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    ops_->RmsNorm(x.data(), total, hidden, layer.post_norm, eps, zero_centred_norms, h.data());
+    layer.ffn->Forward(h.data(), total, delta.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+  }
+
+  logits->assign(batch.size(), {});
+  for (size_t i = 0; i < batch.size(); ++i) {
+    int64_t first = batch[i].all_logits ? 0 : rows[i].count - 1;
+    int64_t n = rows[i].count - first;
+    std::vector<float> normed(static_cast<size_t>(n * hidden));
+    ops_->RmsNorm(&x[(rows[i].first_row + first) * hidden], n, hidden, final_norm, eps,
+                  zero_centred_norms, normed.data());
+    (*logits)[i].resize(static_cast<size_t>(n * vocab));
+    ops_->MatMul(normed.data(), n, lm_head, (*logits)[i].data());
+    rows[i].seq->num_tokens += rows[i].count;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadLayerNorms(const Weights& weights, const ModelConfig& config, int layer,
+                            DecoderLayer& out) {
+  std::string p = StrCat("model.layers.", layer, ".");
+  ASSIGN_OR_RETURN(out.input_norm, weights.Get(p + "input_layernorm.weight", {config.hidden_size}));
+  ASSIGN_OR_RETURN(out.post_norm,
+                   weights.Get(p + "post_attention_layernorm.weight", {config.hidden_size}));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir, const Ops& ops) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(auto st, SafetensorsModel::Open(dir));
+  auto weights = std::make_shared<Weights>(std::move(st));
+  auto model = std::make_unique<DecoderModel>(config, weights, ops);
+  const int64_t hidden = config.hidden_size, vocab = config.vocab_size;
+  ASSIGN_OR_RETURN(model->embed, weights->Get("model.embed_tokens.weight", {vocab, hidden}));
+  ASSIGN_OR_RETURN(model->final_norm, weights->Get("model.norm.weight", {hidden}));
+  if (config.tie_word_embeddings && !weights->Contains("lm_head.weight")) {
+    model->lm_head = model->embed;
+  } else {
+    ASSIGN_OR_RETURN(model->lm_head, weights->Get("lm_head.weight", {vocab, hidden}));
+  }
+  switch (config.architecture) {
+    case Architecture::kQwen3Moe:
+      RETURN_IF_ERROR(BuildQwen3Moe(*weights, *model));
+      break;
+    case Architecture::kQwen3Next:
+      RETURN_IF_ERROR(BuildQwen3Next(*weights, *model));
+      break;
+    case Architecture::kDeepseekV2:
+    case Architecture::kDeepseekV3:
+      RETURN_IF_ERROR(BuildDeepseek(*weights, *model));
+      break;
+    case Architecture::kGlm4Moe:
+      RETURN_IF_ERROR(BuildGlm4Moe(*weights, *model));
+      break;
+  }
+  return model;
+}
+
+}  // namespace krasis

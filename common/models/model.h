@@ -1,0 +1,108 @@
+// The decoder-only MoE model: embedding, a stack of layers (each a token mixer
+// -- attention or linear attention -- and a feed-forward block -- dense MLP or
+// MoE -- with pre-norms and residuals), final norm and lm_head. Architectures
+// (qwen3_moe.cc, qwen3_next.cc, deepseek.cc, glm4_moe.cc) only choose and load
+// the blocks; the forward pass here is shared.
+//
+// Forward runs any batch of sequences, each with any number of new tokens
+// (prefill is many, decode is one), over a paged KV cache: mixers write the new
+// tokens' keys/values (or recurrent state) and attend over everything cached.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/kernels/ops.h"
+#include "common/model_config.h"
+#include "common/models/kv_cache.h"
+#include "common/models/weights.h"
+
+namespace krasis {
+
+// Where one sequence's new tokens sit in a batch's activation rows.
+struct SequenceRows {
+  int64_t first_row = 0;   // row of its first new token in the [T, hidden] batch
+  int64_t count = 0;       // new tokens
+  int64_t start_pos = 0;   // position of its first new token (= tokens cached before)
+  SequenceState* seq = nullptr;
+};
+
+// Attention-like block of one layer: mixes information across positions.
+class Mixer {
+ public:
+  virtual ~Mixer() = default;
+  // Floats this layer keeps per token in the paged cache (0: none).
+  virtual int64_t KvFloatsPerToken() const = 0;
+  // Sets up per-sequence state (linear attention); default none.
+  virtual void InitSequence(SequenceState& seq, int layer) const { (void)seq, (void)layer; }
+  // x: normed hidden [T, hidden]; out: [T, hidden]. Appends the new tokens to
+  // the cache for `layer` and attends causally over everything cached.
+  virtual absl::Status Forward(const float* x, float* out, std::span<const SequenceRows> rows,
+                               PagedKvCache& cache, int layer) const = 0;
+};
+
+// Position-wise block of one layer: dense MLP or mixture of experts.
+class FeedForward {
+ public:
+  virtual ~FeedForward() = default;
+  // x: [n, hidden]; out: [n, hidden].
+  virtual void Forward(const float* x, int64_t n, float* out) const = 0;
+};
+
+struct DecoderLayer {
+  TensorView input_norm;  // [hidden]
+  TensorView post_norm;   // [hidden]
+  std::unique_ptr<Mixer> mixer;
+  std::unique_ptr<FeedForward> ffn;
+};
+
+// One sequence's new tokens in a Forward call.
+struct BatchItem {
+  SequenceState* seq = nullptr;
+  std::vector<int32_t> tokens;
+  bool all_logits = false;  // logits at every new position, not just the last
+};
+
+class DecoderModel {
+ public:
+  DecoderModel(ModelConfig config, std::shared_ptr<Weights> weights, const Ops& ops)
+      : config_(std::move(config)), weights_(std::move(weights)), ops_(&ops) {}
+
+  const ModelConfig& config() const { return config_; }
+  const Ops& ops() const { return *ops_; }
+
+  // A cache sized for this model.
+  std::unique_ptr<PagedKvCache> MakeCache(int64_t num_blocks, int64_t block_size) const;
+  // Prepares an empty sequence (linear-attention state).
+  void InitSequence(SequenceState& seq) const;
+
+  // Runs the new tokens of every item; logits->at(i) gets [rows, vocab] for item
+  // i (rows = its new tokens if all_logits, else 1). Fails cleanly (nothing
+  // half-written counts: num_tokens advances only on success) for token ids out
+  // of range, an empty item, or a full cache.
+  absl::Status Forward(std::span<const BatchItem> batch, PagedKvCache& cache,
+                       std::vector<std::vector<float>>* logits) const;
+
+  // For architecture builders.
+  TensorView embed;     // [vocab, hidden]
+  TensorView final_norm;  // [hidden]
+  TensorView lm_head;   // [vocab, hidden]
+  bool zero_centred_norms = false;  // Qwen3-Next: norm weight is used as 1 + w
+  std::vector<DecoderLayer> layers;
+
+ private:
+  ModelConfig config_;
+  std::shared_ptr<Weights> weights_;
+  const Ops* ops_;
+};
+
+// Loads a Hugging Face model directory (config.json + safetensors) of any
+// supported architecture. Errors name the file and tensor at fault.
+absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir,
+                                                        const Ops& ops = DefaultOps());
+
+}  // namespace krasis
