@@ -1,0 +1,32 @@
+// `krasis-cli logits`: runs a model directory on given token ids with the
+// reference engine and prints the last position's logits, the argmax at every
+// prompt position and an optional greedy continuation -- so anyone can check a
+// model (and the tests check the engine) from the command line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace krasis {
+
+struct LogitsRequest {
+  std::string model_dir;
+  std::vector<int32_t> tokens;
+  int greedy = 0;  // tokens to generate greedily after the prompt
+};
+
+struct LogitsResult {
+  std::vector<float> last_logits;
+  std::vector<int32_t> argmax;  // one per prompt position
+  std::vector<int32_t> greedy;
+};
+
+absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request);
+
+// "1,2,3" -> {1, 2, 3}; errors name the bad item.
+absl::StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text);
+
+}  // namespace krasis

@@ -1,0 +1,85 @@
+// krasis-cli: command-line access to Krasis's building blocks without starting
+// the cluster. Subcommands:
+//   logits --model DIR --tokens 1,2,3 [--greedy N] [--json]
+// (tokenize, detokenize and render arrive with the tokenizer work).
+#include <iostream>
+#include <string>
+
+#include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tools/cli/logits_command.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+int Logits(int argc, char** argv) {
+  std::string model, tokens;
+  int greedy = 0;
+  po::options_description desc("krasis-cli logits options");
+  desc.add_options()
+      ("help,h", "print this help")
+      ("model", po::value(&model)->required(), "model directory (config.json + safetensors)")
+      ("tokens", po::value(&tokens)->required(), "prompt token ids, comma separated: 1,2,3")
+      ("greedy", po::value(&greedy)->default_value(0), "generate N tokens greedily")
+      ("json", "print one JSON object {last_logits, argmax, greedy}");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: krasis-cli logits --model DIR --tokens 1,2,3 [--greedy N] [--json]\n\n"
+                << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "krasis-cli logits: " << e.what() << " (see --help)\n";
+    return 2;
+  }
+  auto ids = krasis::ParseTokenList(tokens);
+  if (!ids.ok()) {
+    std::cerr << "krasis-cli logits: " << ids.status().message() << "\n";
+    return 2;
+  }
+  auto result = krasis::RunLogits({model, *ids, greedy});
+  if (!result.ok()) {
+    std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
+    return 1;
+  }
+  if (vm.count("json")) {
+    nlohmann::json j = {{"last_logits", result->last_logits},
+                        {"argmax", result->argmax},
+                        {"greedy", result->greedy}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << "argmax: " << nlohmann::json(result->argmax).dump() << "\n";
+    if (greedy > 0) std::cout << "greedy: " << nlohmann::json(result->greedy).dump() << "\n";
+    std::cout << "last_logits: " << result->last_logits.size() << " values\n";
+  }
+  return 0;
+}
+
+void Usage(std::ostream& out) {
+  out << "usage: krasis-cli <command> [options]\n\n"
+         "commands:\n"
+         "  logits   run a model on token ids: logits, argmax, greedy continuation\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(std::cerr);
+    return 2;
+  }
+  std::string command = argv[1];
+  if (command == "logits") return Logits(argc - 1, argv + 1);
+  if (command == "help" || command == "--help" || command == "-h") {
+    Usage(std::cout);
+    return 0;
+  }
+  std::cerr << "krasis-cli: unknown command '" << command << "'\n";
+  Usage(std::cerr);
+  return 2;
+}
