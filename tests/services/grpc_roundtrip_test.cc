@@ -27,6 +27,7 @@
 #include "krasis/v1/decode.grpc.pb.h"
 #include "krasis/v1/inference.grpc.pb.h"
 #include "services/rpc/grpc_status.h"
+#include "services/rpc/health_client.h"
 #include "services/rpc/server.h"
 #include "tests/services/grpc_wire.pb.h"
 
@@ -35,7 +36,6 @@ namespace {
 
 constexpr int kBlockSize = 16;
 constexpr char kModel[] = "tiny";
-constexpr char kHealthCheckMethod[] = "/grpc.health.v1.Health/Check";
 constexpr char kReflectionMethod[] =
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
 
@@ -118,26 +118,6 @@ void Drain(grpc::CompletionQueue& cq) {
   bool ok = false;
   while (cq.Next(&got, &ok)) {
   }
-}
-
-// grpc.health.v1.Health/Check for `service`.
-absl::StatusOr<test::HealthCheckResponse::ServingStatus> CheckHealth(
-    const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
-  grpc::TemplatedGenericStub<test::HealthCheckRequest, test::HealthCheckResponse> stub(channel);
-  grpc::CompletionQueue cq;
-  grpc::ClientContext context;
-  SetDeadline(context);
-  test::HealthCheckRequest request;
-  request.set_service(service);
-  test::HealthCheckResponse response;
-  grpc::Status status;
-  auto call = stub.PrepareUnaryCall(&context, kHealthCheckMethod, request, &cq);
-  call->StartCall();
-  call->Finish(&response, &status, reinterpret_cast<void*>(1));
-  Await(cq, 1);
-  Drain(cq);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response.status();
 }
 
 // Sends `requests` on one ServerReflectionInfo stream, one answer per request.
@@ -399,23 +379,22 @@ TEST_F(GrpcServerTest, ReflectionListsAndDescribesTheServices) {
 }
 
 TEST_F(GrpcServerTest, HealthIsServedPerService) {
-  using Serving = test::HealthCheckResponse;
-  EXPECT_EQ(CheckHealth(channel_, "").value_or(Serving::UNKNOWN), Serving::SERVING);
-  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(Serving::UNKNOWN),
-            Serving::SERVING);
-  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Inference").value_or(Serving::UNKNOWN),
-            Serving::SERVING);
+  EXPECT_EQ(CheckHealth(channel_, "").value_or(HealthStatus::kUnknown), HealthStatus::kServing);
+  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(HealthStatus::kUnknown),
+            HealthStatus::kServing);
+  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Inference").value_or(HealthStatus::kUnknown),
+            HealthStatus::kServing);
   EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Prefill").status().code(),
             absl::StatusCode::kNotFound);
 
   server_->SetServing("krasis.v1.Decode", false);
-  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(Serving::UNKNOWN),
-            Serving::NOT_SERVING);
-  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Inference").value_or(Serving::UNKNOWN),
-            Serving::SERVING);
+  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(HealthStatus::kUnknown),
+            HealthStatus::kNotServing);
+  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Inference").value_or(HealthStatus::kUnknown),
+            HealthStatus::kServing);
   server_->SetServing("krasis.v1.Decode", true);
-  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(Serving::UNKNOWN),
-            Serving::SERVING);
+  EXPECT_EQ(CheckHealth(channel_, "krasis.v1.Decode").value_or(HealthStatus::kUnknown),
+            HealthStatus::kServing);
 }
 
 TEST_F(GrpcServerTest, ShutdownStopsServingAndIsIdempotent) {
@@ -440,11 +419,11 @@ TEST(StartServerTest, InitialHealthCanBeNotServing) {
       StartServer(ServerOptions{}, {{&decode, v1::Decode::service_full_name(), false}});
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = Connect(server->address());
-  EXPECT_EQ(CheckHealth(channel, "krasis.v1.Decode").value_or(test::HealthCheckResponse::UNKNOWN),
-            test::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckHealth(channel, "krasis.v1.Decode").value_or(HealthStatus::kUnknown),
+            HealthStatus::kNotServing);
   server->SetServing("krasis.v1.Decode", true);
-  EXPECT_EQ(CheckHealth(channel, "krasis.v1.Decode").value_or(test::HealthCheckResponse::UNKNOWN),
-            test::HealthCheckResponse::SERVING);
+  EXPECT_EQ(CheckHealth(channel, "krasis.v1.Decode").value_or(HealthStatus::kUnknown),
+            HealthStatus::kServing);
 }
 
 TEST(StartServerTest, MessageLimitIsApplied) {
