@@ -1,0 +1,40 @@
+// gRPC adapter of the decode worker: krasis.v1.Decode on top of DecodeEngine.
+// Only conversion between proto messages and engine types lives here; statuses
+// are converted once, via services/rpc/grpc_status.h.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "krasis/v1/decode.grpc.pb.h"
+#include "services/decode/decode_engine.h"
+
+namespace krasis {
+
+class DecodeService final : public v1::Decode::Service {
+ public:
+  // engine may be null: the worker then runs without a model, and every RPC
+  // answers FAILED_PRECONDITION.
+  DecodeService(std::string model_id, DecodeEngine* engine)
+      : model_id_(std::move(model_id)), engine_(engine) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status LookupPrefix(grpc::ServerContext* context, const v1::LookupPrefixRequest* request,
+                            v1::LookupPrefixResponse* response) override;
+  grpc::Status Cancel(grpc::ServerContext* context, const v1::CancelRequest* request,
+                      v1::CancelResponse* response) override;
+  grpc::Status Stats(grpc::ServerContext* context, const v1::StatsRequest* request,
+                     v1::StatsResponse* response) override;
+
+ private:
+  absl::Status CheckModel(const std::string& model_id) const;
+
+  std::string model_id_;
+  DecodeEngine* engine_;
+};
+
+// proto SamplingParams -> engine options (unset optional fields keep defaults).
+SamplingOptions ToSamplingOptions(const v1::SamplingParams& params);
+
+}  // namespace krasis
