@@ -430,7 +430,9 @@ void ReadMoe(FieldReader& r, const Defaults& d, ModelConfig& c) {
   if (!qwen && r.IsNull(key)) {
     c.num_experts = 0;  // "n_routed_experts": null is a dense model
   } else {
-    c.num_experts = r.Int(key).value_or(r.Int(alias).value_or(d.num_experts));
+    // transformers >= 5 saves Qwen3-MoE's expert count as "num_local_experts".
+    c.num_experts = r.Int(key).value_or(
+        r.Int(alias).value_or(r.Int("num_local_experts").value_or(d.num_experts)));
   }
   c.num_experts_per_tok =
       r.Has("num_experts_per_tok") ? r.Int("num_experts_per_tok") : d.num_experts_per_tok;

@@ -554,3 +554,20 @@ TEST(ModelConfigTest, InvalidJsonNamesPath) {
 
 }  // namespace
 }  // namespace krasis
+
+namespace krasis {
+namespace {
+
+// transformers >= 5 writes Qwen3-MoE's expert count as "num_local_experts"
+// (the demo model, saved by transformers 5.17, is such a file).
+TEST(ModelConfigTest, Transformers5NumLocalExperts) {
+  auto c = LoadModelConfig(std::string(KRASIS_TEST_DATA_DIR) + "/../../models/demo/config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->architecture, Architecture::kQwen3Moe);
+  EXPECT_EQ(c->num_experts, 8);
+  EXPECT_EQ(c->num_experts_per_tok, 2);
+  EXPECT_TRUE(c->IsMoeLayer(0));
+}
+
+}  // namespace
+}  // namespace krasis

@@ -146,3 +146,23 @@ TEST(ModelErrorsTest, CliRejectsBadArguments) {
 
 }  // namespace
 }  // namespace krasis
+
+namespace krasis {
+namespace {
+
+// The built-in demo model (models/demo, trained by tools/train_demo_model.py):
+// the engine's greedy continuation equals transformers'.
+TEST(DemoModelTest, GreedyMatchesTransformers) {
+  std::string dir = std::string(KRASIS_TEST_DATA_DIR) + "/../../models/demo";
+  std::ifstream in(dir + "/reference.json");
+  auto ref = nlohmann::json::parse(in);
+  std::string tokens;
+  for (int t : ref["prompt_ids"]) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
+  auto [code, out] = RunCommand(Cli() + " logits --model " + dir + " --tokens " + tokens +
+                                " --greedy " + std::to_string(ref["greedy"].size()) + " --json");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["greedy"], ref["greedy"]);
+}
+
+}  // namespace
+}  // namespace krasis
