@@ -1,6 +1,8 @@
 // Paged KV cache (see kv_cache.h).
 #include "common/models/kv_cache.h"
 
+#include <algorithm>
+
 #include "absl/status/statusor.h"
 #include "common/status.h"
 
@@ -9,6 +11,7 @@ namespace krasis {
 PagedKvCache::PagedKvCache(int64_t num_blocks, int64_t block_size,
                            std::vector<int64_t> floats_per_token)
     : num_blocks_(num_blocks), block_size_(block_size) {
+  layer_floats_ = floats_per_token;
   for (int64_t f : floats_per_token) {
     layer_offset_.push_back(floats_per_slot_);
     floats_per_slot_ += f;
@@ -42,6 +45,21 @@ absl::Status SequenceState::Reserve(PagedKvCache& cache, int64_t total_tokens) {
     block_table.push_back(b);
   }
   return absl::OkStatus();
+}
+
+void SequenceState::ReadRows(PagedKvCache& cache, int layer, int64_t first, int64_t count,
+                             float* out) const {
+  const int64_t f = cache.LayerFloats(layer);
+  for (int64_t t = 0; t < count; ++t) {
+    const float* slot = Slot(cache, layer, first + t);
+    std::copy(slot, slot + f, out + t * f);
+  }
+}
+
+void SequenceState::WriteRows(PagedKvCache& cache, int layer, int64_t first, int64_t count,
+                              const float* in) const {
+  const int64_t f = cache.LayerFloats(layer);
+  for (int64_t t = 0; t < count; ++t) std::copy(in + t * f, in + (t + 1) * f, Slot(cache, layer, first + t));
 }
 
 void SequenceState::Release(PagedKvCache& cache) {

@@ -34,10 +34,14 @@ class PagedKvCache {
 
   // The slot of layer `layer` for `slot` (0..block_size-1) in `block`.
   float* Slot(int32_t block, int layer, int64_t slot);
+  // Floats per token that layer `layer` keeps.
+  int64_t LayerFloats(int layer) const { return layer_floats_[layer]; }
+  int num_layers() const { return static_cast<int>(layer_floats_.size()); }
 
  private:
   int64_t num_blocks_;
   int64_t block_size_;
+  std::vector<int64_t> layer_floats_;
   std::vector<int64_t> layer_offset_;  // floats into a token's row
   int64_t floats_per_slot_ = 0;
   std::vector<float> storage_;
@@ -64,6 +68,11 @@ struct SequenceState {
   float* Slot(PagedKvCache& cache, int layer, int64_t pos) const {
     return cache.Slot(block_table[pos / cache.block_size()], layer, pos % cache.block_size());
   }
+  // Copies layer `layer`'s rows of tokens [first, first + count) out of / into
+  // the cache (count * cache.LayerFloats(layer) floats), for moving KV between
+  // workers.
+  void ReadRows(PagedKvCache& cache, int layer, int64_t first, int64_t count, float* out) const;
+  void WriteRows(PagedKvCache& cache, int layer, int64_t first, int64_t count, const float* in) const;
 };
 
 }  // namespace krasis

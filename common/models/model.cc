@@ -27,7 +27,8 @@ void DecoderModel::InitSequence(SequenceState& seq) const {
 }
 
 absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCache& cache,
-                                   std::vector<std::vector<float>>* logits) const {
+                                   std::vector<std::vector<float>>* logits,
+                                   const std::function<void(int layer)>& on_layer_done) const {
   const int64_t hidden = config_.hidden_size;
   const int64_t vocab = config_.vocab_size;
   std::vector<SequenceRows> rows;
@@ -62,6 +63,7 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
     const DecoderLayer& layer = layers[l];
     ops_->RmsNorm(x.data(), total, hidden, layer.input_norm, eps, zero_centred_norms, h.data());
     RETURN_IF_ERROR(layer.mixer->Forward(h.data(), delta.data(), rows, cache, static_cast<int>(l)));
+    if (on_layer_done) on_layer_done(static_cast<int>(l));
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
     ops_->RmsNorm(x.data(), total, hidden, layer.post_norm, eps, zero_centred_norms, h.data());
     layer.ffn->Forward(h.data(), total, delta.data());

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -84,8 +85,12 @@ class DecoderModel {
   // i (rows = its new tokens if all_logits, else 1). Fails cleanly (nothing
   // half-written counts: num_tokens advances only on success) for token ids out
   // of range, an empty item, or a full cache.
+  // `on_layer_done`, when given, is called after each layer's mixer has written
+  // that layer's KV for the new tokens (a prefill worker ships it to the decode
+  // worker while the next layers compute).
   absl::Status Forward(std::span<const BatchItem> batch, PagedKvCache& cache,
-                       std::vector<std::vector<float>>* logits) const;
+                       std::vector<std::vector<float>>* logits,
+                       const std::function<void(int layer)>& on_layer_done = nullptr) const;
 
   // For architecture builders.
   TensorView embed;     // [vocab, hidden]

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -42,6 +43,16 @@ struct GenerationRequest {
   int32_t min_tokens = 0;  // EOS and stop tokens are banned until this many
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // When set, the prompt's KV was imported under this id (BeginImport ...
+  // FinishImport) and the first token is sampled from the imported logits.
+  std::string kv_import_id;
+};
+
+// Receives a cached prefix's KV, one layer's rows of a token range at a time,
+// then the linear-attention states (hybrid models).
+struct ExportSink {
+  std::function<absl::Status(int layer, int64_t first, int64_t count, std::span<const float> rows)> rows;
+  std::function<absl::Status(int layer, const LinearState& state)> linear;
 };
 
 struct TokenUsage {
@@ -80,7 +91,7 @@ struct EngineStats {
   int64_t running = 0, waiting = 0;
   KvStats kv;
   int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
-  int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0;
+  int64_t prompt_tokens = 0, generated_tokens = 0, requests_finished = 0, imports = 0;
   double uptime_s = 0.0;
 };
 
@@ -109,8 +120,41 @@ class DecodeEngine {
 
   EngineStats Stats();
 
+  // KV import from a prefill worker. `tokens` is the whole prompt; tokens
+  // [0, start_token) must be cached here already (a block-aligned prefix, as
+  // LookupPrefix reported), the rest arrive through ImportRows (and, for hybrid
+  // models, ImportLinearState for every linear-attention layer), then
+  // FinishImport with the last position's logits. Errors: kAlreadyExists,
+  // kFailedPrecondition (prefix no longer cached), kResourceExhausted,
+  // kInvalidArgument (rows out of range or of the wrong width), kNotFound.
+  absl::Status BeginImport(const std::string& import_id, std::vector<int32_t> tokens,
+                           int64_t start_token);
+  absl::Status ImportRows(const std::string& import_id, int layer, int64_t first, int64_t count,
+                          std::span<const float> rows);
+  absl::Status ImportLinearState(const std::string& import_id, int layer, LinearState state);
+  absl::Status FinishImport(const std::string& import_id, std::vector<float> last_logits);
+  void DropImport(const std::string& import_id);
+  // Imports not claimed by a Generate within this time are dropped.
+  static constexpr std::chrono::seconds kImportExpiry{60};
+
+  // Sends the KV (and linear state) of the first `num_tokens` of `tokens`, which
+  // must be a cached, block-aligned prefix (kNotFound otherwise).
+  absl::Status ExportPrefix(std::span<const int32_t> tokens, int64_t num_tokens, const ExportSink& sink);
+
+  // Floats per token that layer `layer` keeps (0 for linear-attention layers).
+  int64_t LayerFloats(int layer) const { return kv_.cache().LayerFloats(layer); }
+  int num_layers() const { return static_cast<int>(model_->layers.size()); }
+
  private:
   struct Sequence;
+  struct Import;
+  void ExpireImports();
+  // Names newly full blocks of `seq` in the prefix cache (and snapshots state).
+  void PublishBlocks(Sequence& seq);
+  // Samples the next token from `logits`, emits its event, and finishes the
+  // sequence when it ends.
+  void SampleAndEmit(Sequence& seq, std::vector<float>& logits, double step_ms, int32_t batch_size,
+                     std::vector<std::pair<EventSink, GenerationEvent>>& out);
   void Loop();
   // Admits waiting requests; returns events for requests that failed admission.
   void Admit(std::vector<std::pair<EventSink, GenerationEvent>>& out);
@@ -128,6 +172,7 @@ class DecodeEngine {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
   std::unordered_map<std::string, Sequence*> by_id_;
+  std::unordered_map<std::string, std::unique_ptr<Import>> imports_;
   EngineStats stats_;
   std::chrono::steady_clock::time_point started_;
   std::thread thread_;

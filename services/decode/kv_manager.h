@@ -45,6 +45,7 @@ class KvManager {
   KvManager(const DecoderModel& model, const KvManagerOptions& options);
 
   PagedKvCache& cache() { return *cache_; }
+  const PagedKvCache& cache() const { return *cache_; }
   int64_t block_size() const { return options_.block_size; }
   bool hybrid() const { return hybrid_; }
 

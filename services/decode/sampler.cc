@@ -2,11 +2,15 @@
 //
 // One step: copy the raw logits (NaN -> -inf), apply logit_bias and the penalties
 // over the (small) set of affected ids, then either take the argmax (temperature
-// 0) or compute the unnormalised softmax weights exp((l - max) / T) once (only
-// over the top_k candidates when top_k is set, found with nth_element), cut the
-// nucleus from a most-likely-first order (partial sorts of growing prefixes, so a
-// small nucleus never pays for a full sort of the vocabulary), apply min_p as
-// weight >= min_p (the kept maximum has weight 1), and draw by inverse CDF.
+// 0) or compute the unnormalised softmax weights exp((l - max) / T) once and draw
+// by inverse CDF. With top_k the k candidates are found with nth_element and
+// sorted (O(vocab + k log k)); top_p is a prefix of that order. Without top_k
+// nothing is sorted: a histogram of probability mass over log-weight buckets,
+// filled in the softmax pass, locates the bucket holding the nucleus boundary and
+// a weighted bisection with nth_element finds it inside that bucket; top_p and
+// min_p become thresholds, and the draw walks the ids in order (O(vocab)). Every
+// order used is a strict total order (likelier first, ties by lower id), so the
+// results do not depend on how the library implements its algorithms.
 #include "services/decode/sampler.h"
 
 #include <algorithm>
@@ -22,9 +26,6 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int32_t kMaxTopLogprobs = 20;
-// First prefix length tried when sorting for top_p; grows 8x while the nucleus is
-// not complete.
-constexpr size_t kFirstNucleusPrefix = 1024;
 
 float Clean(float x) { return std::isnan(x) ? kNegInf : x; }
 
@@ -39,9 +40,10 @@ struct MoreLikely {
 
 // Per-thread scratch shared by all Samplers on the thread.
 struct Scratch {
-  std::vector<float> logits;   // [vocab] processed logits, by id
-  std::vector<float> weights;  // [vocab] exp((l - max) / T), by id (candidates only)
-  std::vector<int32_t> order;  // [vocab] candidate ids
+  std::vector<float> logits;      // [vocab] processed logits, by id
+  std::vector<float> weights;     // [vocab] exp((l - max) / T), by id (candidates only)
+  std::vector<int32_t> order;     // [vocab] candidate ids (or nucleus buckets)
+  std::vector<double> histogram;  // [kBuckets] top_p mass per Bucket()
 };
 
 Scratch& ThreadScratch(size_t n) {
@@ -52,6 +54,71 @@ Scratch& ThreadScratch(size_t n) {
     scratch.order.resize(n);
   }
   return scratch;
+}
+
+// top_p: returns the least likely token of the smallest most-likely set with
+// weight mass >= target, i.e. the nucleus is {i : !more(cut, i)}. Weighted
+// bisection with nth_element, O(count) expected; `order` (the candidate ids) is
+// permuted. If rounding leaves the total below target, every candidate is kept.
+int32_t NucleusCut(int32_t* order, size_t count, const float* weights, double target,
+                   const MoreLikely& more) {
+  constexpr size_t kSortBelow = 64;
+  size_t lo = 0;      // order[0, lo): more likely than order[lo, hi), all kept
+  size_t hi = count;  // order[hi, count): less likely than the cut, all dropped
+  double mass = 0.0;  // mass of order[0, lo)
+  while (hi - lo > kSortBelow) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(order + lo, order + mid, order + hi, more);
+    double half = 0.0;
+    for (size_t j = lo; j < mid; ++j) half += weights[order[j]];
+    if (mass + half >= target) {
+      hi = mid;
+    } else {
+      mass += half;
+      lo = mid;
+    }
+  }
+  std::sort(order + lo, order + hi, more);
+  for (size_t j = lo; j < hi; ++j) {
+    mass += weights[order[j]];
+    if (mass >= target) return order[j];
+  }
+  return order[hi - 1];
+}
+
+// Inverse CDF: the first of the ids id_at(0), ..., id_at(count - 1) (in that
+// order) at which the running sum of weights exceeds u * (sum of weights). Zero
+// weights are never chosen; at least one weight must be positive (the maximum's
+// is 1).
+template <typename IdAt>
+int32_t InverseCdf(IdAt id_at, size_t count, const float* weights, double u) {
+  double total = 0.0;
+  for (size_t j = 0; j < count; ++j) total += weights[id_at(j)];
+  const double target = u * total;
+  double cdf = 0.0;
+  int32_t last_positive = id_at(0);
+  for (size_t j = 0; j < count; ++j) {
+    const int32_t id = id_at(j);
+    const float w = weights[id];
+    if (w <= 0.0f) continue;
+    cdf += w;
+    last_positive = id;
+    if (target < cdf) return id;
+  }
+  return last_positive;  // rounding: target landed at the very end
+}
+
+// Nucleus histogram: bucket of a token by its distance from the maximum in
+// log-weight units, d = (max - l) / T >= 0, at kBucketsPerUnit per unit; all
+// d >= kBuckets / kBucketsPerUnit share the last bucket. Monotone in the logit
+// (IEEE subtraction and division are), so every token of a lower bucket is more
+// likely than every token of a higher one.
+constexpr int32_t kBucketsPerUnit = 64;
+constexpr int32_t kBuckets = 64 * kBucketsPerUnit;
+int32_t Bucket(float d) {
+  return d < static_cast<float>(kBuckets / kBucketsPerUnit)
+             ? static_cast<int32_t>(d * static_cast<float>(kBucketsPerUnit))
+             : kBuckets - 1;
 }
 
 // "field must be in [lo, hi], got v"; also rejects NaN.
@@ -133,8 +200,7 @@ void Sampler::UpdateHistory(std::span<const int32_t> prompt_tokens,
   const bool seen = TracksSeen();
   const bool counts = TracksCounts();
   if (!seen && !counts) return;
-  const bool rebuild = prompt_tokens.size() != prompt_len_ ||
-                       output_tokens.size() < output_len_ ||
+  const bool rebuild = prompt_tokens.size() != prompt_len_ || output_tokens.size() < output_len_ ||
                        (output_len_ > 0 && output_tokens[output_len_ - 1] != last_output_);
   if (rebuild) {
     ClearHistory();
@@ -152,9 +218,13 @@ void Sampler::UpdateHistory(std::span<const int32_t> prompt_tokens,
   if (output_len_ > 0) last_output_ = output_tokens.back();
 }
 
-void Sampler::ProcessLogits(float* logits, size_t n) const {
+void Sampler::ProcessLogits(float* logits, size_t n, std::span<const int32_t> banned_tokens) const {
   for (const auto& [id, bias] : options_.logit_bias) {
     if (id >= 0 && static_cast<size_t>(id) < n) logits[id] += bias;
+  }
+  // -inf stays -inf through the penalties below.
+  for (int32_t id : banned_tokens) {
+    if (id >= 0 && static_cast<size_t>(id) < n) logits[id] = kNegInf;
   }
   if (TracksSeen()) {
     const float penalty = options_.repetition_penalty;
@@ -167,15 +237,13 @@ void Sampler::ProcessLogits(float* logits, size_t n) const {
   if (TracksCounts()) {
     for (const auto& [id, count] : out_counts_) {
       if (static_cast<size_t>(id) >= n) continue;
-      logits[id] -= options_.presence_penalty +
-                    options_.frequency_penalty * static_cast<float>(count);
+      logits[id] -=
+          options_.presence_penalty + options_.frequency_penalty * static_cast<float>(count);
     }
   }
 }
 
-double Sampler::NextUniform() {
-  return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
-}
+double Sampler::NextUniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
 int32_t Sampler::Draw(size_t n) {
   Scratch& scratch = ThreadScratch(n);
@@ -183,79 +251,84 @@ int32_t Sampler::Draw(size_t n) {
   float* weights = scratch.weights.data();
   int32_t* order = scratch.order.data();
   const MoreLikely more{logits};
-  std::iota(order, order + n, 0);
-  size_t count = n;
-  bool sorted = false;  // order[0, count) most likely first
+  const float temperature = options_.temperature;
+  const float min_p = options_.min_p;  // weights are relative to the maximum (1)
+  // exp((l - max) / T); `l == max` gives the maximum weight 1 even for +inf logits
+  // or an all -inf row, without NaN.
+  auto weight = [temperature](float l, float max_logit) {
+    return l == max_logit ? 1.0f : std::exp((l - max_logit) / temperature);
+  };
 
-  // top_k: the k most likely, sorted (O(vocab + k log k)).
   if (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < n) {
-    count = static_cast<size_t>(options_.top_k);
+    // top_k: the k most likely, sorted (O(vocab + k log k)); top_p is then a
+    // prefix of that order and the draw walks it.
+    size_t count = static_cast<size_t>(options_.top_k);
+    std::iota(order, order + n, 0);
     std::nth_element(order, order + count, order + n, more);
     std::sort(order, order + count, more);
-    sorted = true;
-  }
-
-  // Softmax weights, computed once: exp((l - max) / T), the maximum has weight 1.
-  // (l == max handles +inf logits and an all -inf row without NaN.)
-  const float max_logit = sorted ? logits[order[0]] : *std::max_element(logits, logits + n);
-  const float temperature = options_.temperature;
-  double total = 0.0;
-  for (size_t j = 0; j < count; ++j) {
-    const int32_t id = order[j];
-    const float l = logits[id];
-    const float w = l == max_logit ? 1.0f : std::exp((l - max_logit) / temperature);
-    weights[id] = w;
-    total += w;
-  }
-
-  // top_p: the smallest most-likely prefix with mass >= top_p (at least one token).
-  if (options_.top_p < 1.0f) {
-    const double target = static_cast<double>(options_.top_p) * total;
-    size_t kept = count;
-    size_t done = 0;  // order[0, done) is sorted and summed into `mass`
-    double mass = 0.0;
-    while (done < count) {
-      size_t end = count;
-      if (!sorted) {
-        end = std::min(count, std::max(done * 8, kFirstNucleusPrefix));
-        std::partial_sort(order + done, order + end, order + count, more);
-      }
-      for (size_t j = done; j < end; ++j) {
+    const float max_logit = logits[order[0]];
+    double total = 0.0;
+    for (size_t j = 0; j < count; ++j) {
+      total += weights[order[j]] = weight(logits[order[j]], max_logit);
+    }
+    if (options_.top_p < 1.0f) {
+      const double target = static_cast<double>(options_.top_p) * total;
+      double mass = 0.0;
+      for (size_t j = 0; j < count; ++j) {
         mass += weights[order[j]];
         if (mass >= target) {
-          kept = j + 1;
+          count = j + 1;
           break;
         }
       }
-      if (kept != count) break;
-      done = end;
     }
-    count = kept;
-  }
-
-  // min_p: keep weight >= min_p * max weight (= 1). The maximum always survives.
-  if (options_.min_p > 0.0f) {
-    size_t out = 0;
     for (size_t j = 0; j < count; ++j) {
-      if (weights[order[j]] >= options_.min_p) order[out++] = order[j];
+      if (weights[order[j]] < min_p) weights[order[j]] = 0.0f;
     }
-    count = std::max<size_t>(out, 1);
+    return InverseCdf([order](size_t j) { return order[j]; }, count, weights, NextUniform());
   }
 
-  // Inverse CDF over the kept tokens, in `order`.
-  double kept_mass = 0.0;
-  for (size_t j = 0; j < count; ++j) kept_mass += weights[order[j]];
-  const double u = NextUniform() * kept_mass;
-  double cdf = 0.0;
-  int32_t last_positive = order[0];
-  for (size_t j = 0; j < count; ++j) {
-    const float w = weights[order[j]];
-    if (w <= 0.0f) continue;
-    cdf += w;
-    last_positive = order[j];
-    if (u < cdf) return order[j];
+  // Whole vocabulary: weights by id, top_p and min_p as thresholds, draw in id
+  // order. For top_p, a histogram of mass by Bucket() (filled in the same pass)
+  // finds the bucket holding the nucleus boundary, and only that bucket's tokens
+  // go through NucleusCut.
+  const float max_logit = *std::max_element(logits, logits + n);
+  const bool nucleus = options_.top_p < 1.0f;
+  if (nucleus) scratch.histogram.assign(kBuckets, 0.0);
+  double* histogram = scratch.histogram.data();
+  double total = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const float l = logits[i];
+    const float d = l == max_logit ? 0.0f : (max_logit - l) / temperature;
+    const float w = l == max_logit ? 1.0f : std::exp(-d);
+    weights[i] = w;
+    total += w;
+    if (nucleus) {
+      const int32_t bucket = Bucket(d);
+      histogram[bucket] += w;
+      order[i] = bucket;
+    }
   }
-  return last_positive;  // rounding: u landed at the very end
+  int32_t cut = -1;  // least likely token of the nucleus; -1: no top_p cut
+  if (nucleus) {
+    const double target = static_cast<double>(options_.top_p) * total;
+    int32_t boundary = 0;
+    double above = 0.0;  // mass of the buckets before `boundary`
+    while (boundary < kBuckets - 1 && above + histogram[boundary] < target) {
+      above += histogram[boundary++];
+    }
+    size_t count = 0;  // compact the boundary bucket's ids to order[0, count)
+    for (size_t i = 0; i < n; ++i) {
+      if (order[i] == boundary) order[count++] = static_cast<int32_t>(i);
+    }
+    if (count > 0) cut = NucleusCut(order, count, weights, target - above, more);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if ((cut >= 0 && more(cut, static_cast<int32_t>(i))) || weights[i] < min_p) {
+      weights[i] = 0.0f;
+    }
+  }
+  return InverseCdf([](size_t j) { return static_cast<int32_t>(j); }, n, weights, NextUniform());
 }
 
 void Sampler::FillLogprobs(std::span<const float> raw, SampleResult& result) const {
@@ -298,9 +371,9 @@ void Sampler::FillLogprobs(std::span<const float> raw, SampleResult& result) con
   }
 }
 
-SampleResult Sampler::Sample(std::span<const float> logits,
-                             std::span<const int32_t> prompt_tokens,
-                             std::span<const int32_t> output_tokens) {
+SampleResult Sampler::Sample(std::span<const float> logits, std::span<const int32_t> prompt_tokens,
+                             std::span<const int32_t> output_tokens,
+                             std::span<const int32_t> banned_tokens) {
   assert(logits.size() >= static_cast<size_t>(vocab_size_));
   const size_t n = std::min(logits.size(), static_cast<size_t>(vocab_size_));
   SampleResult result;
@@ -310,7 +383,7 @@ SampleResult Sampler::Sample(std::span<const float> logits,
   Scratch& scratch = ThreadScratch(n);
   float* work = scratch.logits.data();
   for (size_t i = 0; i < n; ++i) work[i] = Clean(logits[i]);
-  ProcessLogits(work, n);
+  ProcessLogits(work, n, banned_tokens);
 
   if (options_.temperature == 0.0f) {
     // Greedy: first maximum, i.e. ties go to the lowest id.

@@ -94,9 +94,10 @@ struct SampleResult {
 // counted output token differs, the history is rebuilt from the spans (handles
 // preemption / recomputation). History is only kept when a penalty is enabled.
 //
-// Per-step scratch (three vocab-sized arrays) is thread-local and shared by all
-// Samplers on a thread, so a Sampler itself stays small; with a repetition
-// penalty it also holds a vocab-sized bitmap (vocab / 8 bytes).
+// Per-step scratch (three vocab-sized arrays and a 32 KiB histogram) is
+// thread-local and shared by all Samplers on a thread, so a Sampler itself stays
+// small; with a repetition penalty it also holds a vocab-sized bitmap (vocab / 8
+// bytes).
 class Sampler {
  public:
   // Validates `options` against `vocab_size` and builds a Sampler.
@@ -110,9 +111,14 @@ class Sampler {
   // `prompt_tokens` is the sequence's whole prompt (the same on every call) and
   // `output_tokens` everything generated so far, normally growing by the token
   // returned from the previous call. Token ids outside [0, vocab_size) in them
-  // are ignored by the penalties.
+  // are ignored by the penalties. `banned_tokens` must not be chosen at this step
+  // (e.g. EOS and stop ids before min_tokens); they are masked together with
+  // logit_bias, so unlike masking `logits` yourself they keep their reported
+  // logprobs (which describe the raw model distribution). Out-of-range ids are
+  // ignored; if every token is banned, the result is arbitrary.
   SampleResult Sample(std::span<const float> logits, std::span<const int32_t> prompt_tokens,
-                      std::span<const int32_t> output_tokens);
+                      std::span<const int32_t> output_tokens,
+                      std::span<const int32_t> banned_tokens = {});
 
   const SamplingOptions& options() const { return options_; }
   int64_t vocab_size() const { return vocab_size_; }
@@ -128,8 +134,8 @@ class Sampler {
                      std::span<const int32_t> output_tokens);
   void ClearHistory();
   void MarkSeen(int32_t token);
-  // Applies bias and penalties to `logits` (already a copy of the raw ones).
-  void ProcessLogits(float* logits, size_t n) const;
+  // Applies bias, bans and penalties to `logits` (a copy of the raw ones).
+  void ProcessLogits(float* logits, size_t n, std::span<const int32_t> banned_tokens) const;
   // Temperature > 0 path: filters and draws from `logits` (processed).
   int32_t Draw(size_t n);
   // Uniform double in [0, 1) from the 53 high bits of one generator output.
@@ -142,11 +148,11 @@ class Sampler {
   std::mt19937_64 rng_;
 
   // Penalty history (see the class comment).
-  size_t prompt_len_ = 0;   // prompt tokens counted
-  size_t output_len_ = 0;   // output tokens counted
-  int32_t last_output_ = 0; // output_tokens[output_len_ - 1] when output_len_ > 0
-  std::vector<bool> seen_;  // [vocab_size] in prompt or output; repetition penalty only
-  std::vector<int32_t> seen_ids_;                    // the ids set in seen_
+  size_t prompt_len_ = 0;          // prompt tokens counted
+  size_t output_len_ = 0;          // output tokens counted
+  int32_t last_output_ = 0;        // output_tokens[output_len_ - 1] when output_len_ > 0
+  std::vector<bool> seen_;         // [vocab_size] in prompt or output; repetition penalty only
+  std::vector<int32_t> seen_ids_;  // the ids set in seen_
   std::unordered_map<int32_t, int32_t> out_counts_;  // output occurrences per id
 };
 
