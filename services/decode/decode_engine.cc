@@ -238,15 +238,15 @@ void DecodeEngine::PublishBlocks(Sequence& s) {
 void DecodeEngine::SampleAndEmit(Sequence& s, std::vector<float>& l, double step_ms,
                                  int32_t batch_size,
                                  std::vector<std::pair<EventSink, GenerationEvent>>& events) {
-  const int64_t vocab = model_->config().vocab_size;
   const int64_t context = model_->config().max_position_embeddings;
+  // Until min_tokens, EOS and stop tokens cannot be chosen (logprobs still
+  // report their real values).
+  std::vector<int32_t> banned;
   if (static_cast<int32_t>(s.output.size()) < s.request.min_tokens) {
-    for (int32_t t : eos_) l[t] = -std::numeric_limits<float>::infinity();
-    for (int32_t t : s.request.stop_token_ids) {
-      if (t >= 0 && t < vocab) l[t] = -std::numeric_limits<float>::infinity();
-    }
+    banned = eos_;
+    banned.insert(banned.end(), s.request.stop_token_ids.begin(), s.request.stop_token_ids.end());
   }
-  SampleResult r = s.sampler->Sample(l, s.request.prompt, s.output);
+  SampleResult r = s.sampler->Sample(l, s.request.prompt, s.output, banned);
   if (s.output.empty()) s.first_token = Clock::now();
   s.output.push_back(r.token);
   s.tokens.push_back(r.token);

@@ -3,6 +3,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <cstring>
 #include <mutex>
 
 #include "common/status.h"
@@ -24,6 +25,28 @@ SamplingOptions ToSamplingOptions(const v1::SamplingParams& p) {
   o.logprobs = p.logprobs();
   o.top_logprobs = p.top_logprobs();
   return o;
+}
+
+void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out) {
+  out->set_dtype(v1::DTYPE_F32);
+  out->clear_shape();
+  for (int64_t d : shape) out->add_shape(d);
+  out->set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+}
+
+absl::StatusOr<std::vector<float>> GetFloats(const v1::TensorData& data, std::string_view what) {
+  if (data.dtype() != v1::DTYPE_F32) return InvalidArgumentError(what, ": KV data must be F32");
+  if (data.data().size() % sizeof(float) != 0) {
+    return InvalidArgumentError(what, ": ", data.data().size(), " bytes is not a whole number of floats");
+  }
+  int64_t numel = 1;
+  for (int64_t d : data.shape()) numel *= d;
+  if (numel * static_cast<int64_t>(sizeof(float)) != static_cast<int64_t>(data.data().size())) {
+    return InvalidArgumentError(what, ": shape does not match ", data.data().size(), " bytes");
+  }
+  std::vector<float> out(data.data().size() / sizeof(float));
+  std::memcpy(out.data(), data.data().data(), data.data().size());
+  return out;
 }
 
 namespace {
@@ -60,10 +83,6 @@ absl::Status DecodeService::CheckModel(const std::string& model_id) const {
 grpc::Status DecodeService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
   if (auto s = CheckModel(request->model_id()); !s.ok()) return ToGrpcStatus(s);
-  if (!request->kv_import_id().empty()) {
-    return ToGrpcStatus(FailedPreconditionError("no KV import '", request->kv_import_id(),
-                                                "' is pending on this worker"));
-  }
   GenerationRequest r;
   r.id = request->request_id();
   r.prompt.assign(request->prompt_token_ids().begin(), request->prompt_token_ids().end());
@@ -73,6 +92,7 @@ grpc::Status DecodeService::Generate(grpc::ServerContext* context, const v1::Gen
   r.stop_token_ids.assign(request->sampling().stop_token_ids().begin(),
                           request->sampling().stop_token_ids().end());
   r.ignore_eos = request->sampling().ignore_eos();
+  r.kv_import_id = request->kv_import_id();
   const bool want_logprobs = r.sampling.logprobs;
   auto queue = std::make_shared<EventQueue>();
   absl::Status submitted = engine_->Submit(std::move(r), [queue](const GenerationEvent& e) {
@@ -174,6 +194,117 @@ grpc::Status DecodeService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   response->set_prompt_tokens_computed(static_cast<uint64_t>(s.prompt_tokens - s.prefix_hit_tokens));
   response->set_requests_finished(static_cast<uint64_t>(s.requests_finished));
   response->set_uptime_seconds(s.uptime_s);
+  return grpc::Status::OK;
+}
+
+namespace {
+
+// Applies one KvTransfer message (after the header) to an import.
+absl::Status ApplyTransfer(DecodeEngine& engine, const std::string& id, int64_t block_size,
+                           const v1::KvTransfer& msg, v1::ImportKvResponse* response, bool* finished) {
+  for (const v1::KvBlock& b : msg.blocks()) {
+    ASSIGN_OR_RETURN(std::vector<float> rows, GetFloats(b.key(), StrCat("block ", b.block_index())));
+    RETURN_IF_ERROR(engine.ImportRows(id, b.layer(), static_cast<int64_t>(b.block_index()) * block_size,
+                                      b.num_tokens(), rows));
+    response->set_blocks_received(response->blocks_received() + 1);
+    response->set_bytes_received(response->bytes_received() + b.key().data().size());
+  }
+  for (const v1::LinearAttentionState& st : msg.linear_states()) {
+    LinearState state;
+    ASSIGN_OR_RETURN(state.recurrent, GetFloats(st.recurrent_state(), StrCat("layer ", st.layer(), " state")));
+    ASSIGN_OR_RETURN(state.conv, GetFloats(st.conv_state(), StrCat("layer ", st.layer(), " conv state")));
+    RETURN_IF_ERROR(engine.ImportLinearState(id, st.layer(), std::move(state)));
+  }
+  if (msg.has_trailer()) {
+    ASSIGN_OR_RETURN(std::vector<float> logits, GetFloats(msg.trailer().last_logits(), "last logits"));
+    RETURN_IF_ERROR(engine.FinishImport(id, std::move(logits)));
+    *finished = true;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status DecodeService::ImportKv(grpc::ServerContext*, grpc::ServerReader<v1::KvTransfer>* reader,
+                                     v1::ImportKvResponse* response) {
+  auto t0 = std::chrono::steady_clock::now();
+  v1::KvTransfer msg;
+  if (!reader->Read(&msg)) return ToGrpcStatus(InvalidArgumentError("ImportKv stream is empty"));
+  if (!msg.has_header()) return ToGrpcStatus(InvalidArgumentError("ImportKv must start with a header"));
+  const v1::KvHeader& h = msg.header();
+  if (auto s = CheckModel(h.model_id()); !s.ok()) return ToGrpcStatus(s);
+  if (h.block_size() != engine_->block_size()) {
+    return ToGrpcStatus(InvalidArgumentError("KV block size ", h.block_size(), " differs from this worker's ",
+                                             engine_->block_size()));
+  }
+  const std::string id = h.request_id();
+  std::vector<int32_t> tokens(h.token_ids().begin(), h.token_ids().end());
+  if (auto s = engine_->BeginImport(id, tokens, h.start_token()); !s.ok()) return ToGrpcStatus(s);
+  response->set_request_id(id);
+  bool finished = false;
+  absl::Status status = ApplyTransfer(*engine_, id, engine_->block_size(), msg, response, &finished);
+  while (status.ok() && !finished && reader->Read(&msg)) {
+    status = ApplyTransfer(*engine_, id, engine_->block_size(), msg, response, &finished);
+  }
+  if (status.ok() && !finished) status = InvalidArgumentError("ImportKv stream ended without a trailer");
+  if (!status.ok()) {
+    engine_->DropImport(id);
+    return ToGrpcStatus(status);
+  }
+  response->set_tokens_ready(static_cast<int32_t>(tokens.size()));
+  response->set_elapsed_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  return grpc::Status::OK;
+}
+
+grpc::Status DecodeService::ExportKv(grpc::ServerContext*, const v1::ExportKvRequest* request,
+                                     grpc::ServerWriter<v1::KvTransfer>* writer) {
+  if (auto s = CheckModel(request->model_id()); !s.ok()) return ToGrpcStatus(s);
+  std::vector<int32_t> tokens(request->token_ids().begin(), request->token_ids().end());
+  const int64_t bs = engine_->block_size();
+  const int64_t num_tokens = static_cast<int64_t>(request->block_hashes_size()) * bs;
+  v1::KvTransfer head;
+  v1::KvHeader* h = head.mutable_header();
+  h->set_request_id(request->request_id());
+  h->set_model_id(model_id_);
+  h->set_block_size(static_cast<int32_t>(bs));
+  h->mutable_token_ids()->Add(tokens.begin(), tokens.begin() + std::min<int64_t>(num_tokens, tokens.size()));
+  h->set_num_layers(engine_->num_layers());
+  h->set_kv_dtype(v1::DTYPE_F32);
+  for (const auto& hash : request->block_hashes()) h->add_prefix_block_hashes(hash);
+  if (!writer->Write(head)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  int32_t blocks = 0, states = 0;
+  uint64_t bytes = 0;
+  ExportSink sink{
+      [&](int layer, int64_t first, int64_t count, std::span<const float> rows) -> absl::Status {
+        v1::KvTransfer msg;
+        v1::KvBlock* b = msg.add_blocks();
+        b->set_block_index(static_cast<int32_t>(first / bs));
+        b->set_num_tokens(static_cast<int32_t>(count));
+        b->set_layer(layer);
+        PutFloats(rows, {count, engine_->LayerFloats(layer)}, b->mutable_key());
+        bytes += rows.size() * sizeof(float);
+        ++blocks;
+        if (!writer->Write(msg)) return absl::CancelledError("client went away");
+        return absl::OkStatus();
+      },
+      [&](int layer, const LinearState& state) -> absl::Status {
+        v1::KvTransfer msg;
+        v1::LinearAttentionState* st = msg.add_linear_states();
+        st->set_layer(layer);
+        st->set_num_tokens(static_cast<int32_t>(num_tokens));
+        PutFloats(state.recurrent, {static_cast<int64_t>(state.recurrent.size())}, st->mutable_recurrent_state());
+        PutFloats(state.conv, {static_cast<int64_t>(state.conv.size())}, st->mutable_conv_state());
+        ++states;
+        if (!writer->Write(msg)) return absl::CancelledError("client went away");
+        return absl::OkStatus();
+      }};
+  if (auto s = engine_->ExportPrefix(tokens, num_tokens, sink); !s.ok()) return ToGrpcStatus(s);
+  v1::KvTransfer tail;
+  tail.mutable_trailer()->set_num_blocks(blocks);
+  tail.mutable_trailer()->set_num_states(states);
+  tail.mutable_trailer()->set_total_bytes(bytes);
+  writer->Write(tail);
   return grpc::Status::OK;
 }
 

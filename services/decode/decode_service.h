@@ -26,6 +26,10 @@ class DecodeService final : public v1::Decode::Service {
                       v1::CancelResponse* response) override;
   grpc::Status Stats(grpc::ServerContext* context, const v1::StatsRequest* request,
                      v1::StatsResponse* response) override;
+  grpc::Status ImportKv(grpc::ServerContext* context, grpc::ServerReader<v1::KvTransfer>* reader,
+                        v1::ImportKvResponse* response) override;
+  grpc::Status ExportKv(grpc::ServerContext* context, const v1::ExportKvRequest* request,
+                        grpc::ServerWriter<v1::KvTransfer>* writer) override;
 
  private:
   absl::Status CheckModel(const std::string& model_id) const;
@@ -36,5 +40,14 @@ class DecodeService final : public v1::Decode::Service {
 
 // proto SamplingParams -> engine options (unset optional fields keep defaults).
 SamplingOptions ToSamplingOptions(const v1::SamplingParams& params);
+
+// KV rows on the wire: TensorData F32 [tokens, floats per token], little-endian.
+// A KvBlock carries one layer's rows of tokens [block_index * block_size,
+// block_index * block_size + num_tokens) in `key`; `value` stays empty because a
+// Krasis cache row already holds everything the layer keeps per token (k then v
+// for GQA, latent then rope key for MLA). Linear-attention state travels as
+// F32 recurrent [heads, key_dim, value_dim] and conv [conv_dim, kernel - 1].
+void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out);
+absl::StatusOr<std::vector<float>> GetFloats(const v1::TensorData& data, std::string_view what);
 
 }  // namespace krasis

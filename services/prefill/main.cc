@@ -1,10 +1,47 @@
-// krasis-prefill: the prefill worker: runs new prompt tokens and ships KV to a decode worker.
-// The API (proto/krasis/v1/prefill.proto) is declared; the engine arrives with the
-// cluster issue. Until then this binary serves health and reflection and answers
-// every RPC with UNIMPLEMENTED, so the launcher and deployments can run it.
-#include "krasis/v1/prefill.grpc.pb.h"
+// krasis-prefill: the prefill worker. Loads a model, serves krasis.v1.Prefill:
+// computes uncached prompt tokens and streams their KV to a decode worker. This
+// build has the CPU backend (the CUDA backend arrives with the GPU prefill
+// work); without --model it serves health only and answers FAILED_PRECONDITION.
+#include <filesystem>
+
+#include "common/logging.h"
+#include "common/models/model.h"
+#include "services/prefill/prefill_service.h"
 #include "services/rpc/service_main.h"
 
+namespace po = boost::program_options;
+
 int main(int argc, char** argv) {
-  return krasis::RunDeclaredService<krasis::v1::Prefill>(argc, argv, "prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker", "krasis.v1.Prefill");
+  krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
+  std::string model_dir, model_id, backend = "cpu";
+  int64_t chunk = 512;
+  cl.options().add_options()
+      ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
+      ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
+      ("backend", po::value(&backend)->default_value(backend), "compute backend: cpu")
+      ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass");
+  if (auto code = cl.Parse(argc, argv)) return *code;
+  if (backend != "cpu") {
+    KLOG_ERROR("--backend {}: this build has the cpu backend only", backend);
+    return 2;
+  }
+  if (chunk < 1) {
+    KLOG_ERROR("--chunk-tokens must be positive");
+    return 2;
+  }
+  std::unique_ptr<krasis::PrefillEngine> engine;
+  if (!model_dir.empty()) {
+    auto model = krasis::LoadModel(model_dir);
+    if (!model.ok()) {
+      KLOG_ERROR("cannot load model: {}", model.status().ToString());
+      return 1;
+    }
+    if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
+    KLOG_INFO("model {} loaded from {} (backend {})", model_id, model_dir, backend);
+    engine = std::make_unique<krasis::PrefillEngine>(std::move(*model));
+  } else {
+    KLOG_WARN("no --model given: serving health only");
+  }
+  krasis::PrefillService service(model_id, engine.get(), chunk);
+  return krasis::ServeUntilSignal(cl, {krasis::ServedService{&service, "krasis.v1.Prefill"}});
 }
