@@ -7,6 +7,9 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <filesystem>
@@ -46,13 +49,40 @@ nlohmann::json WaitForJson(const fs::path& path, std::chrono::seconds timeout) {
 
 bool Alive(pid_t pid) { return kill(pid, 0) == 0; }
 
+// One HTTP/1.1 POST over a plain socket; returns {status, body}.
+std::pair<int, std::string> HttpPost(const std::string& address, const std::string& path,
+                                     const std::string& body) {
+  size_t colon = address.rfind(':');
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return {0, "connect failed"};
+  }
+  std::string req = "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ::send(fd, req.data(), req.size(), 0);
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) resp.append(buf, static_cast<size_t>(n));
+  close(fd);
+  if (resp.size() < 12) return {0, resp};
+  size_t header_end = resp.find("\r\n\r\n");
+  return {std::stoi(resp.substr(9, 3)), header_end == std::string::npos ? "" : resp.substr(header_end + 4)};
+}
+
 class LauncherTest : public ::testing::Test {
  protected:
   void SetUp() override {
     home_ = fs::path(::testing::TempDir()) / ("krasis-home-" + std::to_string(getpid()));
     fs::remove_all(home_);
     std::string exe = std::string(KRASIS_BINARY_DIR) + "/bin/krasis";
-    std::vector<std::string> args = {exe, "serve", "--grpc-port", "0", "--home", home_.string()};
+    std::vector<std::string> args = {exe,    "serve", "--grpc-port", "0", "--port", "0", "--kv-budget-mb",
+                                     "64",   "--home", home_.string()};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -105,7 +135,22 @@ TEST_F(LauncherTest, ServesSupervisesAndStops) {
     grpc::ClientContext ctx;
     v1::StatsRequest req;
     v1::StatsResponse resp;
-    EXPECT_EQ(stub->Stats(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+    ASSERT_TRUE(stub->Stats(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.model_id(), "demo");
+    EXPECT_GT(resp.kv_blocks_total(), 0);
+  }
+  // The OpenAI API answers with the demo model.
+  {
+    std::string http = info["http_address"].get<std::string>();
+    auto [status, body] = HttpPost(http, "/v1/chat/completions",
+                                   R"({"model":"demo","max_tokens":8,"temperature":0,)"
+                                   R"("messages":[{"role":"user","content":"Write a function."}]})");
+    ASSERT_EQ(status, 200) << body;
+    auto j = nlohmann::json::parse(body);
+    EXPECT_EQ(j["object"], "chat.completion");
+    EXPECT_TRUE(j["choices"][0]["message"]["content"].is_string());
+    EXPECT_LE(j["usage"]["completion_tokens"].get<int>(), 8);
+    EXPECT_GT(j["usage"]["prompt_tokens"].get<int>(), 5);
   }
 
   // Kill the decode worker: the supervisor restarts it at the same address.

@@ -62,6 +62,18 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
   plan.decode_address = address_of("127.0.0.1", decode_port);
   plan.prefill_address = address_of("127.0.0.1", prefill_port);
   plan.gateway_grpc_address = address_of(options.host, grpc_port);
+  int http_port = options.port;
+  if (http_port == 0) {
+    ASSIGN_OR_RETURN(http_port, PickFreePort(options.host));
+  }
+  plan.http_address = address_of(options.host, http_port);
+  if (options.model_dir.empty() || !fs::exists(fs::path(options.model_dir) / "config.json")) {
+    return NotFoundError("model directory '", options.model_dir, "' has no config.json (pass --model DIR)");
+  }
+  std::string model_id = options.model_id.empty()
+                             ? fs::path(options.model_dir).lexically_normal().filename().string()
+                             : options.model_id;
+  if (model_id.empty()) model_id = fs::path(options.model_dir).lexically_normal().parent_path().filename().string();
 
   auto child = [&](const std::string& name, const std::string& listen) -> absl::StatusOr<ChildSpec> {
     std::string exe = (fs::path(options.bin_dir) / ("krasis-" + name)).string();
@@ -79,9 +91,21 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
     return spec;
   };
   ASSIGN_OR_RETURN(ChildSpec loader, child("loader", plan.loader_address));
+  // The loader serves <home>/models and converts into <home>/cache.
+  for (const char* leaf : {"models", "cache"}) {
+    loader.argv.push_back(StrCat("--", leaf, "-dir"));
+    loader.argv.push_back((fs::path(options.home) / leaf).string());
+  }
+  loader.argv.insert(loader.argv.end(), {"--model", options.model_dir});
   ASSIGN_OR_RETURN(ChildSpec decode, child("decode", plan.decode_address));
+  decode.argv.insert(decode.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--kv-budget-mb",
+                                         std::to_string(options.kv_budget_mb)});
   ASSIGN_OR_RETURN(ChildSpec prefill, child("prefill", plan.prefill_address));
+  prefill.argv.insert(prefill.argv.end(), {"--model", options.model_dir, "--model-id", model_id});
   ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
+  gateway.argv.insert(gateway.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--http-listen",
+                                           plan.http_address, "--decode", plan.decode_address, "--prefill",
+                                           plan.prefill_address});
   plan.children = {loader, decode, prefill, gateway};
   return plan;
 }
@@ -89,6 +113,9 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
 absl::Status WriteServerFile(const LaunchPlan& plan) {
   nlohmann::json j = {
       {"pid", plan.pid},
+      {"http_address", plan.http_address},
+      {"base_url", StrCat("http://", plan.http_address, "/v1")},
+      {"model", plan.options.model_dir},
       {"grpc_address", plan.gateway_grpc_address},
       {"services",
        {{"loader", plan.loader_address},
@@ -111,6 +138,8 @@ absl::Status WriteServerFile(const LaunchPlan& plan) {
 
 std::string DescribePlan(const LaunchPlan& plan) {
   return StrCat("krasis is running (pid ", plan.pid, ")\n",
+                "  model              ", plan.options.model_dir, "\n",
+                "  OpenAI API         http://", plan.http_address, "/v1\n",
                 "  gRPC Inference API  ", plan.gateway_grpc_address, "\n",
                 "  loader             ", plan.loader_address, "\n",
                 "  decode worker      ", plan.decode_address, "\n",

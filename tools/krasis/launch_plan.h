@@ -13,7 +13,11 @@ namespace krasis {
 
 struct LaunchOptions {
   std::string host = "127.0.0.1";  // where the gateway listens
+  int port = 8012;                 // OpenAI REST port (0: pick one)
   int grpc_port = 8013;            // public gRPC Inference port (0: pick one)
+  std::string model_dir;           // the model every worker serves
+  std::string model_id;            // its API name (default: folder name)
+  int64_t kv_budget_mb = 1024;     // decode worker KV cache
   std::string home;                // ~/.krasis
   std::string bin_dir;             // folder holding the krasis-* service binaries
   std::string log_level;
@@ -24,7 +28,7 @@ struct LaunchPlan {
   int pid = 0;
   std::string run_dir;      // <home>/run/<pid>: ready files
   std::string server_file;  // <home>/servers/<pid>.json
-  std::string loader_address, decode_address, prefill_address, gateway_grpc_address;
+  std::string loader_address, decode_address, prefill_address, gateway_grpc_address, http_address;
   std::vector<ChildSpec> children;  // in start order: loader, decode, prefill, gateway
 };
 

@@ -1,6 +1,6 @@
 // `krasis`: the one command that runs the whole cluster on one machine.
 //
-//   krasis serve [--grpc-port 8013] [--host 127.0.0.1] [--home ~/.krasis]
+//   krasis serve [--model DIR] [--port 8012] [--grpc-port 8013] [--host 127.0.0.1]
 //
 // starts the loader, decode, prefill and gateway services as child processes on
 // loopback, supervises them (restart with backoff; clean shutdown of all on SIGINT
@@ -38,12 +38,19 @@ std::string DefaultHome() {
 int Serve(int argc, char** argv) {
   krasis::LaunchOptions opts;
   opts.home = DefaultHome();
+  opts.model_dir = KRASIS_DEMO_MODEL_DIR;
   std::string log_level;
   po::options_description desc("krasis serve options");
   desc.add_options()
       ("help,h", "print this help and exit")
       ("host", po::value(&opts.host)->default_value(opts.host),
        "address the gateway listens on (internal services always use loopback)")
+      ("model", po::value(&opts.model_dir)->default_value(opts.model_dir),
+       "model directory to serve (default: the built-in demo model)")
+      ("model-id", po::value(&opts.model_id), "the model's name in the API (default: folder name)")
+      ("port", po::value(&opts.port)->default_value(opts.port), "OpenAI REST port (0 picks a free port)")
+      ("kv-budget-mb", po::value(&opts.kv_budget_mb)->default_value(opts.kv_budget_mb),
+       "RAM for the decode worker's KV cache, MiB")
       ("grpc-port", po::value(&opts.grpc_port)->default_value(opts.grpc_port),
        "port of the public gRPC Inference API (0 picks a free port)")
       ("home", po::value(&opts.home)->default_value(opts.home),
@@ -87,6 +94,11 @@ int Serve(int argc, char** argv) {
     KLOG_ERROR("{}", s.ToString());
     supervisor.StopAll();
     return 1;
+  }
+  if (opts.model_dir == KRASIS_DEMO_MODEL_DIR) {
+    std::cout << "Serving the built-in demo model: a tiny Qwen3-MoE (4.3M parameters) trained for four\n"
+                 "minutes on Python sources. It writes code-flavoured English, not answers; point\n"
+                 "--model at a real model directory for real use.\n";
   }
   std::cout << krasis::DescribePlan(*plan) << std::flush;
   supervisor.Run(g_stop);

@@ -1,0 +1,243 @@
+// Preparation jobs (see prepare_job.h).
+#include "services/loader/prepare_job.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+#include "common/status.h"
+#include "services/loader/file_io.h"
+
+namespace krasis {
+
+// --- PrepareJob ---------------------------------------------------------------
+
+PrepareJob::PrepareJob(std::string key)
+    : key_(std::move(key)), start_(absl::Now()), phase_start_(start_), last_publish_(start_) {
+  state_.version = pending_.version = 1;
+}
+
+PrepareState PrepareJob::WithElapsed(PrepareState state) const {
+  if (!state.finished()) state.elapsed_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+  return state;
+}
+
+PrepareState PrepareJob::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return WithElapsed(state_);
+}
+
+bool PrepareJob::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return state_.finished();
+}
+
+PrepareState PrepareJob::WaitForChange(uint64_t seen, absl::Duration timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+               [&] { return state_.version > seen || state_.finished(); });
+  return WithElapsed(state_);
+}
+
+void PrepareJob::Update(const std::function<void(PrepareState&)>& change, bool publish) {
+  std::lock_guard<std::mutex> lock(mu_);
+  change(pending_);
+  const absl::Time now = absl::Now();
+  const double phase_seconds = absl::ToDoubleSeconds(now - phase_start_);
+  if (phase_seconds > 0 && pending_.bytes_done > 0) {
+    pending_.bytes_per_second = static_cast<double>(pending_.bytes_done) / phase_seconds;
+    pending_.eta_seconds =
+        static_cast<double>(pending_.bytes_total -
+                            std::min(pending_.bytes_total, pending_.bytes_done)) /
+        pending_.bytes_per_second;
+  }
+  if (!publish && now - last_publish_ < absl::Milliseconds(100)) return;
+  pending_.version = state_.version + 1;
+  pending_.elapsed_seconds = absl::ToDoubleSeconds(now - start_);
+  state_ = pending_;
+  last_publish_ = now;
+  cv_.notify_all();
+}
+
+void PrepareJob::EnterPhase(PreparePhase phase, uint64_t bytes_total, int64_t tensors_total) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_start_ = absl::Now();
+  }
+  Update(
+      [&](PrepareState& s) {
+        s.phase = phase;
+        s.bytes_done = 0;
+        s.bytes_total = bytes_total;
+        s.tensors_done = 0;
+        s.tensors_total = tensors_total;
+        s.current_tensor.clear();
+        s.bytes_per_second = 0;
+        s.eta_seconds = -1;
+      },
+      true);
+}
+
+void PrepareJob::Fail(const absl::Status& error) {
+  Update(
+      [&](PrepareState& s) {
+        s.phase = PreparePhase::kFailed;
+        s.error = error;
+        s.eta_seconds = -1;
+        s.elapsed_seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+      },
+      true);
+}
+
+// --- Preparer -----------------------------------------------------------------
+
+Preparer::Preparer(ModelRegistry* registry) : registry_(registry) {}
+
+Preparer::~Preparer() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [job, thread] : threads_) job->cancel_ = true;
+  for (auto& [job, thread] : threads_) thread.join();
+}
+
+namespace {
+
+// What a variant needing conversion answers until the conversion cache lands.
+absl::Status ConversionNotImplemented(const ModelRecord& record, const ResolvedVariant& variant) {
+  std::string stored = record.expert_dtype ? std::string(DTypeName(*record.expert_dtype)) : "none";
+  return UnimplementedError(
+      "variant ", variant.cache_key, " of model '", record.id, "' needs ", variant.conversion,
+      "; quantized and converted variants arrive with the conversion cache (not implemented ",
+      "yet). Only the pass-through variant ", PassThroughCacheKey(record),
+      " can be prepared now: set decode_expert_format to the checkpoint's format (", stored,
+      ") and leave the other formats unset");
+}
+
+}  // namespace
+
+std::shared_ptr<PrepareJob> Preparer::Start(const std::string& model_id, const VariantSpec& spec,
+                                            bool verify) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Reap finished jobs.
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    it = it->second->finished() ? jobs_.erase(it) : ++it;
+  }
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (!it->first->finished()) {
+      ++it;
+      continue;
+    }
+    it->second.join();
+    it = threads_.erase(it);
+  }
+  auto failed = [&](const absl::Status& error) {
+    auto job = std::make_shared<PrepareJob>(StrCat("failed/", ++next_failed_id_));
+    job->Fail(error);
+    return job;
+  };
+  auto record = registry_->FindValid(model_id);
+  if (!record.ok()) return failed(record.status());
+  auto resolved = ResolveVariant(**record, spec);
+  if (!resolved.ok()) return failed(resolved.status());
+  if (resolved->needs_conversion) return failed(ConversionNotImplemented(**record, *resolved));
+
+  const std::string key = StrCat(model_id, "/", resolved->cache_key, verify ? "+verify" : "");
+  if (auto it = jobs_.find(key); it != jobs_.end()) return it->second;
+  auto job = std::make_shared<PrepareJob>(key);
+  jobs_[key] = job;
+  threads_.emplace_back(
+      job, std::thread([this, job, model_id, spec, verify] { Run(*job, model_id, spec, verify); }));
+  return job;
+}
+
+void Preparer::Run(PrepareJob& job, const std::string& model_id, const VariantSpec& spec,
+                   bool verify) {
+  std::unique_lock<std::mutex> slot(slot_);
+  if (job.cancel_) return job.Fail(absl::CancelledError("the loader is shutting down"));
+  job.EnterPhase(PreparePhase::kValidating, 0, 0);
+  auto record = registry_->FindValid(model_id);
+  if (!record.ok()) return job.Fail(record.status());
+  auto resolved = ResolveVariant(**record, spec);
+  if (!resolved.ok()) return job.Fail(resolved.status());
+  if (resolved->needs_conversion) return job.Fail(ConversionNotImplemented(**record, *resolved));
+  const ModelRecord& model = **record;
+  job.Update(
+      [&](PrepareState& s) {
+        s.bytes_total = s.bytes_done = model.size_bytes;
+        s.tensors_total = s.tensors_done = static_cast<int64_t>(model.tensors.size());
+      },
+      true);
+  if (verify) {
+    absl::Status s = Verify(job, model);
+    if (!s.ok()) return job.Fail(s);
+  }
+  job.EnterPhase(PreparePhase::kFinalizing, 0, 0);
+  job.Update(
+      [&](PrepareState& s) {
+        s.phase = PreparePhase::kDone;
+        s.cache_key = resolved->cache_key;
+        s.cache_dir.clear();  // the pass-through variant is the model dir itself
+        s.already_prepared = true;
+        s.bytes_written = 0;
+        s.cache_size_bytes = 0;
+      },
+      true);
+  KLOG_INFO("prepared {} (pass-through{})", job.key(), verify ? ", checksums verified" : "");
+}
+
+absl::Status Preparer::Verify(PrepareJob& job, const ModelRecord& record) {
+  uint64_t total = 0;
+  for (const auto* files : {&record.weight_files, &record.tokenizer_files}) {
+    for (const ModelFile& f : *files) total += f.size_bytes;
+  }
+  job.EnterPhase(PreparePhase::kVerifying, total, static_cast<int64_t>(record.tensors.size()));
+  std::map<std::string, std::vector<const ModelTensor*>> by_file;
+  for (const ModelTensor& t : record.tensors) by_file[t.file].push_back(&t);
+  std::map<std::string, uint32_t> file_crcs, tensor_crcs;
+  uint64_t bytes_base = 0;
+  int64_t tensors_base = 0;
+  for (const auto* files : {&record.weight_files, &record.tokenizer_files}) {
+    for (const ModelFile& f : *files) {
+      std::vector<const ModelTensor*>& tensors = by_file[f.file];
+      std::sort(tensors.begin(), tensors.end(), [](const ModelTensor* a, const ModelTensor* b) {
+        return std::pair(a->offset, a->byte_length) < std::pair(b->offset, b->byte_length);
+      });
+      std::vector<FileSpan> spans;
+      std::vector<const ModelTensor*> spanned;
+      for (const ModelTensor* t : tensors) {
+        if (t->byte_length == 0) {
+          tensor_crcs[t->name] = 0;  // CRC-32C of no bytes
+          continue;
+        }
+        spans.push_back({t->offset, t->byte_length});
+        spanned.push_back(t);
+      }
+      auto progress = [&](uint64_t bytes, size_t span) {
+        job.Update(
+            [&](PrepareState& s) {
+              s.bytes_done = bytes_base + bytes;
+              s.tensors_done = tensors_base + static_cast<int64_t>(span);
+              s.current_tensor = span < spanned.size() ? spanned[span]->name : std::string();
+            },
+            false);
+        return !job.cancel_;
+      };
+      ASSIGN_OR_RETURN(FileChecksums sums, ChecksumFile(f.path, spans, progress));
+      if (f.crc32c && *f.crc32c != sums.file_crc32c) {
+        return DataLossError(f.path, ": CRC-32C is now ", sums.file_crc32c, ", was ", *f.crc32c,
+                             " with the same size and mtime: the file is corrupt");
+      }
+      file_crcs[f.file] = sums.file_crc32c;
+      for (size_t i = 0; i < spanned.size(); ++i) {
+        tensor_crcs[spanned[i]->name] = sums.span_crc32c[i];
+      }
+      bytes_base += f.size_bytes;
+      tensors_base += static_cast<int64_t>(tensors.size());
+    }
+  }
+  if (!registry_->StoreChecksums(record.id, record.fingerprint, file_crcs, tensor_crcs)) {
+    return absl::AbortedError(StrCat("the files of model '", record.id,
+                                     "' changed during verification; run Prepare again"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace krasis
