@@ -108,16 +108,14 @@ grpc::Status LoaderService::Prepare(grpc::ServerContext* context, const v1::Prep
   // A caller that goes away detaches; the job goes on.
   uint64_t seen = 0;
   while (true) {
-    PrepareState state = job->WaitForChange(seen, absl::Seconds(1));
-    if (context->IsCancelled()) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "caller went away");
-    }
-    seen = state.version;
-    if (!writer->Write(ToPrepareProgress(state))) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "caller went away");
-    }
-    if (state.finished()) {
-      return state.phase == PreparePhase::kDone ? grpc::Status::OK : ToGrpcStatus(state.error);
+    for (const PrepareState& state : job->WaitForChange(seen, absl::Seconds(1))) {
+      if (context->IsCancelled() || !writer->Write(ToPrepareProgress(state))) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "caller went away");
+      }
+      seen = state.version;
+      if (state.finished()) {
+        return state.phase == PreparePhase::kDone ? grpc::Status::OK : ToGrpcStatus(state.error);
+      }
     }
   }
 }

@@ -13,7 +13,8 @@ namespace krasis {
 
 PrepareJob::PrepareJob(std::string key)
     : key_(std::move(key)), start_(absl::Now()), phase_start_(start_), last_publish_(start_) {
-  state_.version = pending_.version = 1;
+  pending_.version = 1;
+  history_.push_back(pending_);
 }
 
 PrepareState PrepareJob::WithElapsed(PrepareState state) const {
@@ -23,44 +24,57 @@ PrepareState PrepareJob::WithElapsed(PrepareState state) const {
 
 PrepareState PrepareJob::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return WithElapsed(state_);
+  return WithElapsed(history_.back());
 }
 
 bool PrepareJob::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return state_.finished();
+  return history_.back().finished();
 }
 
-PrepareState PrepareJob::WaitForChange(uint64_t seen, absl::Duration timeout) const {
+std::vector<PrepareState> PrepareJob::WaitForChange(uint64_t seen, absl::Duration timeout) const {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-               [&] { return state_.version > seen || state_.finished(); });
-  return WithElapsed(state_);
+               [&] { return history_.back().version > seen; });
+  std::vector<PrepareState> out;
+  for (const PrepareState& s : history_) {
+    if (s.version > seen) out.push_back(s);
+  }
+  if (out.empty()) out.push_back(history_.back());
+  out.back() = WithElapsed(out.back());
+  return out;
+}
+
+void PrepareJob::PublishLocked(absl::Time now) {
+  pending_.version = history_.back().version + 1;
+  pending_.elapsed_seconds = absl::ToDoubleSeconds(now - start_);
+  if (history_.back().phase == pending_.phase) {
+    history_.back() = pending_;
+  } else {
+    history_.push_back(pending_);
+  }
+  last_publish_ = now;
+  cv_.notify_all();
 }
 
 void PrepareJob::Update(const std::function<void(PrepareState&)>& change, bool publish) {
   std::lock_guard<std::mutex> lock(mu_);
   change(pending_);
   const absl::Time now = absl::Now();
+  last_change_ = now;
   const double phase_seconds = absl::ToDoubleSeconds(now - phase_start_);
   if (phase_seconds > 0 && pending_.bytes_done > 0) {
     pending_.bytes_per_second = static_cast<double>(pending_.bytes_done) / phase_seconds;
-    pending_.eta_seconds =
-        static_cast<double>(pending_.bytes_total -
-                            std::min(pending_.bytes_total, pending_.bytes_done)) /
-        pending_.bytes_per_second;
+    const uint64_t left = pending_.bytes_total - std::min(pending_.bytes_total, pending_.bytes_done);
+    pending_.eta_seconds = static_cast<double>(left) / pending_.bytes_per_second;
   }
-  if (!publish && now - last_publish_ < absl::Milliseconds(100)) return;
-  pending_.version = state_.version + 1;
-  pending_.elapsed_seconds = absl::ToDoubleSeconds(now - start_);
-  state_ = pending_;
-  last_publish_ = now;
-  cv_.notify_all();
+  if (publish || now - last_publish_ >= absl::Milliseconds(100)) PublishLocked(now);
 }
 
 void PrepareJob::EnterPhase(PreparePhase phase, uint64_t bytes_total, int64_t tensors_total) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (last_publish_ < last_change_) PublishLocked(absl::Now());  // throttled progress
     phase_start_ = absl::Now();
   }
   Update(
@@ -78,6 +92,10 @@ void PrepareJob::EnterPhase(PreparePhase phase, uint64_t bytes_total, int64_t te
 }
 
 void PrepareJob::Fail(const absl::Status& error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (last_publish_ < last_change_) PublishLocked(absl::Now());  // throttled progress
+  }
   Update(
       [&](PrepareState& s) {
         s.phase = PreparePhase::kFailed;

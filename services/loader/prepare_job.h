@@ -78,28 +78,34 @@ class PrepareJob {
   // before it could resolve one.
   const std::string& key() const { return key_; }
   PrepareState Snapshot() const;
-  // Returns once the state is newer than version `seen` or the job has finished,
-  // or after `timeout` (with the elapsed time brought up to date).
-  PrepareState WaitForChange(uint64_t seen, absl::Duration timeout) const;
+  // Waits until a state newer than version `seen` is published, or `timeout`.
+  // Returns, oldest first, the latest state of every phase that changed after
+  // `seen` (so no phase is missed, however short), or when nothing changed the
+  // current state with its elapsed time brought up to date. Never empty.
+  std::vector<PrepareState> WaitForChange(uint64_t seen, absl::Duration timeout) const;
   bool finished() const;
 
  private:
   friend class Preparer;
-  // Applies `change` to the state and wakes watchers when `publish` or when the
-  // last wake-up is 100 ms old.
+  // Applies `change` to the state and publishes it (wakes watchers) when
+  // `publish` or when the last publication is 100 ms old.
   void Update(const std::function<void(PrepareState&)>& change, bool publish);
+  // Publishes the last state of the current phase, then starts `phase`.
   void EnterPhase(PreparePhase phase, uint64_t bytes_total, int64_t tensors_total);
   void Fail(const absl::Status& error);
+  void PublishLocked(absl::Time now);
   PrepareState WithElapsed(PrepareState state) const;
 
   const std::string key_;
   const absl::Time start_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  PrepareState state_;    // what watchers see
+  // Published states: the latest of each phase, in order (back() is current).
+  std::vector<PrepareState> history_;
   PrepareState pending_;  // latest, published at most every 100 ms
   absl::Time phase_start_;
   absl::Time last_publish_;
+  absl::Time last_change_;  // of pending_
   std::atomic<bool> cancel_{false};
 };
 

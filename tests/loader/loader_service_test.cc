@@ -354,9 +354,13 @@ TEST_F(LoaderServiceTest, PrepareStreams) {
   EXPECT_EQ(done.back().phase(), v1::PREPARE_PHASE_DONE);
   EXPECT_EQ(done.back().result().cache_key(), "bf16-bf16");
   EXPECT_TRUE(done.back().result().already_prepared());
-  bool verified = false;
-  for (const auto& p : done) verified |= p.phase() == v1::PREPARE_PHASE_VERIFYING;
-  EXPECT_TRUE(verified);
+  std::vector<int> phases;
+  for (const auto& p : done) {
+    if (phases.empty() || phases.back() != p.phase()) phases.push_back(p.phase());
+  }
+  EXPECT_THAT(phases, ::testing::ElementsAre(v1::PREPARE_PHASE_QUEUED, v1::PREPARE_PHASE_VALIDATING,
+                                             v1::PREPARE_PHASE_VERIFYING,
+                                             v1::PREPARE_PHASE_FINALIZING, v1::PREPARE_PHASE_DONE));
   v1::Manifest m;
   ASSERT_TRUE(GetManifest("qwen3_moe", &m).ok());
   ASSERT_TRUE(m.weight_files(0).has_crc32c());

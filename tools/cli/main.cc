@@ -1,7 +1,9 @@
 // krasis-cli: command-line access to Krasis's building blocks without starting
 // the cluster. Subcommands:
 //   logits --model DIR --tokens 1,2,3 [--greedy N] [--json]
-// (tokenize, detokenize and render arrive with the tokenizer work).
+//   tokenize --model DIR --text-file FILE
+//   detokenize --model DIR --ids 1,2,3
+//   render --model DIR --request REQUEST.json
 #include <iostream>
 #include <string>
 
@@ -9,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tools/cli/logits_command.h"
+#include "tools/cli/text_commands.h"
 
 namespace po = boost::program_options;
 
@@ -63,7 +66,10 @@ int Logits(int argc, char** argv) {
 void Usage(std::ostream& out) {
   out << "usage: krasis-cli <command> [options]\n\n"
          "commands:\n"
-         "  logits   run a model on token ids: logits, argmax, greedy continuation\n";
+         "  logits       run a model on token ids: logits, argmax, greedy continuation\n"
+         "  tokenize     --model DIR --text-file FILE: {\"ids\": [...]}\n"
+         "  detokenize   --model DIR --ids 1,2,3: the text\n"
+         "  render       --model DIR --request REQUEST.json: the prompt text of a chat request\n";
 }
 
 }  // namespace
@@ -75,6 +81,9 @@ int main(int argc, char** argv) {
   }
   std::string command = argv[1];
   if (command == "logits") return Logits(argc - 1, argv + 1);
+  if (command == "tokenize") return krasis::TokenizeCommand(argc - 1, argv + 1);
+  if (command == "detokenize") return krasis::DetokenizeCommand(argc - 1, argv + 1);
+  if (command == "render") return krasis::RenderCommand(argc - 1, argv + 1);
   if (command == "help" || command == "--help" || command == "-h") {
     Usage(std::cout);
     return 0;
