@@ -3,7 +3,12 @@
 // (model.cc) has already loaded the embedding, final norm and lm_head.
 #pragma once
 
+#include <functional>
+#include <memory>
+#include <string>
+
 #include "absl/status/status.h"
+#include "common/models/blocks/ffn.h"
 #include "common/models/model.h"
 
 namespace krasis {
@@ -16,5 +21,15 @@ absl::Status BuildGlm4Moe(const Weights& weights, DecoderModel& model);    // gl
 // The pre-norms of layer `layer` (input_layernorm, post_attention_layernorm); model.cc.
 absl::Status LoadLayerNorms(const Weights& weights, const ModelConfig& config, int layer,
                             DecoderLayer& out);
+
+// Makes the token mixer of layer `layer`, whose tensors start with `prefix`
+// ("model.layers.<layer>.").
+using MixerFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Mixer>>(int layer, const std::string& prefix)>;
+
+// Fills model.layers: every layer's norms, its mixer, and an MoE block (with
+// `moe`) where config.IsMoeLayer says so, else the dense MLP; model.cc.
+absl::Status BuildLayers(const Weights& weights, DecoderModel& model, const MoeOptions& moe,
+                         const MixerFactory& make_mixer);
 
 }  // namespace krasis

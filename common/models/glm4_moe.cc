@@ -18,20 +18,9 @@ absl::Status BuildGlm4Moe(const Weights& weights, DecoderModel& model) {
   moe.router = RouterKind::kSigmoidNoAuxTc;
   moe.shared_prefix = "shared_experts.";
   moe.shared_intermediate = c.SharedExpertIntermediateSize();
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    DecoderLayer layer;
-    std::string p = StrCat("model.layers.", l, ".");
-    RETURN_IF_ERROR(LoadLayerNorms(weights, c, l, layer));
-    ASSIGN_OR_RETURN(layer.mixer, LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops()));
-    if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(layer.ffn, LoadMoe(c, weights, p + "mlp.", moe, model.ops()));
-    } else {
-      ASSIGN_OR_RETURN(layer.ffn, LoadDenseMlp(weights, p + "mlp.", c.hidden_size,
-                                               c.intermediate_size, model.ops()));
-    }
-    model.layers.push_back(std::move(layer));
-  }
-  return absl::OkStatus();
+  return BuildLayers(weights, model, moe, [&](int, const std::string& p) {
+    return LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops());
+  });
 }
 
 }  // namespace krasis

@@ -93,6 +93,24 @@ absl::Status LoadLayerNorms(const Weights& weights, const ModelConfig& config, i
   return absl::OkStatus();
 }
 
+absl::Status BuildLayers(const Weights& weights, DecoderModel& model, const MoeOptions& moe,
+                         const MixerFactory& make_mixer) {
+  const ModelConfig& c = model.config();
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    DecoderLayer layer;
+    std::string p = StrCat("model.layers.", l, ".");
+    RETURN_IF_ERROR(LoadLayerNorms(weights, c, l, layer));
+    ASSIGN_OR_RETURN(layer.mixer, make_mixer(l, p));
+    if (c.IsMoeLayer(l)) {
+      ASSIGN_OR_RETURN(layer.ffn, LoadMoe(c, weights, p + "mlp.", moe, model.ops()));
+    } else {
+      ASSIGN_OR_RETURN(layer.ffn, LoadDenseMlp(weights, p + "mlp.", c.hidden_size, c.intermediate_size, model.ops()));
+    }
+    model.layers.push_back(std::move(layer));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir, const Ops& ops) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(auto st, SafetensorsModel::Open(dir));

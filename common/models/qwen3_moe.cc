@@ -12,20 +12,9 @@ absl::Status BuildQwen3Moe(const Weights& weights, DecoderModel& model) {
   const ModelConfig& c = model.config();
   GqaOptions attn;
   attn.qk_norm = true;
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    DecoderLayer layer;
-    std::string p = StrCat("model.layers.", l, ".");
-    RETURN_IF_ERROR(LoadLayerNorms(weights, c, l, layer));
-    ASSIGN_OR_RETURN(layer.mixer, LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops()));
-    if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(layer.ffn, LoadMoe(c, weights, p + "mlp.", MoeOptions{}, model.ops()));
-    } else {
-      ASSIGN_OR_RETURN(layer.ffn, LoadDenseMlp(weights, p + "mlp.", c.hidden_size,
-                                               c.intermediate_size, model.ops()));
-    }
-    model.layers.push_back(std::move(layer));
-  }
-  return absl::OkStatus();
+  return BuildLayers(weights, model, MoeOptions{}, [&](int, const std::string& p) {
+    return LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops());
+  });
 }
 
 }  // namespace krasis

@@ -22,24 +22,12 @@ absl::Status BuildQwen3Next(const Weights& weights, DecoderModel& model) {
   moe.shared_prefix = "shared_expert.";
   moe.shared_intermediate = c.SharedExpertIntermediateSize();
   moe.shared_gate = true;
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    DecoderLayer layer;
-    std::string p = StrCat("model.layers.", l, ".");
-    RETURN_IF_ERROR(LoadLayerNorms(weights, c, l, layer));
+  return BuildLayers(weights, model, moe, [&](int l, const std::string& p) {
     if (c.GetLayerType(l) == LayerType::kLinearAttention) {
-      ASSIGN_OR_RETURN(layer.mixer, LoadGatedDeltaNet(c, weights, p + "linear_attn.", model.ops()));
-    } else {
-      ASSIGN_OR_RETURN(layer.mixer, LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops()));
+      return LoadGatedDeltaNet(c, weights, p + "linear_attn.", model.ops());
     }
-    if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(layer.ffn, LoadMoe(c, weights, p + "mlp.", moe, model.ops()));
-    } else {
-      ASSIGN_OR_RETURN(layer.ffn, LoadDenseMlp(weights, p + "mlp.", c.hidden_size,
-                                               c.intermediate_size, model.ops()));
-    }
-    model.layers.push_back(std::move(layer));
-  }
-  return absl::OkStatus();
+    return LoadGqaAttention(c, weights, p + "self_attn.", attn, model.ops());
+  });
 }
 
 }  // namespace krasis

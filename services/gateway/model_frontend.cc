@@ -18,7 +18,7 @@ absl::StatusOr<std::unique_ptr<ModelFrontend>> ModelFrontend::Load(const std::st
   if (source.ok()) {
     ASSIGN_OR_RETURN(ChatTemplate tpl, ChatTemplate::Parse(source->source, source->origin.string()));
     m->template_ = std::move(tpl);
-    m->special_tokens_ = nlohmann::json::parse(source->special_tokens.dump());
+    m->special_tokens_ = source->special_tokens;
     m->tool_format_ = ToolCallFormatFor(source->source);
     m->reasoning_ = source->source.find("<think>") != std::string::npos;
   }
@@ -48,12 +48,13 @@ absl::StatusOr<std::unique_ptr<ModelFrontend>> ModelFrontend::Load(const std::st
   return m;
 }
 
-absl::StatusOr<std::string> ModelFrontend::RenderChat(const nlohmann::json& messages, const nlohmann::json& tools,
-                                                      const nlohmann::json& kwargs) const {
+absl::StatusOr<std::string> ModelFrontend::RenderChat(const nlohmann::ordered_json& messages,
+                                                      const nlohmann::ordered_json& tools,
+                                                      const nlohmann::ordered_json& kwargs) const {
   if (!template_) {
     return FailedPreconditionError("model '", id_, "' has no chat template; use /v1/completions");
   }
-  nlohmann::json extra = special_tokens_.is_object() ? special_tokens_ : nlohmann::json::object();
+  nlohmann::ordered_json extra = special_tokens_.is_object() ? special_tokens_ : nlohmann::ordered_json::object();
   for (auto it = kwargs.begin(); it != kwargs.end(); ++it) extra[it.key()] = it.value();
   return krasis::RenderChat(*template_, messages, tools, /*add_generation_prompt=*/true, extra);
 }

@@ -35,8 +35,9 @@ class ModelFrontend {
 
   // The prompt text for chat messages (add_generation_prompt on) with tools and
   // template kwargs (e.g. enable_thinking). kInvalidArgument on template errors.
-  absl::StatusOr<std::string> RenderChat(const nlohmann::json& messages, const nlohmann::json& tools,
-                                         const nlohmann::json& kwargs) const;
+  absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages,
+                                         const nlohmann::ordered_json& tools,
+                                         const nlohmann::ordered_json& kwargs) const;
   // Whether a rendered prompt leaves the model inside a <think> block.
   bool PromptOpensReasoning(const std::string& prompt) const;
 
@@ -44,7 +45,7 @@ class ModelFrontend {
   std::string id_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::optional<ChatTemplate> template_;
-  nlohmann::json special_tokens_;
+  nlohmann::ordered_json special_tokens_;
   ModelConfig config_;
   std::vector<int32_t> eos_;
   nlohmann::json generation_ = nlohmann::json::object();

@@ -153,7 +153,7 @@ void OpenAiApi::Chat(const http::Request& request, http::ResponderPtr responder)
   spec.starts_in_reasoning = spec.parse_reasoning && model_.PromptOpensReasoning(*prompt_text);
   if (!req.tools.is_null() && model_.tool_call_format()) {
     spec.tool_format = model_.tool_call_format();
-    spec.tools = req.tools;
+    spec.tools = nlohmann::json::parse(req.tools.dump());
   }
   Launch(responder, [this, responder, spec = std::move(spec)](const std::atomic<bool>& cancelled) {
     const std::string id = spec.request_id;

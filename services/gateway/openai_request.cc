@@ -11,7 +11,7 @@ namespace krasis::gateway {
 
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 ApiError Bad(std::string message, std::string param) {
   return ApiError{400, std::move(message), "invalid_request_error", std::move(param), std::nullopt};
@@ -54,7 +54,8 @@ std::optional<ApiError> Boolean(const json& body, const char* key, bool* out) {
 #define KRASIS_CHECK_API(expr) \
   if (auto krasis_api_error_ = (expr)) return *krasis_api_error_
 
-std::optional<ApiError> ParseOptions(const json& body, const json& defaults, bool chat, GenerationOptions* o) {
+std::optional<ApiError> ParseOptions(const json& body, const nlohmann::json& defaults, bool chat,
+                                     GenerationOptions* o) {
   v1::SamplingParams& s = o->sampling;
   std::optional<double> d;
   std::optional<int64_t> i;
@@ -259,7 +260,7 @@ std::optional<ApiError> ParseTools(const json& body, ChatRequest* r) {
 
 }  // namespace
 
-std::variant<ChatRequest, ApiError> ParseChatRequest(const std::string& text, const json& defaults) {
+std::variant<ChatRequest, ApiError> ParseChatRequest(const std::string& text, const nlohmann::json& defaults) {
   json body;
   ChatRequest r;
   KRASIS_CHECK_API(ParseBody(text, &body));
@@ -339,7 +340,8 @@ std::variant<ChatRequest, ApiError> ParseChatRequest(const std::string& text, co
   return r;
 }
 
-std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& text, const json& defaults) {
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& text,
+                                                                 const nlohmann::json& defaults) {
   json body;
   CompletionRequest r;
   KRASIS_CHECK_API(ParseBody(text, &body));

@@ -35,11 +35,12 @@ struct GenerationOptions {
 
 struct ChatRequest {
   std::string model;
-  nlohmann::json messages;  // normalised for the chat template (text parts joined,
+  // ordered_json keeps the client's key order, which |tojson in templates prints.
+  nlohmann::ordered_json messages;  // normalised for the chat template (text parts joined,
                             // assistant tool-call arguments parsed into objects)
-  nlohmann::json tools;     // null or the OpenAI tools array
+  nlohmann::ordered_json tools;  // null or the OpenAI tools array
   std::string tool_choice = "auto";  // "none", "auto", "required" or a function name
-  nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   GenerationOptions options;
 };
 

@@ -149,11 +149,14 @@ TEST_F(EngineTest, PreparePassThroughWithVerifyFillsChecksums) {
   EXPECT_THAT(phases, ::testing::ElementsAre(PreparePhase::kQueued, PreparePhase::kValidating,
                                              PreparePhase::kVerifying, PreparePhase::kFinalizing,
                                              PreparePhase::kDone));
-  for (const PrepareState& s : states) {
-    if (s.phase != PreparePhase::kVerifying) continue;
-    EXPECT_EQ(s.bytes_done, s.bytes_total);  // the phase's last progress
-    EXPECT_EQ(s.tensors_done, s.tensors_total);
-  }
+  // The last VERIFYING state seen is the phase's final progress.
+  auto verifying = std::find_if(states.rbegin(), states.rend(), [](const PrepareState& s) {
+    return s.phase == PreparePhase::kVerifying;
+  });
+  ASSERT_NE(verifying, states.rend());
+  EXPECT_GT(verifying->bytes_total, model_->size_bytes);  // weights + tokenizer files
+  EXPECT_EQ(verifying->bytes_done, verifying->bytes_total);
+  EXPECT_EQ(verifying->tensors_done, verifying->tensors_total);
 
   auto m = registry_->FindValid("ds3");
   ASSERT_TRUE(m.ok());

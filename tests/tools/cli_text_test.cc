@@ -66,3 +66,36 @@ TEST(CliTextTest, BadInputIsAClearError) {
 }
 
 }  // namespace
+
+namespace {
+
+// Tool definitions reach the template in the client's key order (|tojson
+// prints them as sent, as transformers does), with the real Qwen3 template.
+TEST(CliTextTest, RenderKeepsToolKeyOrderWithTheQwen3Template) {
+  const char* home = std::getenv("HOME");
+  std::string cache = std::getenv("KRASIS_TOKENIZERS_DIR") != nullptr
+                          ? std::getenv("KRASIS_TOKENIZERS_DIR")
+                          : std::string(home != nullptr ? home : "/root") + "/.cache/krasis/tokenizers";
+  ASSERT_TRUE(std::filesystem::exists(cache + "/qwen3/tokenizer_config.json"))
+      << "real tokenizers missing: run scripts/fetch_tokenizers";
+  auto dir = std::filesystem::path(::testing::TempDir()) / "qwen3_render";
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(cache + "/qwen3/" + f, dir / f, std::filesystem::copy_options::overwrite_existing);
+  }
+  std::filesystem::copy_file(std::string(KRASIS_TEST_DATA_DIR) + "/models/qwen3_moe/config.json", dir / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::string req = Temp("tools.json",
+                         R"({"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":)"
+                         R"({"name":"zeta","description":"d","parameters":{"type":"object","properties":)"
+                         R"({"b":{"type":"string"},"a":{"type":"integer"}}}}}]})");
+  auto [code, out] = RunCommand(kCli + " render --model " + dir.string() + " --request " + req);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(R"({"type": "function", "function": {"name": "zeta", "description": "d", "parameters": )"
+                     R"({"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}}})"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(out.ends_with("<|im_start|>assistant\n")) << out;
+}
+
+}  // namespace

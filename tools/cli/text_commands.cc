@@ -119,7 +119,7 @@ int RenderCommand(int argc, char** argv) {
     return 1;
   }
   // The same parsing and normalisation as the gateway; the model name is not checked.
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(body, nullptr, false);
   if (j.is_object() && !j.contains("model")) {
     j["model"] = (*frontend)->id();
     body = j.dump();
