@@ -5,9 +5,9 @@
 #include <filesystem>
 
 #include "common/logging.h"
-#include "krasis/v1/inference.grpc.pb.h"
 #include "services/gateway/backend.h"
 #include "services/gateway/http/http_server.h"
+#include "services/gateway/inference_service.h"
 #include "services/gateway/model_frontend.h"
 #include "services/gateway/openai_api.h"
 #include "services/rpc/service_main.h"
@@ -66,8 +66,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   KLOG_INFO("OpenAI API on http://{} (model {})", http.address(), model_id);
-  // The public gRPC Inference API is declared; its handlers arrive next.
-  krasis::v1::Inference::Service inference;
+  krasis::gateway::InferenceService inference(**model, backend);
   int code = krasis::ServeUntilSignal(cl, {krasis::ServedService{&inference, "krasis.v1.Inference"}});
   http.Stop();
   return code;

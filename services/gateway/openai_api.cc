@@ -2,27 +2,19 @@
 #include "services/gateway/openai_api.h"
 
 #include <chrono>
-#include <random>
 #include <thread>
 
 #include "common/logging.h"
 #include "common/status.h"
 #include "services/gateway/generation.h"
 #include "services/gateway/openai_request.h"
+#include "services/gateway/request_plan.h"
 
 namespace krasis::gateway {
 
 namespace {
 
 using json = nlohmann::json;
-
-std::string RandomId(const char* prefix) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  std::string id = prefix;
-  for (int i = 0; i < 24; ++i) id.push_back(kChars[rng() % (sizeof(kChars) - 1)]);
-  return id;
-}
 
 int64_t Now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -124,37 +116,10 @@ void OpenAiApi::Chat(const http::Request& request, http::ResponderPtr responder)
   };
   auto parsed = ParseChatRequest(request.body, model_.generation_defaults());
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
-  ChatRequest req = std::move(std::get<ChatRequest>(parsed));
-  if (req.model != model_.id()) {
-    return fail({404, StrCat("The model '", req.model, "' does not exist"), "invalid_request_error", "model",
-                 "model_not_found"});
-  }
-  auto prompt_text = model_.RenderChat(req.messages, req.tools, req.chat_template_kwargs);
-  if (!prompt_text.ok()) return fail({400, std::string(prompt_text.status().message()), "invalid_request_error", "messages", std::nullopt});
-  std::vector<int32_t> prompt = model_.tokenizer().Encode(*prompt_text);
-  int64_t max_new = req.options.sampling.max_tokens();
-  if (model_.context_length() > 0 &&
-      static_cast<int64_t>(prompt.size()) + std::max<int64_t>(max_new, 1) > model_.context_length()) {
-    return fail({400,
-                 StrCat("This model's maximum context length is ", model_.context_length(), " tokens. However, you requested ",
-                        prompt.size() + std::max<int64_t>(max_new, 1), " tokens (", prompt.size(),
-                        " in the messages, ", std::max<int64_t>(max_new, 1),
-                        " in the completion). Please reduce the length of the messages or completion."),
-                 "invalid_request_error", "messages", "context_length_exceeded"});
-  }
-  if (!backend_.Admit()) {
-    return fail({429, "Too many requests are queued; retry later", "rate_limit_error", std::nullopt, "rate_limit_exceeded"});
-  }
-  GenerationSpec spec;
-  spec.request_id = RandomId("chatcmpl-");
-  spec.prompt = std::move(prompt);
-  spec.options = req.options;
-  spec.parse_reasoning = model_.has_reasoning();
-  spec.starts_in_reasoning = spec.parse_reasoning && model_.PromptOpensReasoning(*prompt_text);
-  if (!req.tools.is_null() && model_.tool_call_format()) {
-    spec.tool_format = model_.tool_call_format();
-    spec.tools = nlohmann::json::parse(req.tools.dump());
-  }
+  auto planned = PlanChat(model_, std::get<ChatRequest>(parsed), NewRequestId("chatcmpl-"));
+  if (auto* e = std::get_if<ApiError>(&planned)) return fail(*e);
+  if (!backend_.Admit()) return fail(QueueFullError());
+  GenerationSpec spec = std::move(std::get<GenerationSpec>(planned));
   Launch(responder, [this, responder, spec = std::move(spec)](const std::atomic<bool>& cancelled) {
     const std::string id = spec.request_id;
     const int64_t created = Now();
@@ -257,35 +222,11 @@ void OpenAiApi::Completions(const http::Request& request, http::ResponderPtr res
   };
   auto parsed = ParseCompletionRequest(request.body, model_.generation_defaults());
   if (auto* e = std::get_if<ApiError>(&parsed)) return fail(*e);
-  CompletionRequest req = std::move(std::get<CompletionRequest>(parsed));
-  if (req.model != model_.id()) {
-    return fail({404, StrCat("The model '", req.model, "' does not exist"), "invalid_request_error", "model",
-                 "model_not_found"});
-  }
-  std::vector<int32_t> prompt = req.prompt_text ? model_.tokenizer().Encode(*req.prompt_text) : req.prompt_tokens;
-  for (int32_t t : prompt) {
-    if (t >= model_.config().vocab_size) {
-      return fail({400, StrCat("token id ", t, " is out of the vocabulary (", model_.config().vocab_size, ")"),
-                   "invalid_request_error", "prompt", std::nullopt});
-    }
-  }
-  if (prompt.empty()) return fail({400, "the prompt encodes to no tokens", "invalid_request_error", "prompt", std::nullopt});
-  int64_t max_new = req.options.sampling.max_tokens();
-  if (model_.context_length() > 0 && static_cast<int64_t>(prompt.size()) + max_new > model_.context_length()) {
-    return fail({400,
-                 StrCat("This model's maximum context length is ", model_.context_length(), " tokens, however you requested ",
-                        prompt.size() + max_new, " tokens (", prompt.size(), " in your prompt; ", max_new,
-                        " for the completion). Please reduce your prompt; or completion length."),
-                 "invalid_request_error", "prompt", "context_length_exceeded"});
-  }
-  if (!backend_.Admit()) {
-    return fail({429, "Too many requests are queued; retry later", "rate_limit_error", std::nullopt, "rate_limit_exceeded"});
-  }
-  GenerationSpec spec;
-  spec.request_id = RandomId("cmpl-");
-  spec.prompt = std::move(prompt);
-  spec.options = req.options;
-  std::string echo = req.echo ? (req.prompt_text ? *req.prompt_text : model_.tokenizer().Decode(spec.prompt)) : "";
+  std::string echo;
+  auto planned = PlanCompletion(model_, std::get<CompletionRequest>(parsed), NewRequestId("cmpl-"), &echo);
+  if (auto* e = std::get_if<ApiError>(&planned)) return fail(*e);
+  if (!backend_.Admit()) return fail(QueueFullError());
+  GenerationSpec spec = std::move(std::get<GenerationSpec>(planned));
   Launch(responder, [this, responder, spec = std::move(spec), echo](const std::atomic<bool>& cancelled) {
     const std::string id = spec.request_id;
     const int64_t created = Now();

@@ -105,7 +105,9 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
   ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
   gateway.argv.insert(gateway.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--http-listen",
                                            plan.http_address, "--decode", plan.decode_address, "--prefill",
-                                           plan.prefill_address});
+                                           plan.prefill_address, "--prefill-threshold",
+                                           std::to_string(options.prefill_threshold)});
+  for (const std::string& key : options.api_keys) gateway.argv.insert(gateway.argv.end(), {"--api-key", key});
   plan.children = {loader, decode, prefill, gateway};
   return plan;
 }

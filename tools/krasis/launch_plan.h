@@ -18,6 +18,8 @@ struct LaunchOptions {
   std::string model_dir;           // the model every worker serves
   std::string model_id;            // its API name (default: folder name)
   int64_t kv_budget_mb = 1024;     // decode worker KV cache
+  int64_t prefill_threshold = 512; // uncached prompt tokens sent to the prefill worker
+  std::vector<std::string> api_keys;  // gateway API keys (none: no auth)
   std::string home;                // ~/.krasis
   std::string bin_dir;             // folder holding the krasis-* service binaries
   std::string log_level;

@@ -53,6 +53,10 @@ int Serve(int argc, char** argv) {
        "RAM for the decode worker's KV cache, MiB")
       ("grpc-port", po::value(&opts.grpc_port)->default_value(opts.grpc_port),
        "port of the public gRPC Inference API (0 picks a free port)")
+      ("prefill-threshold", po::value(&opts.prefill_threshold)->default_value(opts.prefill_threshold),
+       "uncached prompt tokens from which the prefill worker is used (shorter ones prefill on the decode worker)")
+      ("api-key", po::value(&opts.api_keys)->multitoken(),
+       "API key clients must send (repeatable; default: $KRASIS_API_KEY if set, else no auth)")
       ("home", po::value(&opts.home)->default_value(opts.home),
        "Krasis state folder (servers/, run/, models/, cache/)")
       ("log-level", po::value(&log_level), "trace, debug, info, warn, error");
@@ -73,6 +77,9 @@ int Serve(int argc, char** argv) {
     return 2;
   }
   opts.log_level = log_level;
+  if (const char* key = std::getenv("KRASIS_API_KEY"); opts.api_keys.empty() && key != nullptr && *key != '\0') {
+    opts.api_keys.push_back(key);
+  }
   opts.bin_dir = fs::read_symlink("/proc/self/exe").parent_path().string();
 
   auto plan = krasis::MakeLaunchPlan(opts, getpid());
