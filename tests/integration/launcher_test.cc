@@ -24,6 +24,7 @@
 #include "krasis/v1/loader.grpc.pb.h"
 #include "krasis/v1/prefill.grpc.pb.h"
 #include "services/rpc/health_client.h"
+#include "tests/integration/cluster.h"
 
 extern char** environ;
 
@@ -33,47 +34,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-// Polls `path` until it holds valid JSON, or gives up after `timeout`.
-nlohmann::json WaitForJson(const fs::path& path, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::ifstream in(path);
-    if (in) {
-      auto j = nlohmann::json::parse(in, nullptr, false);
-      if (!j.is_discarded()) return j;
-    }
-    std::this_thread::sleep_for(50ms);
-  }
-  return nullptr;
-}
-
-bool Alive(pid_t pid) { return kill(pid, 0) == 0; }
-
-// One HTTP/1.1 POST over a plain socket; returns {status, body}.
-std::pair<int, std::string> HttpPost(const std::string& address, const std::string& path,
-                                     const std::string& body) {
-  size_t colon = address.rfind(':');
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
-  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return {0, "connect failed"};
-  }
-  std::string req = "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    "Connection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  ::send(fd, req.data(), req.size(), 0);
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) resp.append(buf, static_cast<size_t>(n));
-  close(fd);
-  if (resp.size() < 12) return {0, resp};
-  size_t header_end = resp.find("\r\n\r\n");
-  return {std::stoi(resp.substr(9, 3)), header_end == std::string::npos ? "" : resp.substr(header_end + 4)};
-}
+using testing::Alive;
+using testing::HttpPost;
+using testing::WaitForJson;
 
 class LauncherTest : public ::testing::Test {
  protected:
@@ -142,7 +105,7 @@ TEST_F(LauncherTest, ServesSupervisesAndStops) {
   // The OpenAI API answers with the demo model.
   {
     std::string http = info["http_address"].get<std::string>();
-    auto [status, body] = HttpPost(http, "/v1/chat/completions",
+    auto [status, headers, body] = HttpPost(http, "/v1/chat/completions",
                                    R"({"model":"demo","max_tokens":8,"temperature":0,)"
                                    R"("messages":[{"role":"user","content":"Write a function."}]})");
     ASSERT_EQ(status, 200) << body;
