@@ -1,4 +1,4 @@
-// Test support for integration tests: runs `krasis serve` (which starts the four
+// Support for integration tests and serving benchmarks: runs `krasis serve` (which starts the four
 // real services on loopback, ports picked freely) on a model directory, finds its
 // addresses from the server file, and speaks plain HTTP/1.1 over sockets so the
 // tests see exactly the bytes the gateway sends.
@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +21,6 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 extern char** environ;
@@ -119,7 +119,8 @@ inline std::vector<nlohmann::json> SseEvents(const std::string& raw) {
 // One `krasis serve` launcher and its four services.
 class Cluster {
  public:
-  explicit Cluster(std::string name) : home_(fs::path(::testing::TempDir()) / (name + "-" + std::to_string(getpid()))) {}
+  // `home`: the launcher's state folder (created; removed on Stop).
+  explicit Cluster(fs::path home) : home_(std::move(home)) {}
   ~Cluster() { Stop(); }
 
   // Starts the launcher on `model_dir` and waits until the gateway answers
@@ -127,8 +128,12 @@ class Cluster {
   bool Start(const std::string& model_dir, std::vector<std::string> extra = {}, std::string* error = nullptr) {
     fs::remove_all(home_);
     std::string exe = std::string(KRASIS_BINARY_DIR) + "/bin/krasis";
+    if (const char* bin = std::getenv("KRASIS_BIN_DIR")) exe = std::string(bin) + "/krasis";
     std::vector<std::string> args = {exe, "serve", "--model", model_dir, "--port", "0", "--grpc-port", "0",
-                                     "--kv-budget-mb", "64", "--home", home_.string()};
+                                     "--home", home_.string()};
+    if (std::find(extra.begin(), extra.end(), "--kv-budget-mb") == extra.end()) {
+      extra.insert(extra.end(), {"--kv-budget-mb", "64"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

@@ -54,7 +54,7 @@ std::string Join(const std::vector<int32_t>& ids) {
 class DemoClusterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    cluster_ = new Cluster("krasis-cluster-test");
+    cluster_ = new Cluster(::testing::TempDir() + "krasis-cluster-test-" + std::to_string(getpid()));
     std::string error;
     // Prompts of 48+ uncached tokens go to the prefill worker.
     if (!cluster_->Start(kDemo, {"--prefill-threshold", "48"}, &error)) {
@@ -371,6 +371,41 @@ TEST_F(DemoClusterTest, CancellingCancelsWorkOnTheDecodeWorker) {
   }
 }
 
+TEST_F(DemoClusterTest, SixtyFourConcurrentStreamsAllComplete) {
+  std::atomic<int> good{0};
+  std::vector<std::string> failures(64);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 64; ++c) {
+    clients.emplace_back([&, c] {
+      json req = {{"model", "demo"},
+                  {"messages", json::array({{{"role", "user"}, {"content", "Question number " + std::to_string(c)}}})},
+                  {"max_tokens", 8},
+                  {"temperature", 0.8},
+                  {"seed", c},
+                  {"stream", true},
+                  {"stream_options", {{"include_usage", true}}}};
+      auto r = HttpPost(cluster_->http(), "/v1/chat/completions", req.dump());
+      auto events = SseEvents(r.body);
+      int finishes = 0;
+      bool usage = false, error = false;
+      for (const json& e : events) {
+        if (!e.is_object()) continue;
+        error |= e.contains("error");
+        if (!e["choices"].empty() && e["choices"][0]["finish_reason"].is_string()) ++finishes;
+        usage |= e["usage"].is_object() && e["usage"]["completion_tokens"].get<int>() > 0;
+      }
+      if (r.status == 200 && finishes == 1 && usage && !error && events.back() == json("[DONE]")) {
+        good.fetch_add(1);
+      } else {
+        failures[static_cast<size_t>(c)] = std::to_string(r.status) + " " + r.body.substr(0, 300);
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(good.load(), 64);
+  for (const auto& f : failures) EXPECT_TRUE(f.empty()) << f;
+}
+
 // Runs last in this suite: it kills the decode worker.
 TEST_F(DemoClusterTest, ZZDecodeWorkerDeathMidStreamGivesAnErrorEventThenServiceResumes) {
   pid_t decode = cluster_->ServicePid("decode");
@@ -424,7 +459,7 @@ class ToolModelClusterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(::testing::TempDir() + "/tools-model-" + std::to_string(getpid()));
-    cluster_ = new Cluster("krasis-tools-test");
+    cluster_ = new Cluster(::testing::TempDir() + "krasis-tools-test-" + std::to_string(getpid()));
     std::string out = Capture(std::string(KRASIS_BINARY_DIR) + "/bin/make_scripted_model --from " + kDemo +
                               " --out " + *dir_ + " 2>&1");
     std::string error;
