@@ -626,4 +626,24 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
   return ParseModelConfig(parsed, file.string());
 }
 
+std::vector<int32_t> EosTokenIds(const std::string& model_dir, const ModelConfig& config) {
+  std::vector<int32_t> eos;
+  auto add = [&](int64_t id) {
+    if (std::find(eos.begin(), eos.end(), static_cast<int32_t>(id)) == eos.end()) eos.push_back(static_cast<int32_t>(id));
+  };
+  for (int64_t e : config.eos_token_ids) add(e);
+  std::ifstream in(std::filesystem::path(model_dir) / "generation_config.json");
+  if (!in) return eos;
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("eos_token_id")) return eos;
+  const auto& v = j["eos_token_id"];
+  if (v.is_number_integer()) add(v.get<int64_t>());
+  if (v.is_array()) {
+    for (const auto& e : v) {
+      if (e.is_number_integer()) add(e.get<int64_t>());
+    }
+  }
+  return eos;
+}
+
 }  // namespace krasis

@@ -200,4 +200,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const nlohmann::json& json,
 // file does not exist, InvalidArgument when it is not valid JSON; both name the path.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 
+// The ids that end a generation: config.json's eos_token_id, then those of the
+// model directory's generation_config.json (int or list) when it has one, without
+// duplicates and in that order.
+std::vector<int32_t> EosTokenIds(const std::string& model_dir, const ModelConfig& config);
+
 }  // namespace krasis

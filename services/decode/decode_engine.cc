@@ -39,6 +39,9 @@ struct DecodeEngine::Import {
   bool finished = false;
   std::vector<float> last_logits;
   Clock::time_point created;
+  // ImportRows calls writing into the blocks right now (without the lock); the
+  // import is not expired or dropped while this is above 0.
+  int writers = 0;
 };
 
 DecodeEngine::DecodeEngine(std::unique_ptr<DecoderModel> model, const EngineOptions& options,
@@ -275,7 +278,7 @@ void DecodeEngine::SampleAndEmit(Sequence& s, std::vector<float>& l, double step
 void DecodeEngine::ExpireImports() {
   auto now = Clock::now();
   for (auto it = imports_.begin(); it != imports_.end();) {
-    if (now - it->second->created > kImportExpiry) {
+    if (now - it->second->created > kImportExpiry && it->second->writers == 0) {
       KLOG_WARN("KV import {} expired unclaimed", it->first);
       kv_.Release(it->second->state);
       it = imports_.erase(it);
@@ -414,7 +417,17 @@ absl::Status DecodeEngine::ImportRows(const std::string& import_id, int layer, i
     if (it == imports_.end()) return NotFoundError("no KV import '", import_id, "'");
     im = it->second.get();
     if (im->finished) return FailedPreconditionError("KV import '", import_id, "' is already finished");
+    ++im->writers;
   }
+  // Registered as a writer: the import stays until the matching decrement.
+  struct WriterGuard {
+    std::mutex& mu;
+    Import* im;
+    ~WriterGuard() {
+      std::lock_guard<std::mutex> lock(mu);
+      --im->writers;
+    }
+  } guard{mu_, im};
   if (layer < 0 || layer >= num_layers() || LayerFloats(layer) == 0) {
     return InvalidArgumentError("KV rows for layer ", layer, ", which keeps no KV");
   }
@@ -426,7 +439,8 @@ absl::Status DecodeEngine::ImportRows(const std::string& import_id, int layer, i
     return InvalidArgumentError("layer ", layer, " KV rows carry ", rows.size(), " floats, expected ",
                                 count * LayerFloats(layer));
   }
-  // The import's blocks belong to it alone: write without the lock.
+  // The import's blocks belong to it alone, and it cannot go away while we are a
+  // registered writer: write without the lock.
   im->state.WriteRows(kv_.cache(), layer, first, count, rows.data());
   return absl::OkStatus();
 }
@@ -474,7 +488,7 @@ absl::Status DecodeEngine::FinishImport(const std::string& import_id, std::vecto
 void DecodeEngine::DropImport(const std::string& import_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = imports_.find(import_id);
-  if (it == imports_.end()) return;
+  if (it == imports_.end() || it->second->writers > 0) return;  // a writer left: expiry cleans it up
   kv_.Release(it->second->state);
   imports_.erase(it);
 }

@@ -9,51 +9,35 @@
 #include "common/logging.h"
 #include "common/models/model.h"
 #include "services/decode/decode_service.h"
+#include "services/loader/model_fetch.h"
 #include "services/rpc/service_main.h"
 
 namespace po = boost::program_options;
 
-namespace {
-
-// EOS ids: config.json's, plus generation_config.json's when present.
-std::vector<int32_t> EosTokens(const std::string& dir, const krasis::ModelConfig& config) {
-  std::vector<int32_t> eos;
-  for (int64_t e : config.eos_token_ids) eos.push_back(static_cast<int32_t>(e));
-  std::ifstream in(std::filesystem::path(dir) / "generation_config.json");
-  if (in) {
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    if (!j.is_discarded() && j.contains("eos_token_id")) {
-      auto add = [&](const nlohmann::json& v) {
-        if (v.is_number_integer() && std::find(eos.begin(), eos.end(), v.get<int32_t>()) == eos.end()) {
-          eos.push_back(v.get<int32_t>());
-        }
-      };
-      if (j["eos_token_id"].is_array()) {
-        for (const auto& v : j["eos_token_id"]) add(v);
-      } else {
-        add(j["eos_token_id"]);
-      }
-    }
-  }
-  return eos;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
-  std::string model_dir, model_id;
+  std::string model_dir, model_id, loader, fetch_dir;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
   cl.options().add_options()
       ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
+      ("loader", po::value(&loader), "krasis-loader address to get the model from (instead of --model; needs --model-id)")
+      ("fetch-dir", po::value(&fetch_dir), "where a model from a loader on another host is copied (default ~/.krasis/fetched)")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
       ("prefill-chunk", po::value(&options.prefill_chunk)->default_value(256),
        "prompt tokens per sequence per step");
   if (auto code = cl.Parse(argc, argv)) return *code;
+  {
+    auto dir = krasis::ResolveModelDir(model_dir, loader, model_id, fetch_dir);
+    if (!dir.ok()) {
+      KLOG_ERROR("cannot get model '{}' from the loader at {}: {}", model_id, loader, dir.status().ToString());
+      return 1;
+    }
+    model_dir = *dir;
+  }
   options.kv.budget_bytes = budget_mb << 20;
   if (options.kv.block_size < 1 || options.max_batch < 1 || options.prefill_chunk < 1 || budget_mb < 1) {
     KLOG_ERROR("--block-size, --kv-budget-mb, --max-batch and --prefill-chunk must be positive");
@@ -67,7 +51,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
-    std::vector<int32_t> eos = EosTokens(model_dir, (*model)->config());
+    std::vector<int32_t> eos = krasis::EosTokenIds(model_dir, (*model)->config());
     KLOG_INFO("model {} ({}) loaded from {}", model_id,
               krasis::ArchitectureName((*model)->config().architecture), model_dir);
     engine = std::make_unique<krasis::DecodeEngine>(std::move(*model), options, std::move(eos));

@@ -333,9 +333,19 @@ grpc::Status InferenceService::Completion(grpc::ServerContext* context, const v1
   };
   CancelWatch watch(context);
   if (!echo.empty() && !writer->Write(chunk(echo))) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  int32_t text_offset = static_cast<int32_t>(echo.size());
   auto on_delta = [&](const TextDelta& d) {
-    if (d.content.empty()) return true;
-    if (writer->Write(chunk(d.content))) return true;
+    if (d.content.empty() && d.logprobs.empty()) return true;
+    v1::CompletionChunk c = chunk(d.content);
+    if (spec.options.logprobs) {
+      v1::CompletionLogprobs* lp = c.mutable_choices(0)->mutable_logprobs();
+      FillLogprobs(d.logprobs, lp->mutable_content());
+      for (const auto& t : d.logprobs) {
+        lp->add_text_offset(text_offset);
+        text_offset += static_cast<int32_t>(t.token.size());
+      }
+    }
+    if (writer->Write(c)) return true;
     watch.Cancel();
     return false;
   };

@@ -22,25 +22,11 @@ absl::StatusOr<std::unique_ptr<ModelFrontend>> ModelFrontend::Load(const std::st
     m->tool_format_ = ToolCallFormatFor(source->source);
     m->reasoning_ = source->source.find("<think>") != std::string::npos;
   }
-  for (int64_t e : m->config_.eos_token_ids) m->eos_.push_back(static_cast<int32_t>(e));
+  m->eos_ = EosTokenIds(dir, m->config_);
   std::ifstream in(std::filesystem::path(dir) / "generation_config.json");
   if (in) {
     auto j = nlohmann::json::parse(in, nullptr, false);
-    if (!j.is_discarded() && j.is_object()) {
-      m->generation_ = j;
-      auto add = [&](const nlohmann::json& v) {
-        if (v.is_number_integer() && std::find(m->eos_.begin(), m->eos_.end(), v.get<int32_t>()) == m->eos_.end()) {
-          m->eos_.push_back(v.get<int32_t>());
-        }
-      };
-      if (j.contains("eos_token_id")) {
-        if (j["eos_token_id"].is_array()) {
-          for (const auto& v : j["eos_token_id"]) add(v);
-        } else {
-          add(j["eos_token_id"]);
-        }
-      }
-    }
+    if (!j.is_discarded() && j.is_object()) m->generation_ = j;
   }
   if (auto eos = m->tokenizer_->eos_token_id(); eos && std::find(m->eos_.begin(), m->eos_.end(), *eos) == m->eos_.end()) {
     m->eos_.push_back(*eos);

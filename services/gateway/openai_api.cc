@@ -36,6 +36,23 @@ json LogprobsJson(const std::vector<TokenLogprobs>& lps) {
   return {{"content", content}};
 }
 
+// The legacy completions logprobs object: tokens, token_logprobs, top_logprobs
+// (token -> logprob) and text_offset (byte offset of each token in the choice's
+// text, continuing from `*offset`, which is advanced).
+json CompletionLogprobsJson(const std::vector<TokenLogprobs>& lps, size_t* offset) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  for (const auto& lp : lps) {
+    tokens.push_back(lp.token);
+    token_logprobs.push_back(lp.logprob);
+    json alternatives = json::object();
+    for (const auto& [tok, p] : lp.top) alternatives[tok] = p;
+    top.push_back(alternatives);
+    offsets.push_back(*offset);
+    *offset += lp.token.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+}
+
 json UsageJson(const GenerationResult& r) {
   return {{"prompt_tokens", r.prompt_tokens},
           {"completion_tokens", r.completion_tokens},
@@ -230,10 +247,11 @@ void OpenAiApi::Completions(const http::Request& request, http::ResponderPtr res
   Launch(responder, [this, responder, spec = std::move(spec), echo](const std::atomic<bool>& cancelled) {
     const std::string id = spec.request_id;
     const int64_t created = Now();
-    auto chunk = [&](const std::string& text, json finish) {
+    size_t text_offset = echo.size();
+    auto chunk = [&](const std::string& text, json finish, json logprobs = nullptr) {
       json c = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_.id()},
                 {"system_fingerprint", nullptr},
-                {"choices", json::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}})}};
+                {"choices", json::array({{{"index", 0}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}})}};
       if (spec.options.include_usage) c["usage"] = nullptr;
       return c;
     };
@@ -243,8 +261,9 @@ void OpenAiApi::Completions(const http::Request& request, http::ResponderPtr res
     }
     auto on_delta = [&](const TextDelta& d) {
       if (!spec.options.stream) return !responder->ClientGone();
-      if (d.content.empty()) return true;
-      return responder->SendEvent(chunk(d.content, nullptr).dump());
+      if (d.content.empty() && d.logprobs.empty()) return true;
+      json logprobs = spec.options.logprobs ? CompletionLogprobsJson(d.logprobs, &text_offset) : json(nullptr);
+      return responder->SendEvent(chunk(d.content, nullptr, logprobs).dump());
     };
     auto result = RunGeneration(model_, backend_, spec, on_delta, cancelled);
     if (!result.ok()) {
@@ -280,7 +299,10 @@ void OpenAiApi::Completions(const http::Request& request, http::ResponderPtr res
     }
     json body = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model_.id()},
                  {"system_fingerprint", nullptr},
-                 {"choices", json::array({{{"index", 0}, {"text", echo + result->content}, {"logprobs", nullptr},
+                 {"choices", json::array({{{"index", 0}, {"text", echo + result->content},
+                                           {"logprobs", spec.options.logprobs
+                                                            ? CompletionLogprobsJson(result->logprobs, &text_offset)
+                                                            : json(nullptr)},
                                            {"finish_reason", result->finish_reason}}})},
                  {"usage", UsageJson(*result)}};
     if (timing_.load()) body["timing"] = TimingJson(*result);

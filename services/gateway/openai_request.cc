@@ -3,6 +3,7 @@
 // min_tokens, ignore_eos, chat_template_kwargs) are accepted too.
 #include "services/gateway/openai_request.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/status.h"
@@ -96,6 +97,14 @@ std::optional<ApiError> ParseOptions(const json& body, const nlohmann::json& def
   i.reset();
   KRASIS_CHECK_API(Integer(body, "min_tokens", 0, 1 << 30, &i));
   if (i) s.set_min_tokens(static_cast<int32_t>(*i));
+  if (body.contains("stop_token_ids") && !body["stop_token_ids"].is_null()) {  // vLLM's extension
+    const json& ids = body["stop_token_ids"];
+    if (!ids.is_array()) return Bad("'stop_token_ids' must be an array of token ids", "stop_token_ids");
+    for (const auto& x : ids) {
+      if (!x.is_number_integer()) return Bad("every entry of 'stop_token_ids' must be a token id", "stop_token_ids");
+      s.add_stop_token_ids(static_cast<int32_t>(std::clamp<int64_t>(x.get<int64_t>(), -1, INT32_MAX)));
+    }
+  }
   bool ignore_eos = false;
   KRASIS_CHECK_API(Boolean(body, "ignore_eos", &ignore_eos));
   s.set_ignore_eos(ignore_eos);
@@ -354,6 +363,13 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     r.prompt_text = p[0].get<std::string>();
   } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& x) { return x.is_number_integer(); })) {
     for (const auto& x : p) {
+      if (x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX) return Bad("token ids must be non-negative", "prompt");
+      r.prompt_tokens.push_back(x.get<int32_t>());
+    }
+  } else if (p.is_array() && p.size() == 1 && p[0].is_array() && !p[0].empty() &&
+             std::all_of(p[0].begin(), p[0].end(), [](const json& x) { return x.is_number_integer(); })) {
+    // A batch of one token-id prompt.
+    for (const auto& x : p[0]) {
       if (x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX) return Bad("token ids must be non-negative", "prompt");
       r.prompt_tokens.push_back(x.get<int32_t>());
     }

@@ -15,6 +15,25 @@ std::optional<ApiError> CheckModel(const ModelFrontend& model, const std::string
                   "model_not_found"};
 }
 
+// Token ids in the request (logit_bias keys, stop_token_ids) must be in the
+// vocabulary; checked here so the error names the field before any work starts.
+std::optional<ApiError> CheckTokenIds(const ModelFrontend& model, const GenerationOptions& options) {
+  const int64_t vocab = model.config().vocab_size;
+  for (const auto& [id, bias] : options.sampling.logit_bias()) {
+    if (id < 0 || id >= vocab) {
+      return ApiError{400, StrCat("logit_bias token id ", id, " is outside the vocabulary [0, ", vocab, ")"),
+                      "invalid_request_error", "logit_bias", std::nullopt};
+    }
+  }
+  for (int32_t id : options.sampling.stop_token_ids()) {
+    if (id < 0 || id >= vocab) {
+      return ApiError{400, StrCat("stop_token_ids entry ", id, " is outside the vocabulary [0, ", vocab, ")"),
+                      "invalid_request_error", "stop_token_ids", std::nullopt};
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string NewRequestId(const char* prefix) {
@@ -32,6 +51,7 @@ ApiError QueueFullError() {
 std::variant<GenerationSpec, ApiError> PlanChat(const ModelFrontend& model, const ChatRequest& req,
                                                 std::string request_id) {
   if (auto e = CheckModel(model, req.model)) return *e;
+  if (auto e = CheckTokenIds(model, req.options)) return *e;
   auto prompt_text = model.RenderChat(req.messages, req.tools, req.chat_template_kwargs);
   if (!prompt_text.ok()) {
     return ApiError{400, std::string(prompt_text.status().message()), "invalid_request_error", "messages",
@@ -64,6 +84,7 @@ std::variant<GenerationSpec, ApiError> PlanChat(const ModelFrontend& model, cons
 std::variant<GenerationSpec, ApiError> PlanCompletion(const ModelFrontend& model, const CompletionRequest& req,
                                                       std::string request_id, std::string* echo) {
   if (auto e = CheckModel(model, req.model)) return *e;
+  if (auto e = CheckTokenIds(model, req.options)) return *e;
   std::vector<int32_t> prompt = req.prompt_text ? model.tokenizer().Encode(*req.prompt_text) : req.prompt_tokens;
   for (int32_t t : prompt) {
     if (t < 0 || t >= model.config().vocab_size) {

@@ -31,6 +31,15 @@ ServiceCommandLine::ServiceCommandLine(std::string service, std::string summary)
 }
 
 std::optional<int> ServiceCommandLine::Parse(int argc, char** argv) {
+  // Block SIGINT and SIGTERM first thing, before any thread exists (gRPC
+  // channels, HTTP threads, model loading), so every thread inherits the mask and
+  // ServeUntilSignal's sigwait is the one place the signals arrive. A signal sent
+  // during startup waits there.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(options_).run(), vm);
@@ -99,6 +108,7 @@ int ServeUntilSignal(const ServiceCommandLine& command_line,
   sigwait(&signals, &sig);
   KLOG_INFO("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
   server->Shutdown(absl::Now() + absl::Seconds(5));
+  KLOG_INFO("gRPC server stopped");
   if (!flags.ready_file.empty()) std::remove(flags.ready_file.c_str());
   return 0;
 }

@@ -28,7 +28,8 @@ class ServiceCommandLine {
   // Add service-specific options here before Parse().
   boost::program_options::options_description& options() { return options_; }
 
-  // Parses argv and sets up logging. Returns an exit code when the program should
+  // Blocks SIGINT and SIGTERM in the calling thread (call it before starting
+  // any thread), parses argv and sets up logging. Returns an exit code when the program should
   // stop now (0 after --help, 2 after a bad flag, with the reason on stderr),
   // nullopt to go on.
   std::optional<int> Parse(int argc, char** argv);

@@ -116,6 +116,23 @@ inline std::vector<nlohmann::json> SseEvents(const std::string& raw) {
   return events;
 }
 
+// Starts `args` (args[0] is the executable); -1 on failure.
+inline pid_t Spawn(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  return posix_spawn(&pid, args[0].c_str(), nullptr, nullptr, argv.data(), environ) == 0 ? pid : -1;
+}
+
+// SIGTERM, then waits for the process; returns its wait status.
+inline int Terminate(pid_t pid) {
+  int status = 0;
+  kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  return status;
+}
+
 // One `krasis serve` launcher and its four services.
 class Cluster {
  public:
@@ -135,10 +152,8 @@ class Cluster {
       extra.insert(extra.end(), {"--kv-budget-mb", "64"});
     }
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, exe.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+    pid_ = Spawn(args);
+    if (pid_ < 0) {
       if (error) *error = "cannot start " + exe;
       return false;
     }
@@ -159,9 +174,7 @@ class Cluster {
   // SIGTERM, then wait; returns the launcher's exit status (-1 if not running).
   int Stop() {
     if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
+    int status = Terminate(pid_);
     pid_ = -1;
     fs::remove_all(home_);
     return status;

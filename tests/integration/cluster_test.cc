@@ -25,6 +25,7 @@ namespace krasis {
 namespace {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 using testing::Cluster;
 using testing::HttpExchange;
 using testing::HttpPost;
@@ -453,6 +454,56 @@ TEST_F(DemoClusterTest, ZZDecodeWorkerDeathMidStreamGivesAnErrorEventThenService
   ASSERT_EQ(status, 200) << body;
   EXPECT_NE(cluster_->ServicePid("decode"), decode);
   EXPECT_EQ(json::parse(body)["object"], "chat.completion");
+}
+
+// Deployment across machines: a decode worker started with --loader instead of
+// --model gets the model from krasis-loader (here on the same host, so it maps
+// the loader's directory; streaming copies are tested in tests/loader) and serves.
+TEST(LoaderDeploymentTest, DecodeWorkerGetsItsModelFromTheLoader) {
+  const std::string bin = std::string(KRASIS_BINARY_DIR) + "/bin/";
+  const fs::path tmp = fs::path(::testing::TempDir()) / ("krasis-loader-e2e-" + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp / "models");
+  fs::create_directory_symlink(kDemo, tmp / "models" / "demo");
+  pid_t loader = testing::Spawn({bin + "krasis-loader", "--listen", "127.0.0.1:0", "--ready-file",
+                                 (tmp / "loader.json").string(), "--models-dir", (tmp / "models").string(),
+                                 "--cache-dir", (tmp / "cache").string()});
+  ASSERT_GT(loader, 0);
+  json lready = testing::WaitForJson(tmp / "loader.json", std::chrono::seconds(30));
+  ASSERT_FALSE(lready.is_null());
+  pid_t decode = testing::Spawn({bin + "krasis-decode", "--listen", "127.0.0.1:0", "--ready-file",
+                                 (tmp / "decode.json").string(), "--loader", lready["address"].get<std::string>(),
+                                 "--model-id", "demo", "--fetch-dir", (tmp / "fetched").string(),
+                                 "--kv-budget-mb", "16"});
+  ASSERT_GT(decode, 0);
+  json dready = testing::WaitForJson(tmp / "decode.json", std::chrono::seconds(60));
+  ASSERT_FALSE(dready.is_null()) << "decode worker did not start with --loader";
+  auto stub = v1::Decode::NewStub(
+      grpc::CreateChannel(dready["address"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  v1::GenerateRequest req;
+  req.set_request_id("loader-e2e");
+  req.set_model_id("demo");
+  for (int32_t t : {1, 872, 198, 54}) req.add_prompt_token_ids(t);
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_sampling()->set_max_tokens(4);
+  req.mutable_sampling()->set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  int tokens = 0;
+  while (reader->Read(&resp)) tokens += resp.tokens_size();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 4);
+  stub.reset();
+  EXPECT_EQ(testing::Terminate(decode), 0);
+
+  // An unknown model id: the worker exits with an error naming it.
+  std::string out = Capture(bin + "krasis-decode --listen 127.0.0.1:0 --loader " +
+                            lready["address"].get<std::string>() + " --model-id nosuch 2>&1; echo exit=$?");
+  EXPECT_NE(out.find("nosuch"), std::string::npos) << out;
+  EXPECT_NE(out.find("exit=1"), std::string::npos) << out;
+  EXPECT_EQ(testing::Terminate(loader), 0);
+  fs::remove_all(tmp);
 }
 
 class ToolModelClusterTest : public ::testing::Test {
