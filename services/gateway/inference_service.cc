@@ -150,6 +150,17 @@ int64_t Now() {
       .count();
 }
 
+// The fields every chunk of one stream shares.
+template <typename Chunk>
+Chunk StreamHeader(const std::string& id, const char* object, const std::string& model) {
+  Chunk c;
+  c.set_id(id);
+  c.set_object(object);
+  c.set_created(Now());
+  c.set_model(model);
+  return c;
+}
+
 // Sets `cancelled` when the client cancels the call, until destroyed.
 class CancelWatch {
  public:
@@ -251,11 +262,7 @@ grpc::Status InferenceService::ChatCompletion(grpc::ServerContext* context, cons
   Admission admission(backend_);
   const GenerationSpec& spec = std::get<GenerationSpec>(planned);
 
-  v1::ChatCompletionChunk header;
-  header.set_id(spec.request_id);
-  header.set_object("chat.completion.chunk");
-  header.set_created(Now());
-  header.set_model(model_.id());
+  const auto header = StreamHeader<v1::ChatCompletionChunk>(spec.request_id, "chat.completion.chunk", model_.id());
   auto chunk = [&] {
     v1::ChatCompletionChunk c = header;
     c.add_choices()->set_index(0);
@@ -319,11 +326,7 @@ grpc::Status InferenceService::Completion(grpc::ServerContext* context, const v1
   Admission admission(backend_);
   const GenerationSpec& spec = std::get<GenerationSpec>(planned);
 
-  v1::CompletionChunk header;
-  header.set_id(spec.request_id);
-  header.set_object("text_completion");
-  header.set_created(Now());
-  header.set_model(model_.id());
+  const auto header = StreamHeader<v1::CompletionChunk>(spec.request_id, "text_completion", model_.id());
   auto chunk = [&](const std::string& text) {
     v1::CompletionChunk c = header;
     auto* choice = c.add_choices();
