@@ -1,0 +1,257 @@
+// Quantized matrix products (see qgemm.h). The SIMD kernels are compiled with
+// per-function target attributes, so the rest of the build stays baseline x86-64
+// and the choice is made at run time.
+#include "common/quant/qgemm.h"
+
+// GCC 12 reports its own _mm512_undefined_ps() inside _mm512_cvtepi32_ps as
+// "maybe uninitialized" (a false positive in avx512fintrin.h).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace krasis::quant {
+
+namespace {
+
+inline int32_t Load4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// out[b][16] for tokens b0 .. b0+nb-1 of one tile, all groups.
+void TileScalar(const QuantizedMatrix& w, int64_t tile, const QuantizedActivations& a, int64_t b0, int nb,
+                float out[][kTileRows]) {
+  const int64_t G = w.group_size, groups = w.groups();
+  for (int b = 0; b < nb; ++b) std::fill(out[b], out[b] + kTileRows, 0.0f);
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* base = w.data + (tile * groups + g) * w.group_bytes();
+    const float* s = w.scales + (tile * groups + g) * kTileRows;
+    for (int b = 0; b < nb; ++b) {
+      const int8_t* x = a.q.data() + (b0 + b) * a.cols + g * G;
+      const float as = a.scale[static_cast<size_t>((b0 + b) * groups + g)];
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        int32_t acc = 0;
+        if (w.format == QuantFormat::kInt8) {
+          for (int64_t k = 0; k < G; ++k) acc += (base[(k / 4) * 64 + r * 4 + k % 4] - 128) * x[k];
+        } else {
+          for (int64_t c = 0; c < G / 8; ++c) {
+            for (int j = 0; j < 4; ++j) {
+              const uint8_t byte = base[c * 64 + r * 4 + j];
+              acc += ((byte & 0x0F) - 8) * x[8 * c + j] + ((byte >> 4) - 8) * x[8 * c + 4 + j];
+            }
+          }
+        }
+        out[b][r] += static_cast<float>(acc) * s[r] * as;
+      }
+    }
+  }
+}
+
+template <int NB>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const QuantizedMatrix& w, int64_t tile,
+                                                                        const QuantizedActivations& a, int64_t b0,
+                                                                        int nb, float out[][kTileRows]) {
+  const int64_t G = w.group_size, groups = w.groups();
+  const bool int8 = w.format == QuantFormat::kInt8;
+  const int offset = QuantOffset(w.format);
+  __m512 y[NB];
+  for (int b = 0; b < NB; ++b) y[b] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    __m512i acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_si512();
+    const int8_t* x[NB];
+    for (int b = 0; b < NB; ++b) x[b] = a.q.data() + (b0 + std::min(b, nb - 1)) * a.cols + g * G;
+    if (int8) {
+      for (int64_t c = 0; c < G / 4; ++c) {
+        const __m512i wv = _mm512_loadu_si512(p + c * 64);
+        for (int b = 0; b < NB; ++b) {
+          acc[b] = _mm512_dpbusd_epi32(acc[b], wv, _mm512_set1_epi32(Load4(x[b] + 4 * c)));
+        }
+      }
+    } else {
+      for (int64_t c = 0; c < G / 8; ++c) {
+        const __m512i wv = _mm512_loadu_si512(p + c * 64);
+        const __m512i lo = _mm512_and_si512(wv, low4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+        for (int b = 0; b < NB; ++b) {
+          acc[b] = _mm512_dpbusd_epi32(acc[b], lo, _mm512_set1_epi32(Load4(x[b] + 8 * c)));
+          acc[b] = _mm512_dpbusd_epi32(acc[b], hi, _mm512_set1_epi32(Load4(x[b] + 8 * c + 4)));
+        }
+      }
+    }
+    const __m512 s = _mm512_loadu_ps(w.scales + (tile * groups + g) * kTileRows);
+    for (int b = 0; b < NB; ++b) {
+      const size_t ag = static_cast<size_t>((b0 + std::min(b, nb - 1)) * groups + g);
+      const __m512i corr = _mm512_set1_epi32(offset * a.sum[ag]);
+      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[b], corr));
+      y[b] = _mm512_fmadd_ps(v, _mm512_mul_ps(s, _mm512_set1_ps(a.scale[ag])), y[b]);
+    }
+  }
+  for (int b = 0; b < nb; ++b) _mm512_storeu_ps(out[b], y[b]);
+}
+
+template <int NB>
+__attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int64_t tile,
+                                                  const QuantizedActivations& a, int64_t b0, int nb,
+                                                  float out[][kTileRows]) {
+  const int64_t G = w.group_size, groups = w.groups();
+  const bool int8 = w.format == QuantFormat::kInt8;
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 y[NB][2];
+  for (int b = 0; b < NB; ++b) y[b][0] = y[b][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    __m256i acc[NB][2];
+    for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_si256();
+    const int8_t* x[NB];
+    for (int b = 0; b < NB; ++b) x[b] = a.q.data() + (b0 + std::min(b, nb - 1)) * a.cols + g * G;
+    if (int8) {
+      for (int64_t c = 0; c < G / 4; ++c) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i ws = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * 64 + h * 32)), flip);
+          const __m256i aw = _mm256_abs_epi8(ws);
+          for (int b = 0; b < NB; ++b) {
+            const __m256i xv = _mm256_sign_epi8(_mm256_set1_epi32(Load4(x[b] + 4 * c)), ws);
+            acc[b][h] = _mm256_add_epi32(acc[b][h], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones16));
+          }
+        }
+      }
+    } else {
+      for (int64_t c = 0; c < G / 8; ++c) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * 64 + h * 32));
+          const __m256i lo = _mm256_and_si256(wv, low4);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
+          for (int b = 0; b < NB; ++b) {
+            const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(Load4(x[b] + 8 * c)));
+            const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(Load4(x[b] + 8 * c + 4)));
+            acc[b][h] = _mm256_add_epi32(acc[b][h], _mm256_madd_epi16(_mm256_add_epi16(plo, phi), ones16));
+          }
+        }
+      }
+    }
+    const float* s = w.scales + (tile * groups + g) * kTileRows;
+    for (int b = 0; b < NB; ++b) {
+      const size_t ag = static_cast<size_t>((b0 + std::min(b, nb - 1)) * groups + g);
+      // INT8 weights were re-signed above; INT4 codes carry the +8 offset.
+      const __m256i corr = _mm256_set1_epi32(int8 ? 0 : 8 * a.sum[ag]);
+      const __m256 as = _mm256_set1_ps(a.scale[ag]);
+      for (int h = 0; h < 2; ++h) {
+        const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[b][h], corr));
+        y[b][h] = _mm256_fmadd_ps(v, _mm256_mul_ps(_mm256_loadu_ps(s + 8 * h), as), y[b][h]);
+      }
+    }
+  }
+  for (int b = 0; b < nb; ++b) {
+    _mm256_storeu_ps(out[b], y[b][0]);
+    _mm256_storeu_ps(out[b] + 8, y[b][1]);
+  }
+}
+
+// Calls `emit(tile, b0, nb, out)` for every tile of the range and chunk of tokens.
+template <typename Emit>
+void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_t tile_begin, int64_t tile_end,
+                 Isa isa, Emit&& emit) {
+  constexpr int kMaxNb = 8;
+  alignas(64) float out[kMaxNb][kTileRows];
+  tile_end = std::min(tile_end, w.tiles());
+  for (int64_t b0 = 0; b0 < a.n; b0 += kMaxNb) {
+    const int nb = static_cast<int>(std::min<int64_t>(kMaxNb, a.n - b0));
+    for (int64_t t = tile_begin; t < tile_end; ++t) {
+      switch (isa) {
+        case Isa::kAvx512Vnni:
+          if (nb <= 1) TileAvx512<1>(w, t, a, b0, nb, out);
+          else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
+          else TileAvx512<8>(w, t, a, b0, nb, out);
+          break;
+        case Isa::kAvx2:
+          if (nb <= 1) TileAvx2<1>(w, t, a, b0, nb, out);
+          else if (nb <= 4) TileAvx2<4>(w, t, a, b0, nb, out);
+          else TileAvx2<8>(w, t, a, b0, nb, out);
+          break;
+        default:
+          TileScalar(w, t, a, b0, nb, out);
+      }
+      emit(t, b0, nb, out);
+    }
+  }
+}
+
+float Silu(float v) { return v / (1.0f + std::exp(-v)); }
+
+}  // namespace
+
+std::string_view IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni: return "avx512vnni";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+bool IsaSupported(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vnni");
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: return true;
+  }
+}
+
+Isa BestIsa() {
+  static const Isa best = [] {
+    if (const char* env = std::getenv("KRASIS_ISA")) {
+      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+        if (IsaName(isa) == env && IsaSupported(isa)) return isa;
+      }
+    }
+    for (Isa isa : {Isa::kAvx512Vnni, Isa::kAvx2}) {
+      if (IsaSupported(isa)) return isa;
+    }
+    return Isa::kScalar;
+  }();
+  return best;
+}
+
+void QMatMul(const QuantizedMatrix& w, const QuantizedActivations& a, float* y, int64_t y_stride,
+             int64_t tile_begin, int64_t tile_end, Isa isa) {
+  ForEachTile(w, a, tile_begin, tile_end, isa, [&](int64_t t, int64_t b0, int nb, float out[][kTileRows]) {
+    const int64_t r0 = t * kTileRows, count = std::min(kTileRows, w.rows - r0);
+    for (int b = 0; b < nb; ++b) std::memcpy(y + (b0 + b) * y_stride + r0, out[b], sizeof(float) * count);
+  });
+}
+
+void QMatMul(const QuantizedMatrix& w, const QuantizedActivations& a, float* y) {
+  QMatMul(w, a, y, w.rows, 0, w.tiles(), BestIsa());
+}
+
+void QGateUpSilu(const QuantizedMatrix& gate, const QuantizedMatrix& up, const QuantizedActivations& a,
+                 float* out, int64_t out_stride, int64_t tile_begin, int64_t tile_end, Isa isa) {
+  // Gate first into `out`, then up multiplied in tile by tile while the gate
+  // values are still in cache.
+  constexpr int64_t kTilesPerStep = 8;
+  for (int64_t t0 = tile_begin; t0 < std::min(tile_end, gate.tiles()); t0 += kTilesPerStep) {
+    const int64_t t1 = std::min({t0 + kTilesPerStep, tile_end, gate.tiles()});
+    QMatMul(gate, a, out, out_stride, t0, t1, isa);
+    ForEachTile(up, a, t0, t1, isa, [&](int64_t t, int64_t b0, int nb, float tile_out[][kTileRows]) {
+      const int64_t r0 = t * kTileRows, count = std::min(kTileRows, up.rows - r0);
+      for (int b = 0; b < nb; ++b) {
+        float* o = out + (b0 + b) * out_stride + r0;
+        for (int64_t r = 0; r < count; ++r) o[r] = Silu(o[r]) * tile_out[b][r];
+      }
+    });
+  }
+}
+
+}  // namespace krasis::quant

@@ -1,0 +1,39 @@
+// Matrix products with group-quantized weights (quant_format.h) and INT8
+// activations, for decode: y[n, rows] = x[n, cols] W^T with n small (1 to ~32
+// tokens). Runtime dispatch: AVX-512 VNNI (512-bit vpdpbusd), AVX2 (vpmaddubsw),
+// or portable scalar code. Each call covers a range of row tiles, so a thread
+// pool can split a matrix by rows.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "common/quant/quant_format.h"
+#include "common/quant/quantize.h"
+
+namespace krasis::quant {
+
+enum class Isa { kScalar, kAvx2, kAvx512Vnni };
+
+std::string_view IsaName(Isa isa);
+bool IsaSupported(Isa isa);
+// The fastest supported ISA (KRASIS_ISA=scalar|avx2|avx512vnni overrides, for
+// comparisons).
+Isa BestIsa();
+
+// y[t * y_stride + r] = sum_k W[r, k] x_t[k] for tokens t < a.n and rows r of
+// tiles [tile_begin, tile_end) (clipped to w.rows). `a` must be quantized with
+// w's cols and group size.
+void QMatMul(const QuantizedMatrix& w, const QuantizedActivations& a, float* y, int64_t y_stride,
+             int64_t tile_begin, int64_t tile_end, Isa isa);
+
+// Whole matrix, fastest ISA: y[n, rows].
+void QMatMul(const QuantizedMatrix& w, const QuantizedActivations& a, float* y);
+
+// The fused first half of a SwiGLU expert: out[t, r] = silu(gate_r . x_t) * (up_r . x_t)
+// for rows of tiles [tile_begin, tile_end); gate and up are [inter, hidden] with the
+// same format and group size.
+void QGateUpSilu(const QuantizedMatrix& gate, const QuantizedMatrix& up, const QuantizedActivations& a,
+                 float* out, int64_t out_stride, int64_t tile_begin, int64_t tile_end, Isa isa);
+
+}  // namespace krasis::quant

@@ -1,0 +1,162 @@
+// Weight and activation quantization (see quantize.h, quant_format.h).
+#include "common/quant/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/dtype.h"
+#include "common/status.h"
+
+namespace krasis::quant {
+
+std::string_view QuantFormatName(QuantFormat format) {
+  return format == QuantFormat::kInt8 ? "int8" : "int4";
+}
+
+int64_t ChooseGroupSize(int64_t cols, int64_t requested) {
+  int64_t g = 1;
+  while (g * 2 <= requested) g *= 2;
+  for (; g >= 32; g /= 2) {
+    if (cols % g == 0) return g;
+  }
+  return 0;
+}
+
+namespace {
+
+// INT4 scale of one group: among +-amax / (7 + i/4), i = 0..8, the one whose
+// codes clamped to [-8, 7] reconstruct the group with the least squared error
+// (a negative scale lets the largest positive weight use code -8).
+float Int4Scale(const float* w, int64_t n, float amax) {
+  if (amax == 0.0f) return 0.0f;
+  float best = amax / 7.0f;
+  double best_err = -1.0;
+  for (int i = 0; i <= 8; ++i) {
+    for (float sign : {1.0f, -1.0f}) {
+      const float scale = sign * amax / (7.0f + 0.25f * static_cast<float>(i));
+      const float inv = 1.0f / scale;
+      double err = 0.0;
+      for (int64_t k = 0; k < n; ++k) {
+        const int q = std::clamp(static_cast<int>(std::lrint(w[k] * inv)), -8, 7);
+        const double d = double(w[k]) - double(q) * scale;
+        err += d * d;
+      }
+      if (best_err < 0.0 || err < best_err) {
+        best_err = err;
+        best = scale;
+      }
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+int QuantizedMatrix::Code(int64_t row, int64_t col) const {
+  const int64_t tile = row / kTileRows, r = row % kTileRows;
+  const int64_t g = col / group_size, k = col % group_size;
+  const uint8_t* base = data + (tile * groups() + g) * group_bytes();
+  if (format == QuantFormat::kInt8) {
+    return static_cast<int>(base[(k / 4) * 64 + r * 4 + k % 4]) - 128;
+  }
+  const int64_t octet = k / 8, j = k % 8;
+  const uint8_t byte = base[octet * 64 + r * 4 + (j % 4)];
+  return static_cast<int>(j < 4 ? (byte & 0x0F) : (byte >> 4)) - 8;
+}
+
+absl::StatusOr<QuantizedMatrix> QuantizeMatrix(const float* w, int64_t rows, int64_t cols, QuantFormat format,
+                                               int64_t group_size, std::string_view what) {
+  const int64_t g = ChooseGroupSize(cols, group_size);
+  if (rows < 1 || g == 0) {
+    return InvalidArgumentError(what, ": a [", rows, ", ", cols, "] matrix cannot be group-quantized (",
+                                "columns must be a multiple of 32)");
+  }
+  QuantizedMatrix m;
+  m.format = format;
+  m.rows = rows;
+  m.cols = cols;
+  m.group_size = g;
+  m.owned_data.assign(m.data_bytes(), 0);
+  m.owned_scales.assign(m.scale_count(), 0.0f);
+  const int qmax = QuantMax(format);
+  const int offset = QuantOffset(format);
+  // Padding rows keep code 0 (stored as the offset) and scale 0.
+  if (format == QuantFormat::kInt8) {
+    std::fill(m.owned_data.begin(), m.owned_data.end(), static_cast<uint8_t>(offset));
+  } else {
+    std::fill(m.owned_data.begin(), m.owned_data.end(), static_cast<uint8_t>(offset | (offset << 4)));
+  }
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t tile = row / kTileRows, r = row % kTileRows;
+    for (int64_t grp = 0; grp < m.groups(); ++grp) {
+      const float* src = w + row * cols + grp * g;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < g; ++k) amax = std::max(amax, std::fabs(src[k]));
+      const float scale = format == QuantFormat::kInt8 ? amax / static_cast<float>(qmax) : Int4Scale(src, g, amax);
+      const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+      m.owned_scales[static_cast<size_t>((tile * m.groups() + grp) * kTileRows + r)] = scale;
+      uint8_t* base = m.owned_data.data() + (tile * m.groups() + grp) * m.group_bytes();
+      for (int64_t k = 0; k < g; ++k) {
+        int q = static_cast<int>(std::lrint(src[k] * inv));
+        q = std::clamp(q, QuantMin(format), qmax);
+        const auto u = static_cast<uint8_t>(q + offset);
+        if (format == QuantFormat::kInt8) {
+          base[(k / 4) * 64 + r * 4 + k % 4] = u;
+        } else {
+          uint8_t& byte = base[(k / 8) * 64 + r * 4 + (k % 8) % 4];
+          byte = (k % 8) < 4 ? static_cast<uint8_t>((byte & 0xF0) | u) : static_cast<uint8_t>((byte & 0x0F) | (u << 4));
+        }
+      }
+    }
+  }
+  m.data = m.owned_data.data();
+  m.scales = m.owned_scales.data();
+  return m;
+}
+
+absl::StatusOr<QuantizedMatrix> QuantizeMatrix(const TensorView& w, QuantFormat format, int64_t group_size,
+                                               std::string_view what) {
+  if (w.rank() != 2) return InvalidArgumentError(what, ": expected a matrix, got rank ", w.rank());
+  std::vector<float> f = ToFloatVector(w);
+  return QuantizeMatrix(f.data(), w.dim(0), w.dim(1), format, group_size, what);
+}
+
+std::vector<float> DequantizeMatrix(const QuantizedMatrix& m) {
+  std::vector<float> out(static_cast<size_t>(m.rows * m.cols));
+  for (int64_t row = 0; row < m.rows; ++row) {
+    for (int64_t col = 0; col < m.cols; ++col) {
+      out[static_cast<size_t>(row * m.cols + col)] = static_cast<float>(m.Code(row, col)) * m.Scale(row, col);
+    }
+  }
+  return out;
+}
+
+void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t group_size, QuantizedActivations* out) {
+  out->n = n;
+  out->cols = cols;
+  out->group_size = group_size;
+  const int64_t groups = cols / group_size;
+  out->q.resize(static_cast<size_t>(n * cols));
+  out->scale.resize(static_cast<size_t>(n * groups));
+  out->sum.resize(static_cast<size_t>(n * groups));
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* src = x + t * cols + g * group_size;
+      int8_t* dst = out->q.data() + t * cols + g * group_size;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < group_size; ++k) amax = std::max(amax, std::fabs(src[k]));
+      const float scale = amax / 127.0f;
+      const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < group_size; ++k) {
+        const int q = std::clamp(static_cast<int>(std::lrint(src[k] * inv)), -127, 127);
+        dst[k] = static_cast<int8_t>(q);
+        sum += q;
+      }
+      out->scale[static_cast<size_t>(t * groups + g)] = scale;
+      out->sum[static_cast<size_t>(t * groups + g)] = sum;
+    }
+  }
+}
+
+}  // namespace krasis::quant
