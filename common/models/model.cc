@@ -142,4 +142,27 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir, 
   return model;
 }
 
+std::string_view ExpertFormatName(ExpertFormat format) {
+  switch (format) {
+    case ExpertFormat::kInt8: return "int8";
+    case ExpertFormat::kInt4: return "int4";
+    default: return "bf16";
+  }
+}
+
+std::optional<ExpertFormat> ParseExpertFormat(std::string_view name) {
+  for (ExpertFormat f : {ExpertFormat::kBf16, ExpertFormat::kInt8, ExpertFormat::kInt4}) {
+    if (name == ExpertFormatName(f)) return f;
+  }
+  return std::nullopt;
+}
+
+absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options) {
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    absl::Status s = model.layers[l].ffn->SetExpertFormat(options);
+    if (!s.ok()) return absl::Status(s.code(), StrCat("layer ", l, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace krasis

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "common/model_config.h"
 #include "common/models/kv_cache.h"
 #include "common/models/weights.h"
+#include "common/threading/numa_pool.h"
 
 namespace krasis {
 
@@ -47,11 +49,30 @@ class Mixer {
 };
 
 // Position-wise block of one layer: dense MLP or mixture of experts.
+// How routed experts are stored and computed: kBf16 keeps the checkpoint's
+// weights (the exact reference path); kInt8 / kInt4 quantize them (group-wise,
+// common/quant) and run them with the quantized kernels on a NUMA thread pool,
+// each expert on one node.
+enum class ExpertFormat { kBf16, kInt8, kInt4 };
+std::string_view ExpertFormatName(ExpertFormat format);
+std::optional<ExpertFormat> ParseExpertFormat(std::string_view name);
+
+struct ExpertOptions {
+  ExpertFormat format = ExpertFormat::kBf16;
+  int64_t group_size = 128;
+  NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
+};
+
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
   // x: [n, hidden]; out: [n, hidden].
   virtual void Forward(const float* x, int64_t n, float* out) const = 0;
+  // Switches the routed experts to `options.format` (MoE blocks; others ignore it).
+  virtual absl::Status SetExpertFormat(const ExpertOptions& options) {
+    (void)options;
+    return absl::OkStatus();
+  }
 };
 
 struct DecoderLayer {
@@ -109,5 +130,8 @@ class DecoderModel {
 // supported architecture. Errors name the file and tensor at fault.
 absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir,
                                                         const Ops& ops = DefaultOps());
+
+// Converts every MoE layer's routed experts to `options.format` (see ExpertOptions).
+absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options);
 
 }  // namespace krasis

@@ -16,7 +16,8 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
-  std::string model_dir, model_id, loader, fetch_dir;
+  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16";
+  int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
   cl.options().add_options()
@@ -24,6 +25,9 @@ int main(int argc, char** argv) {
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
       ("loader", po::value(&loader), "krasis-loader address to get the model from (instead of --model; needs --model-id)")
       ("fetch-dir", po::value(&fetch_dir), "where a model from a loader on another host is copied (default ~/.krasis/fetched)")
+      ("experts", po::value(&experts)->default_value(experts),
+       "routed experts: bf16 (as stored), int8 or int4 (group-quantized, NUMA-placed, CPU kernels)")
+      ("group-size", po::value(&group_size)->default_value(group_size), "quantization group size (int8/int4)")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
@@ -51,6 +55,22 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
+    auto format = krasis::ParseExpertFormat(experts);
+    if (!format) {
+      KLOG_ERROR("--experts must be bf16, int8 or int4, not '{}'", experts);
+      return 2;
+    }
+    if (*format != krasis::ExpertFormat::kBf16) {
+      krasis::ExpertOptions expert_options;
+      expert_options.format = *format;
+      expert_options.group_size = group_size;
+      if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
+        KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
+        return 1;
+      }
+      KLOG_INFO("experts quantized to {} (group size {}) on {} threads", experts, group_size,
+                krasis::NumaThreadPool::Default().num_threads());
+    }
     std::vector<int32_t> eos = krasis::EosTokenIds(model_dir, (*model)->config());
     KLOG_INFO("model {} ({}) loaded from {}", model_id,
               krasis::ArchitectureName((*model)->config().architecture), model_dir);

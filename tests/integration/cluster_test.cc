@@ -456,6 +456,34 @@ TEST_F(DemoClusterTest, ZZDecodeWorkerDeathMidStreamGivesAnErrorEventThenService
   EXPECT_EQ(json::parse(body)["object"], "chat.completion");
 }
 
+// The decode worker with INT8 experts: greedy through the cluster equals
+// `krasis-cli logits --experts int8 --greedy` (the same quantized model).
+TEST(QuantizedClusterTest, GreedyEqualsKrasisCliWithInt8Experts) {
+  Cluster cluster(::testing::TempDir() + "krasis-int8-test-" + std::to_string(getpid()));
+  std::string error;
+  ASSERT_TRUE(cluster.Start(kDemo, {"--experts", "int8"}, &error)) << error;
+  std::vector<int32_t> prompt = {1, 872, 198, 54, 1024, 77, 301, 12, 900, 33};
+  const int n = 24;
+  json cli = json::parse(Capture(std::string(KRASIS_BINARY_DIR) + "/bin/krasis-cli logits --model " + kDemo +
+                                 " --experts int8 --tokens " + Join(prompt) + " --greedy " + std::to_string(n) +
+                                 " --json"));
+  std::vector<int32_t> greedy = cli["greedy"].get<std::vector<int32_t>>();
+  auto eos = std::find(greedy.begin(), greedy.end(), kEos);
+  std::vector<int32_t> expected_ids(greedy.begin(), eos);
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(cluster.grpc(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::DetokenizeRequest dreq;
+  dreq.set_model("demo");
+  dreq.mutable_tokens()->Assign(expected_ids.begin(), expected_ids.end());
+  dreq.set_skip_special_tokens(true);
+  v1::DetokenizeResponse dresp;
+  ASSERT_TRUE(stub->Detokenize(&ctx, dreq, &dresp).ok());
+  json body = {{"model", "demo"}, {"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}};
+  auto r = HttpPost(cluster.http(), "/v1/completions", body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["text"], dresp.text());
+}
+
 // Deployment across machines: a decode worker started with --loader instead of
 // --model gets the model from krasis-loader (here on the same host, so it maps
 // the loader's directory; streaming copies are tested in tests/loader) and serves.

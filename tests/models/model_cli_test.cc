@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -142,6 +143,43 @@ TEST(ModelErrorsTest, CliRejectsBadArguments) {
   EXPECT_EQ(RunCommand(Cli() + " logits --model /nonexistent --tokens 1").first, 1);
   EXPECT_EQ(RunCommand(Cli() + " logits --model " + Fixture("qwen3_moe") + " --tokens 1,99999").first, 1);
   EXPECT_EQ(RunCommand(Cli() + " frobnicate").first, 2);
+  auto [code, out] = RunCommand(Cli() + " logits --model " + Fixture("qwen3_moe") + " --tokens 1 --experts int3");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("int3"), std::string::npos) << out;
+}
+
+// --experts: bf16 is the reference exactly; int8 and int4 run the quantized
+// experts and stay close to it.
+TEST(ModelCliExpertsTest, ExpertFormats) {
+  std::ifstream in(Fixture("deepseek_v2") + "/reference.json");
+  auto ref = nlohmann::json::parse(in);
+  std::string tokens;
+  for (int t : ref["prompt_ids"]) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
+  auto run = [&](const std::string& experts) {
+    auto [code, out] = RunCommand(Cli() + " logits --model " + Fixture("deepseek_v2") + " --tokens " + tokens +
+                                  " --greedy 4 --json --experts " + experts);
+    EXPECT_EQ(code, 0) << out;
+    return nlohmann::json::parse(out, nullptr, false);
+  };
+  auto bf16 = run("bf16");
+  std::vector<int> want = ref["greedy"].get<std::vector<int>>();
+  want.resize(4);
+  EXPECT_EQ(bf16["greedy"].get<std::vector<int>>(), want);
+  auto ref_logits = bf16["last_logits"].get<std::vector<float>>();
+  for (const char* f : {"int8", "int4"}) {
+    auto q = run(f)["last_logits"].get<std::vector<float>>();
+    ASSERT_EQ(q.size(), ref_logits.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < q.size(); ++i) {
+      num += (q[i] - ref_logits[i]) * double(q[i] - ref_logits[i]);
+      den += double(ref_logits[i]) * ref_logits[i];
+    }
+    const double rel = std::sqrt(num / den);
+    EXPECT_GT(rel, 0.0) << f << ": quantized experts must change the logits a little";
+    // (Random fixture weights are sensitive: INT4's ~10% weight error moves
+    // these logits by ~20%.)
+    EXPECT_LT(rel, std::string(f) == "int8" ? 0.02 : 0.4) << f;
+  }
 }
 
 }  // namespace

@@ -31,6 +31,11 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   if (request.tokens.empty()) return InvalidArgumentError("--tokens is empty");
   if (request.greedy < 0) return InvalidArgumentError("--greedy must be >= 0");
   ASSIGN_OR_RETURN(auto model, LoadModel(request.model_dir));
+  if (request.experts != ExpertFormat::kBf16) {
+    ExpertOptions options;
+    options.format = request.experts;
+    RETURN_IF_ERROR(SetExpertFormat(*model, options));
+  }
   const int64_t vocab = model->config().vocab_size;
   const int64_t total = static_cast<int64_t>(request.tokens.size()) + request.greedy;
   const int64_t block_size = 16;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/models/model.h"
 
 namespace krasis {
 
@@ -16,6 +17,7 @@ struct LogitsRequest {
   std::string model_dir;
   std::vector<int32_t> tokens;
   int greedy = 0;  // tokens to generate greedily after the prompt
+  ExpertFormat experts = ExpertFormat::kBf16;  // routed experts as stored (bf16) or quantized
 };
 
 struct LogitsResult {

@@ -18,7 +18,7 @@ namespace po = boost::program_options;
 namespace {
 
 int Logits(int argc, char** argv) {
-  std::string model, tokens;
+  std::string model, tokens, experts = "bf16";
   int greedy = 0;
   po::options_description desc("krasis-cli logits options");
   desc.add_options()
@@ -26,12 +26,14 @@ int Logits(int argc, char** argv) {
       ("model", po::value(&model)->required(), "model directory (config.json + safetensors)")
       ("tokens", po::value(&tokens)->required(), "prompt token ids, comma separated: 1,2,3")
       ("greedy", po::value(&greedy)->default_value(0), "generate N tokens greedily")
+      ("experts", po::value(&experts)->default_value(experts),
+       "routed experts: bf16 (as stored), int8 or int4 (group-quantized, CPU kernels)")
       ("json", "print one JSON object {last_logits, argmax, greedy}");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help")) {
-      std::cout << "usage: krasis-cli logits --model DIR --tokens 1,2,3 [--greedy N] [--json]\n\n"
+      std::cout << "usage: krasis-cli logits --model DIR --tokens 1,2,3 [--greedy N] [--experts bf16|int8|int4] [--json]\n\n"
                 << desc << "\n";
       return 0;
     }
@@ -45,7 +47,12 @@ int Logits(int argc, char** argv) {
     std::cerr << "krasis-cli logits: " << ids.status().message() << "\n";
     return 2;
   }
-  auto result = krasis::RunLogits({model, *ids, greedy});
+  auto format = krasis::ParseExpertFormat(experts);
+  if (!format) {
+    std::cerr << "krasis-cli logits: --experts must be bf16, int8 or int4, not '" << experts << "'\n";
+    return 2;
+  }
+  auto result = krasis::RunLogits({model, *ids, greedy, *format});
   if (!result.ok()) {
     std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
     return 1;

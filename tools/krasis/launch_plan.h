@@ -20,6 +20,7 @@ struct LaunchOptions {
   int64_t kv_budget_mb = 1024;     // decode worker KV cache
   int64_t prefill_threshold = 512; // uncached prompt tokens sent to the prefill worker
   std::vector<std::string> api_keys;  // gateway API keys (none: no auth)
+  std::string experts = "bf16";    // decode worker's routed experts: bf16, int8, int4
   std::string home;                // ~/.krasis
   std::string bin_dir;             // folder holding the krasis-* service binaries
   std::string log_level;

@@ -55,6 +55,8 @@ int Serve(int argc, char** argv) {
        "port of the public gRPC Inference API (0 picks a free port)")
       ("prefill-threshold", po::value(&opts.prefill_threshold)->default_value(opts.prefill_threshold),
        "uncached prompt tokens from which the prefill worker is used (shorter ones prefill on the decode worker)")
+      ("experts", po::value(&opts.experts)->default_value(opts.experts),
+       "routed experts on the decode worker: bf16 (as stored), int8 or int4 (quantized CPU kernels)")
       ("api-key", po::value(&opts.api_keys)->multitoken(),
        "API key clients must send (repeatable; default: $KRASIS_API_KEY if set, else no auth)")
       ("home", po::value(&opts.home)->default_value(opts.home),

@@ -1,0 +1,145 @@
+// NUMA-grouped thread pool and expert placement (see numa_pool.h).
+#include "common/threading/numa_pool.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace krasis {
+
+absl::StatusOr<std::unique_ptr<NumaThreadPool>> NumaThreadPool::Create(const Topology& topology,
+                                                                       const PoolOptions& options) {
+  std::unique_ptr<NumaThreadPool> pool(new NumaThreadPool());
+  pool->topology_ = &topology;
+  const int cores = topology.num_cores();
+  if (cores < 1) return FailedPreconditionError("the topology has no cores");
+  const int total = options.max_threads > 0 ? std::min(options.max_threads, cores) : cores;
+  // Threads per node in proportion to cores (largest remainders), at least one
+  // on every node that has cores when there are enough threads.
+  const auto& nodes = topology.nodes();
+  std::vector<int> share(nodes.size(), 0);
+  int given = 0;
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    share[n] = static_cast<int>(static_cast<int64_t>(total) * static_cast<int64_t>(nodes[n].cores.size()) / cores);
+    given += share[n];
+  }
+  for (size_t n = 0; given < total; n = (n + 1) % nodes.size()) {
+    if (share[n] < static_cast<int>(nodes[n].cores.size())) {
+      ++share[n];
+      ++given;
+    }
+  }
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    if (share[n] == 0) continue;
+    pool->threads_per_node_.push_back(share[n]);
+    const int node = static_cast<int>(pool->threads_per_node_.size()) - 1;
+    for (int i = 0; i < share[n]; ++i) {
+      PoolWorker w;
+      w.node = node;
+      w.index_in_node = i;
+      w.threads_in_node = share[n];
+      w.global_index = static_cast<int>(pool->workers_.size());
+      pool->workers_.push_back(w);
+      pool->worker_core_.push_back(options.pin && !topology.is_synthetic() ? nodes[n].cores[i].logical_index : -1);
+    }
+  }
+  // Worker 0 is the calling thread of Run(); the others get threads.
+  for (int i = 1; i < pool->num_threads(); ++i) {
+    pool->threads_.emplace_back([p = pool.get(), i] { p->WorkerLoop(i); });
+  }
+  return pool;
+}
+
+NumaThreadPool::~NumaThreadPool() {
+  stop_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void NumaThreadPool::WorkerLoop(int index) {
+  if (worker_core_[static_cast<size_t>(index)] >= 0) {
+    absl::Status s = topology_->BindCurrentThreadToCore(worker_core_[static_cast<size_t>(index)]);
+    if (!s.ok()) KLOG_WARN("pool worker {}: {}", index, s.ToString());
+  }
+  uint64_t seen = 0;
+  for (;;) {
+    // Spin a little for the next dispatch, then sleep.
+    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+    for (int i = 0;
+         generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until; ++i) {
+      if (i % 64 == 63) std::this_thread::yield();
+      else _mm_pause();
+    }
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return generation_.load() != seen; });
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    (*task_)(workers_[static_cast<size_t>(index)]);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
+  task_ = &fn;
+  pending_.store(num_threads() - 1, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  wake_.notify_all();
+  fn(workers_[0]);
+  // Spin, yielding now and then so an oversubscribed machine still progresses.
+  for (int i = 0; pending_.load(std::memory_order_acquire) > 0; ++i) {
+    if (i % 64 == 63) std::this_thread::yield();
+    else _mm_pause();
+  }
+  task_ = nullptr;
+}
+
+NumaThreadPool& NumaThreadPool::Default() {
+  static NumaThreadPool* pool = [] {
+    static std::unique_ptr<Topology> topology;
+    auto t = Topology::Detect();
+    if (!t.ok()) {
+      KLOG_WARN("topology detection failed ({}); using one NUMA node", t.status().ToString());
+      t = Topology::FromSynthetic("pack:1 core:1 pu:1");
+    }
+    topology = std::move(*t);
+    PoolOptions options;
+    if (const char* env = std::getenv("KRASIS_THREADS")) options.max_threads = std::atoi(env);
+    auto p = Create(*topology, options);
+    return p.ok() ? p->release() : nullptr;
+  }();
+  return *pool;
+}
+
+std::vector<int> PlaceExperts(int num_experts, const std::vector<int>& threads_per_node) {
+  std::vector<int> placement(static_cast<size_t>(num_experts), 0);
+  std::vector<int> count(threads_per_node.size(), 0);
+  for (int e = 0; e < num_experts; ++e) {
+    size_t best = 0;
+    for (size_t n = 1; n < threads_per_node.size(); ++n) {
+      // Fewest experts per thread after adding this one.
+      if (static_cast<int64_t>(count[n] + 1) * threads_per_node[best] <
+          static_cast<int64_t>(count[best] + 1) * threads_per_node[n]) {
+        best = n;
+      }
+    }
+    placement[static_cast<size_t>(e)] = static_cast<int>(best);
+    ++count[best];
+  }
+  return placement;
+}
+
+}  // namespace krasis

@@ -1,0 +1,87 @@
+// The decode worker's thread pool, built from the machine topology: one worker
+// per physical core (pinned to it on a real machine), grouped by NUMA node, and
+// the placement of experts on nodes. Each expert lives on exactly one node, in
+// memory first touched by that node's threads, and is computed by that node's
+// workers only; nothing is copied to every node.
+//
+// Run(fn) runs fn once on every worker and returns when all are done; the
+// calling thread serves as worker 0 of node 0. Idle workers spin briefly on the
+// next dispatch (decode steps come back to back), then sleep.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/topology.h"
+
+namespace krasis {
+
+struct PoolWorker {
+  int node = 0;             // logical NUMA node
+  int index_in_node = 0;    // 0 .. threads_in_node - 1
+  int threads_in_node = 1;
+  int global_index = 0;     // 0 .. num_threads - 1
+};
+
+struct PoolOptions {
+  int max_threads = 0;  // 0: one per physical core
+  bool pin = true;      // bind each worker to its core (real topologies only)
+};
+
+class NumaThreadPool {
+ public:
+  // Workers are spread over the nodes in proportion to their cores.
+  static absl::StatusOr<std::unique_ptr<NumaThreadPool>> Create(const Topology& topology,
+                                                                const PoolOptions& options = {});
+  ~NumaThreadPool();
+  NumaThreadPool(const NumaThreadPool&) = delete;
+  NumaThreadPool& operator=(const NumaThreadPool&) = delete;
+
+  int num_threads() const { return static_cast<int>(workers_.size()); }
+  int num_nodes() const { return static_cast<int>(threads_per_node_.size()); }
+  const std::vector<int>& threads_per_node() const { return threads_per_node_; }
+  const std::vector<PoolWorker>& workers() const { return workers_; }
+
+  // Runs fn on every worker; blocks until all returned. Not reentrant.
+  void Run(const std::function<void(const PoolWorker&)>& fn);
+
+  // The process-wide pool of the machine (created on first use; KRASIS_THREADS
+  // caps its size).
+  static NumaThreadPool& Default();
+
+ private:
+  NumaThreadPool() = default;
+  void WorkerLoop(int index);
+
+  const Topology* topology_ = nullptr;
+  std::vector<PoolWorker> workers_;
+  std::vector<int> worker_core_;  // core logical index per worker (-1: unpinned)
+  std::vector<int> threads_per_node_;
+  std::vector<std::thread> threads_;
+  const std::function<void(const PoolWorker&)>* task_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable wake_;
+};
+
+// The node of each of `num_experts` experts: greedy, in proportion to the
+// nodes' worker counts, so every node computes a share of the experts that
+// matches its threads. Deterministic.
+std::vector<int> PlaceExperts(int num_experts, const std::vector<int>& threads_per_node);
+
+// [begin, end) of `count` items for part `index` of `parts` (as even as possible).
+inline std::pair<int64_t, int64_t> SplitRange(int64_t count, int index, int parts) {
+  const int64_t base = count / parts, extra = count % parts;
+  const int64_t begin = index * base + std::min<int64_t>(index, extra);
+  return {begin, begin + base + (index < extra ? 1 : 0)};
+}
+
+}  // namespace krasis

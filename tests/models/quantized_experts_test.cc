@@ -1,0 +1,106 @@
+// Quantized routed experts against the BF16 reference, for every fixture
+// architecture and the trained demo model: the BF16 model writes a 64-token
+// greedy continuation; the INT8 and INT4 models read the same sequence and the
+// test counts the positions where their argmax is the BF16 model's next token
+// (teacher-forced agreement). Targets: INT8 >= 95% everywhere; INT4 >= 85% on
+// the demo model, which is trained. The fixtures are random-weight models whose
+// top logits are nearly tied (INT8's 0.65% weight error already flips 2-5% of
+// them), so INT4's ~10% error flips a quarter or more of their tokens whatever
+// the 4-bit scheme; there INT4 must stay >= 50%, which a broken kernel cannot.
+// Switching back to bf16 restores the exact reference.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/models/model.h"
+
+namespace krasis {
+namespace {
+
+std::string ModelDir(const std::string& name) {
+  if (name == "demo") return std::string(KRASIS_SOURCE_DIR) + "/models/demo";
+  return std::string(KRASIS_TEST_DATA_DIR) + "/models/" + name;
+}
+
+std::vector<int32_t> Prompt(const std::string& name) {
+  std::ifstream in(ModelDir(name) + "/reference.json");
+  auto j = nlohmann::json::parse(in);
+  return j["prompt_ids"].get<std::vector<int32_t>>();
+}
+
+int Argmax(const float* v, int64_t n) { return static_cast<int>(std::max_element(v, v + n) - v); }
+
+// Greedy continuation of `prompt` by `model`, one token per Forward.
+std::vector<int32_t> Greedy(const DecoderModel& model, const std::vector<int32_t>& prompt, int n) {
+  auto cache = model.MakeCache(512, 16);
+  SequenceState seq;
+  model.InitSequence(seq);
+  std::vector<int32_t> out, next = prompt;
+  const int64_t vocab = model.config().vocab_size;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::vector<float>> logits;
+    BatchItem item{&seq, next, false};
+    EXPECT_TRUE(model.Forward(std::span(&item, 1), *cache, &logits).ok());
+    out.push_back(Argmax(logits[0].data(), vocab));
+    next = {out.back()};
+  }
+  return out;
+}
+
+// Argmax at every position of `tokens`.
+std::vector<int32_t> Argmaxes(const DecoderModel& model, const std::vector<int32_t>& tokens) {
+  auto cache = model.MakeCache(512, 16);
+  SequenceState seq;
+  model.InitSequence(seq);
+  std::vector<std::vector<float>> logits;
+  BatchItem item{&seq, tokens, true};
+  EXPECT_TRUE(model.Forward(std::span(&item, 1), *cache, &logits).ok());
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<int32_t> out;
+  for (size_t p = 0; p < tokens.size(); ++p) out.push_back(Argmax(logits[0].data() + p * vocab, vocab));
+  return out;
+}
+
+class QuantizedExpertsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(QuantizedExpertsTest, AgreesWithBf16) {
+  auto model = LoadModel(ModelDir(GetParam()));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::vector<int32_t> prompt = Prompt(GetParam());
+  constexpr int kTokens = 64;
+  const std::vector<int32_t> reference = Greedy(**model, prompt, kTokens);
+  std::vector<int32_t> sequence = prompt;
+  sequence.insert(sequence.end(), reference.begin(), reference.end() - 1);
+  const std::vector<int32_t> bf16 = Argmaxes(**model, sequence);
+  const double int4_target = GetParam() == "demo" ? 0.85 : 0.50;
+  for (auto [format, target] : {std::pair{ExpertFormat::kInt8, 0.95}, std::pair{ExpertFormat::kInt4, int4_target}}) {
+    ExpertOptions options;
+    options.format = format;
+    ASSERT_TRUE(SetExpertFormat(**model, options).ok());
+    const std::vector<int32_t> q = Argmaxes(**model, sequence);
+    int agree = 0;
+    for (int i = 0; i < kTokens; ++i) {
+      agree += q[prompt.size() - 1 + static_cast<size_t>(i)] == reference[static_cast<size_t>(i)];
+    }
+    const std::vector<int32_t> free_run = Greedy(**model, prompt, kTokens);
+    int prefix = 0;
+    while (prefix < kTokens && free_run[static_cast<size_t>(prefix)] == reference[static_cast<size_t>(prefix)]) ++prefix;
+    const double rate = static_cast<double>(agree) / kTokens;
+    std::printf("%-12s %s: %d/%d next tokens agree with bf16 (%.1f%%); free-running greedy equal for %d tokens\n",
+                GetParam().c_str(), std::string(ExpertFormatName(format)).c_str(), agree, kTokens, 100 * rate,
+                prefix);
+    EXPECT_GE(rate, target) << ExpertFormatName(format);
+  }
+  // Back to the reference: exactly the BF16 argmaxes again.
+  ASSERT_TRUE(SetExpertFormat(**model, ExpertOptions{}).ok());
+  EXPECT_EQ(Argmaxes(**model, sequence), bf16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, QuantizedExpertsTest,
+                         ::testing::Values("qwen3_moe", "qwen3_next", "deepseek_v2", "deepseek_v3", "glm4_moe",
+                                           "demo"));
+
+}  // namespace
+}  // namespace krasis
