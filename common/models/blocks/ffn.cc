@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "common/kernels/reference.h"
-#include "common/quant/qgemm.h"
+#include "common/quant/expert_set.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -45,12 +45,6 @@ class DenseMlp final : public FeedForward {
   ExpertWeights mlp;
 };
 
-// A routed expert quantized for the CPU kernels, on one NUMA node.
-struct QuantExpert {
-  quant::QuantizedMatrix gate, up;  // [inter, hidden]
-  quant::QuantizedMatrix down;      // [hidden, inter]
-  int node = 0;
-};
 
 class Moe final : public FeedForward {
  public:
@@ -69,26 +63,20 @@ class Moe final : public FeedForward {
   TensorView shared_gate;     // [1, hidden]
 
   // Set by SetExpertFormat(int8|int4): experts[e] is then unused.
-  std::vector<QuantExpert> quantized;
-  NumaThreadPool* pool = nullptr;
+  quant::QuantizedExperts quantized;
   // Chosen experts and their weights for one token's router logits.
   void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
-  // The routed experts' sum for n tokens with the quantized experts: two pool
-  // dispatches (gate/up+SiLU, then down), each expert's rows split among the
-  // threads of its node.
-  void RoutedQuantized(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
-                       const std::vector<std::vector<float>>& weights, float* out) const;
 };
 
 absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
   if (options.format == ExpertFormat::kBf16) {
-    quantized.clear();
+    quantized = {};
     return absl::OkStatus();
   }
   const auto format = options.format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4;
-  pool = options.pool != nullptr ? options.pool : &NumaThreadPool::Default();
+  NumaThreadPool* pool = options.pool != nullptr ? options.pool : &NumaThreadPool::Default();
   const std::vector<int> placement = PlaceExperts(static_cast<int>(num_experts), pool->threads_per_node());
-  std::vector<QuantExpert> q(static_cast<size_t>(num_experts));
+  std::vector<quant::QuantExpert> q(static_cast<size_t>(num_experts));
   std::vector<absl::Status> errors(static_cast<size_t>(pool->num_threads()));
   // Each expert is quantized by a worker of its node, so its pages are first
   // touched (and placed) there.
@@ -98,7 +86,7 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
       if (placement[static_cast<size_t>(e)] != w.node) continue;
       if (k++ % w.threads_in_node != w.index_in_node) continue;
       const ExpertWeights& src = experts[static_cast<size_t>(e)];
-      QuantExpert& dst = q[static_cast<size_t>(e)];
+      quant::QuantExpert& dst = q[static_cast<size_t>(e)];
       dst.node = w.node;
       auto gate = quant::QuantizeMatrix(src.gate, format, options.group_size, "gate_proj");
       auto up = quant::QuantizeMatrix(src.up, format, options.group_size, "up_proj");
@@ -115,74 +103,10 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
   for (const absl::Status& s : errors) {
     if (!s.ok()) return s;
   }
-  quantized = std::move(q);
+  quantized = quant::QuantizedExperts(std::move(q), hidden, pool);
   return absl::OkStatus();
 }
 
-void Moe::RoutedQuantized(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
-                          const std::vector<std::vector<float>>& weights, float* out) const {
-  struct Active {
-    int expert = 0;
-    std::vector<int64_t> tokens;
-    std::vector<float> weight;
-    quant::QuantizedActivations a, ha;
-    std::vector<float> h, y;
-  };
-  std::vector<int> slot(static_cast<size_t>(num_experts), -1);
-  std::vector<Active> active;
-  for (int64_t t = 0; t < n; ++t) {
-    for (size_t i = 0; i < ids[t].size(); ++i) {
-      const int e = ids[t][i];
-      if (slot[static_cast<size_t>(e)] < 0) {
-        slot[static_cast<size_t>(e)] = static_cast<int>(active.size());
-        active.push_back(Active{e, {}, {}, {}, {}, {}, {}});
-      }
-      Active& a = active[static_cast<size_t>(slot[static_cast<size_t>(e)])];
-      a.tokens.push_back(t);
-      a.weight.push_back(weights[t][i]);
-    }
-  }
-  const quant::Isa isa = quant::BestIsa();
-  std::vector<float> xs;
-  for (Active& a : active) {
-    const QuantExpert& q = quantized[static_cast<size_t>(a.expert)];
-    xs.resize(a.tokens.size() * static_cast<size_t>(hidden));
-    for (size_t i = 0; i < a.tokens.size(); ++i) {
-      std::copy(x + a.tokens[i] * hidden, x + (a.tokens[i] + 1) * hidden, xs.begin() + i * hidden);
-    }
-    quant::QuantizeActivations(xs.data(), static_cast<int64_t>(a.tokens.size()), hidden, q.gate.group_size, &a.a);
-    a.h.resize(a.tokens.size() * static_cast<size_t>(q.gate.rows));
-    a.y.resize(a.tokens.size() * static_cast<size_t>(hidden));
-  }
-  pool->Run([&](const PoolWorker& w) {
-    for (Active& a : active) {
-      const QuantExpert& q = quantized[static_cast<size_t>(a.expert)];
-      if (q.node != w.node) continue;
-      auto [t0, t1] = SplitRange(q.gate.tiles(), w.index_in_node, w.threads_in_node);
-      if (t0 < t1) quant::QGateUpSilu(q.gate, q.up, a.a, a.h.data(), q.gate.rows, t0, t1, isa);
-    }
-  });
-  for (Active& a : active) {
-    const QuantExpert& q = quantized[static_cast<size_t>(a.expert)];
-    quant::QuantizeActivations(a.h.data(), static_cast<int64_t>(a.tokens.size()), q.down.cols, q.down.group_size,
-                               &a.ha);
-  }
-  pool->Run([&](const PoolWorker& w) {
-    for (Active& a : active) {
-      const QuantExpert& q = quantized[static_cast<size_t>(a.expert)];
-      if (q.node != w.node) continue;
-      auto [t0, t1] = SplitRange(q.down.tiles(), w.index_in_node, w.threads_in_node);
-      if (t0 < t1) quant::QMatMul(q.down, a.ha, a.y.data(), hidden, t0, t1, isa);
-    }
-  });
-  for (const Active& a : active) {
-    for (size_t i = 0; i < a.tokens.size(); ++i) {
-      float* ot = out + a.tokens[i] * hidden;
-      const float* yt = a.y.data() + i * static_cast<size_t>(hidden);
-      for (int64_t d = 0; d < hidden; ++d) ot[d] += a.weight[i] * yt[d];
-    }
-  }
-}
 
 void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const {
   const int64_t per_group = num_experts / n_group;
@@ -238,7 +162,7 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
   for (int64_t t = 0; t < n; ++t) {
     Route(std::vector<float>(&logits[t * num_experts], &logits[(t + 1) * num_experts]), &ids[t], &weights[t]);
   }
-  if (!quantized.empty()) RoutedQuantized(x, n, ids, weights, out);
+  if (!quantized.empty()) quantized.Run(x, n, ids, weights, out);
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x + t * hidden;
     float* ot = out + t * hidden;

@@ -1,0 +1,73 @@
+// Execution of quantized routed experts (see expert_set.h).
+#include "common/quant/expert_set.h"
+
+#include <algorithm>
+
+namespace krasis::quant {
+
+void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
+                          const std::vector<std::vector<float>>& weights, float* out) const {
+  struct Active {
+    int expert = 0;
+    std::vector<int64_t> tokens;
+    std::vector<float> weight;
+    QuantizedActivations a, ha;
+    std::vector<float> h, y;
+  };
+  std::vector<int> slot(experts_.size(), -1);
+  std::vector<Active> active;
+  for (int64_t t = 0; t < n; ++t) {
+    for (size_t i = 0; i < ids[t].size(); ++i) {
+      const int e = ids[t][i];
+      if (slot[static_cast<size_t>(e)] < 0) {
+        slot[static_cast<size_t>(e)] = static_cast<int>(active.size());
+        active.push_back(Active{e, {}, {}, {}, {}, {}, {}});
+      }
+      Active& a = active[static_cast<size_t>(slot[static_cast<size_t>(e)])];
+      a.tokens.push_back(t);
+      a.weight.push_back(weights[t][i]);
+    }
+  }
+  const Isa isa = BestIsa();
+  std::vector<float> xs;
+  for (Active& a : active) {
+    const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+    xs.resize(a.tokens.size() * static_cast<size_t>(hidden_));
+    for (size_t i = 0; i < a.tokens.size(); ++i) {
+      std::copy(x + a.tokens[i] * hidden_, x + (a.tokens[i] + 1) * hidden_, xs.begin() + i * hidden_);
+    }
+    QuantizeActivations(xs.data(), static_cast<int64_t>(a.tokens.size()), hidden_, q.gate.group_size, &a.a);
+    a.h.resize(a.tokens.size() * static_cast<size_t>(q.gate.rows));
+    a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
+  }
+  pool_->Run([&](const PoolWorker& w) {
+    for (Active& a : active) {
+      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+      if (q.node != w.node) continue;
+      auto [t0, t1] = SplitRange(q.gate.tiles(), w.index_in_node, w.threads_in_node);
+      if (t0 < t1) QGateUpSilu(q.gate, q.up, a.a, a.h.data(), q.gate.rows, t0, t1, isa);
+    }
+  });
+  for (Active& a : active) {
+    const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+    QuantizeActivations(a.h.data(), static_cast<int64_t>(a.tokens.size()), q.down.cols, q.down.group_size,
+                               &a.ha);
+  }
+  pool_->Run([&](const PoolWorker& w) {
+    for (Active& a : active) {
+      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+      if (q.node != w.node) continue;
+      auto [t0, t1] = SplitRange(q.down.tiles(), w.index_in_node, w.threads_in_node);
+      if (t0 < t1) QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
+    }
+  });
+  for (const Active& a : active) {
+    for (size_t i = 0; i < a.tokens.size(); ++i) {
+      float* ot = out + a.tokens[i] * hidden_;
+      const float* yt = a.y.data() + i * static_cast<size_t>(hidden_);
+      for (int64_t d = 0; d < hidden_; ++d) ot[d] += a.weight[i] * yt[d];
+    }
+  }
+}
+
+}  // namespace krasis::quant

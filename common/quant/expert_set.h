@@ -1,0 +1,43 @@
+// Routed experts quantized for the CPU (quant_format.h), each on one NUMA node,
+// and their execution for a decode step: out[t] += sum_i w[t][i] * E_ids[t][i](x_t)
+// with E(x) = down(silu(gate x) * up x). Two pool dispatches per call -- the
+// fused gate/up + SiLU of every active expert, then its down projection -- and
+// in each, an expert's rows are split among the threads of its node only.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/quant/qgemm.h"
+#include "common/threading/numa_pool.h"
+
+namespace krasis::quant {
+
+struct QuantExpert {
+  QuantizedMatrix gate, up;  // [inter, hidden]
+  QuantizedMatrix down;      // [hidden, inter]
+  int node = 0;              // the NUMA node (pool node index) holding and computing it
+  size_t bytes() const { return gate.bytes() + up.bytes() + down.bytes(); }
+};
+
+class QuantizedExperts {
+ public:
+  QuantizedExperts() = default;
+  QuantizedExperts(std::vector<QuantExpert> experts, int64_t hidden, NumaThreadPool* pool)
+      : experts_(std::move(experts)), hidden_(hidden), pool_(pool) {}
+
+  bool empty() const { return experts_.empty(); }
+  const std::vector<QuantExpert>& experts() const { return experts_; }
+
+  // x: [n, hidden]; ids/weights: per token, the chosen experts and their weights.
+  // Adds into out: [n, hidden].
+  void Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
+           const std::vector<std::vector<float>>& weights, float* out) const;
+
+ private:
+  std::vector<QuantExpert> experts_;
+  int64_t hidden_ = 0;
+  NumaThreadPool* pool_ = nullptr;
+};
+
+}  // namespace krasis::quant
