@@ -29,6 +29,26 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
     }
   }
   const Isa isa = BestIsa();
+  // The tiles of the node's active experts, laid end to end, cut into one even
+  // slice per thread of the node (a slice may span experts): balanced to a tile
+  // however many experts are active.
+  auto ForMySlice = [&](std::vector<Active>& list, const PoolWorker& w, auto tiles_of, auto body) {
+    int64_t total = 0;
+    for (const Active& a : list) {
+      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+      if (q.node == w.node) total += tiles_of(q);
+    }
+    auto [begin, end] = SplitRange(total, w.index_in_node, w.threads_in_node);
+    int64_t offset = 0;
+    for (Active& a : list) {
+      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
+      if (q.node != w.node) continue;
+      const int64_t n = tiles_of(q);
+      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + n) - offset;
+      if (t0 < t1) body(a, q, t0, t1);
+      offset += n;
+    }
+  };
   std::vector<float> xs;
   for (Active& a : active) {
     const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
@@ -41,12 +61,10 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
     a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
   }
   pool_->Run([&](const PoolWorker& w) {
-    for (Active& a : active) {
-      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-      if (q.node != w.node) continue;
-      auto [t0, t1] = SplitRange(q.gate.tiles(), w.index_in_node, w.threads_in_node);
-      if (t0 < t1) QGateUpSilu(q.gate, q.up, a.a, a.h.data(), q.gate.rows, t0, t1, isa);
-    }
+    ForMySlice(active, w, [](const QuantExpert& q) { return q.gate.tiles(); },
+               [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+                 QGateUpSilu(q.gate, q.up, a.a, a.h.data(), q.gate.rows, t0, t1, isa);
+               });
   });
   for (Active& a : active) {
     const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
@@ -54,12 +72,10 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
                                &a.ha);
   }
   pool_->Run([&](const PoolWorker& w) {
-    for (Active& a : active) {
-      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-      if (q.node != w.node) continue;
-      auto [t0, t1] = SplitRange(q.down.tiles(), w.index_in_node, w.threads_in_node);
-      if (t0 < t1) QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
-    }
+    ForMySlice(active, w, [](const QuantExpert& q) { return q.down.tiles(); },
+               [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+                 QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
+               });
   });
   for (const Active& a : active) {
     for (size_t i = 0; i < a.tokens.size(); ++i) {

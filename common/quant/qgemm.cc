@@ -69,7 +69,32 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_si512();
     const int8_t* x[NB];
     for (int b = 0; b < NB; ++b) x[b] = a.q.data() + (b0 + std::min(b, nb - 1)) * a.cols + g * G;
-    if (int8) {
+    if (NB == 1) {
+      // One token: four independent accumulators, so consecutive vpdpbusd do not
+      // wait on each other's results (their latency, not memory, would limit a
+      // single chain). G is a multiple of 32: 8 quads / 4 octets per step.
+      __m512i a4[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                       _mm512_setzero_si512()};
+      if (int8) {
+        for (int64_t c = 0; c < G / 4; c += 4) {
+          for (int u = 0; u < 4; ++u) {
+            a4[u] = _mm512_dpbusd_epi32(a4[u], _mm512_loadu_si512(p + (c + u) * 64),
+                                        _mm512_set1_epi32(Load4(x[0] + 4 * (c + u))));
+          }
+        }
+      } else {
+        for (int64_t c = 0; c < G / 8; c += 2) {
+          for (int u = 0; u < 2; ++u) {
+            const __m512i wv = _mm512_loadu_si512(p + (c + u) * 64);
+            a4[2 * u] = _mm512_dpbusd_epi32(a4[2 * u], _mm512_and_si512(wv, low4),
+                                            _mm512_set1_epi32(Load4(x[0] + 8 * (c + u))));
+            a4[2 * u + 1] = _mm512_dpbusd_epi32(a4[2 * u + 1], _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4),
+                                                _mm512_set1_epi32(Load4(x[0] + 8 * (c + u) + 4)));
+          }
+        }
+      }
+      acc[0] = _mm512_add_epi32(_mm512_add_epi32(a4[0], a4[1]), _mm512_add_epi32(a4[2], a4[3]));
+    } else if (int8) {
       for (int64_t c = 0; c < G / 4; ++c) {
         const __m512i wv = _mm512_loadu_si512(p + c * 64);
         for (int b = 0; b < NB; ++b) {

@@ -91,6 +91,14 @@ void NumaThreadPool::WorkerLoop(int index) {
 }
 
 void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
+  // The calling thread is worker 0: pin it to worker 0's core once, so it does
+  // not land on (and fight with) another worker's core.
+  thread_local const NumaThreadPool* bound_to = nullptr;
+  if (bound_to != this && worker_core_[0] >= 0) {
+    absl::Status s = topology_->BindCurrentThreadToCore(worker_core_[0]);
+    if (!s.ok()) KLOG_WARN("pool caller: {}", s.ToString());
+    bound_to = this;
+  }
   task_ = &fn;
   pending_.store(num_threads() - 1, std::memory_order_release);
   {

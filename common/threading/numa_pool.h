@@ -5,7 +5,8 @@
 // workers only; nothing is copied to every node.
 //
 // Run(fn) runs fn once on every worker and returns when all are done; the
-// calling thread serves as worker 0 of node 0. Idle workers spin briefly on the
+// calling thread serves as worker 0 of node 0 (and is pinned to its core on
+// its first Run). Idle workers spin briefly on the
 // next dispatch (decode steps come back to back), then sleep.
 #pragma once
 
