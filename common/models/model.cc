@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/models/architectures.h"
+#include "common/quant/expert_cache.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -158,11 +159,34 @@ std::optional<ExpertFormat> ParseExpertFormat(std::string_view name) {
 }
 
 absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options) {
+  std::optional<quant::CacheLock> lock;
+  if (!options.cache_dir.empty() && options.format != ExpertFormat::kBf16) {
+    ASSIGN_OR_RETURN(quant::CacheLock l, quant::CacheLock::Acquire(options.cache_dir, 24 * 3600.0));
+    lock.emplace(std::move(l));
+  }
+  int total = 0, done = 0;
+  for (int l = 0; l < model.config().num_hidden_layers; ++l) total += model.config().IsMoeLayer(l) ? 1 : 0;
   for (size_t l = 0; l < model.layers.size(); ++l) {
     absl::Status s = model.layers[l].ffn->SetExpertFormat(options);
     if (!s.ok()) return absl::Status(s.code(), StrCat("layer ", l, ": ", s.message()));
+    if (model.config().IsMoeLayer(static_cast<int>(l)) && options.progress) {
+      options.progress(++done, total, model.layers[l].ffn->ExpertBytes());
+    }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, const std::string& cache_root,
+                                                  ExpertFormat format, int64_t group_size) {
+  ExpertOptions o;
+  o.format = format;
+  o.group_size = group_size;
+  if (format == ExpertFormat::kBf16) return o;
+  ASSIGN_OR_RETURN(o.fingerprint, quant::SourceFingerprint(model_dir));
+  o.cache_dir = quant::ExpertCacheDir(
+      cache_root, model_dir, format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4,
+      group_size);
+  return o;
 }
 
 }  // namespace krasis

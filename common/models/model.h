@@ -61,6 +61,13 @@ struct ExpertOptions {
   ExpertFormat format = ExpertFormat::kBf16;
   int64_t group_size = 128;
   NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
+  // The conversion cache (common/quant/expert_cache.h): when set, each layer's
+  // quantized experts are mapped from <cache_dir>/<layer>.kxq, built there
+  // first when missing or stale. Empty: quantized in memory at every start.
+  std::string cache_dir;
+  uint64_t fingerprint = 0;  // SourceFingerprint of the model directory
+  // Called after each MoE layer: (layers done, MoE layers in all, bytes of that layer).
+  std::function<void(int, int, uint64_t)> progress;
 };
 
 class FeedForward {
@@ -73,6 +80,8 @@ class FeedForward {
     (void)options;
     return absl::OkStatus();
   }
+  // Bytes of the quantized routed experts (0 when none).
+  virtual uint64_t ExpertBytes() const { return 0; }
 };
 
 struct DecoderLayer {
@@ -133,5 +142,10 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir,
 
 // Converts every MoE layer's routed experts to `options.format` (see ExpertOptions).
 absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options);
+
+// ExpertOptions for `format` with the conversion cache of `model_dir` under
+// `cache_root` (e.g. ~/.krasis/cache): cache_dir and fingerprint filled in.
+absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, const std::string& cache_root,
+                                                  ExpertFormat format, int64_t group_size);
 
 }  // namespace krasis

@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
-  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16";
+  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir;
   int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
       ("experts", po::value(&experts)->default_value(experts),
        "routed experts: bf16 (as stored), int8 or int4 (group-quantized, NUMA-placed, CPU kernels)")
       ("group-size", po::value(&group_size)->default_value(group_size), "quantization group size (int8/int4)")
+      ("cache-dir", po::value(&cache_dir),
+       "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when "
+       "missing or stale (krasis prepare builds them ahead); without it they are quantized in memory")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
@@ -64,6 +67,14 @@ int main(int argc, char** argv) {
       krasis::ExpertOptions expert_options;
       expert_options.format = *format;
       expert_options.group_size = group_size;
+      if (!cache_dir.empty()) {
+        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, group_size);
+        if (!cached.ok()) {
+          KLOG_ERROR("conversion cache: {}", cached.status().ToString());
+          return 1;
+        }
+        expert_options = *cached;
+      }
       if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
         KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
         return 1;

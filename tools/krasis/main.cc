@@ -20,6 +20,7 @@
 
 #include "common/logging.h"
 #include "tools/krasis/launch_plan.h"
+#include "tools/krasis/prepare_command.h"
 #include "tools/krasis/supervisor.h"
 
 namespace fs = std::filesystem;
@@ -123,6 +124,7 @@ void Usage(std::ostream& out) {
   out << "usage: krasis <command> [options]\n\n"
          "commands:\n"
          "  serve     start the whole cluster on this machine (krasis serve --help)\n"
+         "  prepare   build a model's conversion cache (quantized experts; krasis prepare --help)\n"
          "  version   print the version\n";
 }
 
@@ -135,6 +137,10 @@ int main(int argc, char** argv) {
   }
   std::string command = argv[1];
   if (command == "serve") return Serve(argc - 1, argv + 1);
+  if (command == "prepare") {
+    (void)krasis::InitLogging("krasis", "");
+    return krasis::PrepareCommand(argc - 1, argv + 1, KRASIS_DEMO_MODEL_DIR, DefaultHome().c_str());
+  }
   if (command == "version" || command == "--version") {
     std::cout << "krasis " << KRASIS_VERSION << "\n";
     return 0;

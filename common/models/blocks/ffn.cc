@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "common/kernels/reference.h"
+#include "common/logging.h"
+#include "common/quant/expert_cache.h"
 #include "common/quant/expert_set.h"
 #include "common/status.h"
 
@@ -64,45 +66,83 @@ class Moe final : public FeedForward {
 
   // Set by SetExpertFormat(int8|int4): experts[e] is then unused.
   quant::QuantizedExperts quantized;
+  std::shared_ptr<quant::MappedExpertLayer> mapped;  // the cache file they view, if any
+  std::string name;  // "model.layers.<l>.mlp": names the layer's cache file
+  uint64_t ExpertBytes() const override {
+    uint64_t n = 0;
+    for (const auto& e : quantized.experts()) n += e.bytes();
+    return n;
+  }
   // Chosen experts and their weights for one token's router logits.
   void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
 };
 
 absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
-  if (options.format == ExpertFormat::kBf16) {
-    quantized = {};
-    return absl::OkStatus();
-  }
+  quantized = {};
+  mapped.reset();
+  if (options.format == ExpertFormat::kBf16) return absl::OkStatus();
   const auto format = options.format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4;
   NumaThreadPool* pool = options.pool != nullptr ? options.pool : &NumaThreadPool::Default();
   const std::vector<int> placement = PlaceExperts(static_cast<int>(num_experts), pool->threads_per_node());
-  std::vector<quant::QuantExpert> q(static_cast<size_t>(num_experts));
-  std::vector<absl::Status> errors(static_cast<size_t>(pool->num_threads()));
-  // Each expert is quantized by a worker of its node, so its pages are first
-  // touched (and placed) there.
-  pool->Run([&](const PoolWorker& w) {
-    int k = 0;
-    for (int64_t e = 0; e < num_experts; ++e) {
-      if (placement[static_cast<size_t>(e)] != w.node) continue;
-      if (k++ % w.threads_in_node != w.index_in_node) continue;
-      const ExpertWeights& src = experts[static_cast<size_t>(e)];
-      quant::QuantExpert& dst = q[static_cast<size_t>(e)];
-      dst.node = w.node;
-      auto gate = quant::QuantizeMatrix(src.gate, format, options.group_size, "gate_proj");
-      auto up = quant::QuantizeMatrix(src.up, format, options.group_size, "up_proj");
-      auto down = quant::QuantizeMatrix(src.down, format, options.group_size, "down_proj");
-      for (const absl::Status& s : {gate.status(), up.status(), down.status()}) {
-        if (!s.ok()) errors[static_cast<size_t>(w.global_index)] = s;
-      }
-      if (!gate.ok() || !up.ok() || !down.ok()) return;
-      dst.gate = std::move(*gate);
-      dst.up = std::move(*up);
-      dst.down = std::move(*down);
+  const quant::ExpertLayerShape shape{format, options.group_size, hidden, experts.empty() ? 0 : experts[0].inter,
+                                      num_experts, options.fingerprint};
+  const std::string path = options.cache_dir.empty() ? "" : StrCat(options.cache_dir, "/", name, ".kxq");
+  if (!path.empty()) {
+    auto cached = quant::MappedExpertLayer::Open(path, shape);
+    if (cached.ok()) {
+      mapped = std::move(*cached);
+    } else if (!absl::IsNotFound(cached.status())) {
+      KLOG_WARN("rebuilding the cache file: {}", std::string(cached.status().message()));
     }
-  });
-  for (const absl::Status& s : errors) {
-    if (!s.ok()) return s;
   }
+  std::vector<quant::QuantExpert> q;
+  if (mapped == nullptr) {
+    q.resize(static_cast<size_t>(num_experts));
+    std::vector<absl::Status> errors(static_cast<size_t>(pool->num_threads()));
+    // Each expert is quantized by a worker of its node, so (without a cache
+    // file) its pages are first touched, and placed, there.
+    pool->Run([&](const PoolWorker& w) {
+      int k = 0;
+      for (int64_t e = 0; e < num_experts; ++e) {
+        if (placement[static_cast<size_t>(e)] != w.node) continue;
+        if (k++ % w.threads_in_node != w.index_in_node) continue;
+        const ExpertWeights& src = experts[static_cast<size_t>(e)];
+        quant::QuantExpert& dst = q[static_cast<size_t>(e)];
+        auto gate = quant::QuantizeMatrix(src.gate, format, options.group_size, "gate_proj");
+        auto up = quant::QuantizeMatrix(src.up, format, options.group_size, "up_proj");
+        auto down = quant::QuantizeMatrix(src.down, format, options.group_size, "down_proj");
+        for (const absl::Status& s : {gate.status(), up.status(), down.status()}) {
+          if (!s.ok()) errors[static_cast<size_t>(w.global_index)] = s;
+        }
+        if (!gate.ok() || !up.ok() || !down.ok()) return;
+        dst.gate = std::move(*gate);
+        dst.up = std::move(*up);
+        dst.down = std::move(*down);
+      }
+    });
+    for (const absl::Status& s : errors) {
+      if (!s.ok()) return s;
+    }
+    if (!path.empty()) {
+      RETURN_IF_ERROR(quant::WriteExpertLayer(path, shape, q));
+      ASSIGN_OR_RETURN(mapped, quant::MappedExpertLayer::Open(path, shape));
+    }
+  }
+  if (mapped != nullptr) {
+    q = mapped->Experts();
+    // Fault each expert's pages in from a worker of its node.
+    pool->Run([&](const PoolWorker& w) {
+      int k = 0;
+      volatile uint8_t sink = 0;
+      for (int64_t e = 0; e < num_experts; ++e) {
+        if (placement[static_cast<size_t>(e)] != w.node || k++ % w.threads_in_node != w.index_in_node) continue;
+        for (const quant::QuantizedMatrix* m : {&q[e].gate, &q[e].up, &q[e].down}) {
+          for (size_t i = 0; i < m->data_bytes(); i += 4096) sink = sink + m->data[i];
+        }
+      }
+    });
+  }
+  for (int64_t e = 0; e < num_experts; ++e) q[static_cast<size_t>(e)].node = placement[static_cast<size_t>(e)];
   quantized = quant::QuantizedExperts(std::move(q), hidden, pool);
   return absl::OkStatus();
 }
@@ -201,6 +241,7 @@ absl::StatusOr<std::unique_ptr<FeedForward>> LoadMoe(const ModelConfig& config,
   auto moe = std::make_unique<Moe>();
   moe->ops = &ops;
   moe->options = options;
+  moe->name = prefix.substr(0, prefix.size() - (prefix.ends_with(".") ? 1 : 0));
   moe->hidden = config.hidden_size;
   moe->num_experts = config.num_experts;
   if (!config.num_experts_per_tok.has_value()) {
