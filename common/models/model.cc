@@ -2,6 +2,7 @@
 #include "common/models/model.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
@@ -177,15 +178,30 @@ absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options) 
 }
 
 absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, const std::string& cache_root,
-                                                  ExpertFormat format, int64_t group_size) {
+                                                  ExpertFormat format, int64_t group_size,
+                                                  const std::string& gguf_path) {
   ExpertOptions o;
   o.format = format;
   o.group_size = group_size;
+  if (!gguf_path.empty()) {
+    ASSIGN_OR_RETURN(auto gguf, GgufFile::Open(gguf_path));
+    o.gguf = std::move(gguf);
+  }
   if (format == ExpertFormat::kBf16) return o;
   ASSIGN_OR_RETURN(o.fingerprint, quant::SourceFingerprint(model_dir));
   o.cache_dir = quant::ExpertCacheDir(
       cache_root, model_dir, format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4,
       group_size);
+  if (o.gguf != nullptr) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(gguf_path, ec);
+    const auto mtime = std::filesystem::last_write_time(gguf_path, ec).time_since_epoch().count();
+    const std::string name = std::filesystem::path(gguf_path).filename().string();
+    uint64_t h = o.fingerprint;
+    for (char c : StrCat(name, "/", size, "/", mtime)) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+    o.fingerprint = h;
+    o.cache_dir += "-gguf";
+  }
   return o;
 }
 

@@ -21,6 +21,7 @@
 #include "common/kernels/ops.h"
 #include "common/model_config.h"
 #include "common/models/kv_cache.h"
+#include "common/gguf.h"
 #include "common/models/weights.h"
 #include "common/threading/numa_pool.h"
 
@@ -68,6 +69,9 @@ struct ExpertOptions {
   uint64_t fingerprint = 0;  // SourceFingerprint of the model directory
   // Called after each MoE layer: (layers done, MoE layers in all, bytes of that layer).
   std::function<void(int, int, uint64_t)> progress;
+  // Take the routed experts from this GGUF file (merged ffn_*_exps or per-expert
+  // tensors, any type DequantizeRow reads) instead of the safetensors.
+  std::shared_ptr<const GgufFile> gguf;
 };
 
 class FeedForward {
@@ -145,7 +149,10 @@ absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options);
 
 // ExpertOptions for `format` with the conversion cache of `model_dir` under
 // `cache_root` (e.g. ~/.krasis/cache): cache_dir and fingerprint filled in.
+// `gguf_path` (optional): experts from that GGUF file (opened into .gguf; its
+// name, size and mtime join the fingerprint and the cache directory's name).
 absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, const std::string& cache_root,
-                                                  ExpertFormat format, int64_t group_size);
+                                                  ExpertFormat format, int64_t group_size,
+                                                  const std::string& gguf_path = "");
 
 }  // namespace krasis

@@ -16,7 +16,7 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
-  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir;
+  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir, gguf;
   int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
       ("cache-dir", po::value(&cache_dir),
        "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when "
        "missing or stale (krasis prepare builds them ahead); without it they are quantized in memory")
+      ("gguf-experts", po::value(&gguf), "take the routed experts from this GGUF file (with --experts int8|int4)")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
@@ -67,13 +68,14 @@ int main(int argc, char** argv) {
       krasis::ExpertOptions expert_options;
       expert_options.format = *format;
       expert_options.group_size = group_size;
-      if (!cache_dir.empty()) {
-        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, group_size);
+      if (!cache_dir.empty() || !gguf.empty()) {
+        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, group_size, gguf);
         if (!cached.ok()) {
-          KLOG_ERROR("conversion cache: {}", cached.status().ToString());
+          KLOG_ERROR("experts: {}", cached.status().ToString());
           return 1;
         }
         expert_options = *cached;
+        if (cache_dir.empty()) expert_options.cache_dir.clear();
       }
       if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
         KLOG_ERROR("cannot quantize the experts: {}", s.ToString());

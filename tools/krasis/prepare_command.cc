@@ -49,7 +49,7 @@ void DrawProgress(int done, int total, double bytes, double seconds, bool tty) {
 }  // namespace
 
 int PrepareCommand(int argc, char** argv, const char* default_model_dir, const char* default_home) {
-  std::string model_dir = default_model_dir, cpu = "int4", gpu = "bf16";
+  std::string model_dir = default_model_dir, cpu = "int4", gpu = "bf16", gguf;
   std::string cache_dir = (std::filesystem::path(default_home) / "cache").string();
   int64_t group_size = 128;
   po::options_description desc("krasis prepare options");
@@ -58,6 +58,7 @@ int PrepareCommand(int argc, char** argv, const char* default_model_dir, const c
       "cpu-experts", po::value(&cpu)->default_value(cpu), "decode (CPU) expert format: int4 or int8")(
       "gpu-experts", po::value(&gpu)->default_value(gpu), "prefill (GPU) expert format: bf16, int8 or int4")(
       "group-size", po::value(&group_size)->default_value(group_size), "quantization group size")(
+      "gguf-experts", po::value(&gguf), "take the routed experts from this GGUF file (Q4_0 ... Q6_K, BF16, F16, F32)")(
       "cache-dir", po::value(&cache_dir)->default_value(cache_dir), "conversion cache root");
   po::variables_map vm;
   try {
@@ -94,7 +95,7 @@ int PrepareCommand(int argc, char** argv, const char* default_model_dir, const c
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
   for (ExpertFormat format : formats) {
-    auto options = CachedExpertOptions(model_dir, cache_dir, format, group_size);
+    auto options = CachedExpertOptions(model_dir, cache_dir, format, group_size, gguf);
     if (!options.ok()) {
       std::cerr << "krasis prepare: " << options.status().message() << "\n";
       return 1;

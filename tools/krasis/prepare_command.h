@@ -2,7 +2,7 @@
 // common/quant/expert_cache.h) ahead of serving, with a progress bar.
 //
 //   krasis prepare --model DIR [--cpu-experts int4|int8] [--gpu-experts bf16|int8|int4]
-//                  [--group-size 128] [--cache-dir ~/.krasis/cache]
+//                  [--group-size 128] [--cache-dir ~/.krasis/cache] [--gguf-experts FILE]
 //
 // The decode worker (--experts int4 --cache-dir ...) then maps the files instead
 // of quantizing at start. GPU expert formats are the same files: --gpu-experts

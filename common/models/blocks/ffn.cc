@@ -68,6 +68,8 @@ class Moe final : public FeedForward {
   quant::QuantizedExperts quantized;
   std::shared_ptr<quant::MappedExpertLayer> mapped;  // the cache file they view, if any
   std::string name;  // "model.layers.<l>.mlp": names the layer's cache file
+  absl::StatusOr<quant::QuantizedMatrix> QuantizeFromGguf(const GgufFile& gguf, int64_t expert, ExpertProj which,
+                                                          quant::QuantFormat format, int64_t group_size) const;
   uint64_t ExpertBytes() const override {
     uint64_t n = 0;
     for (const auto& e : quantized.experts()) n += e.bytes();
@@ -76,6 +78,24 @@ class Moe final : public FeedForward {
   // Chosen experts and their weights for one token's router logits.
   void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
 };
+
+absl::StatusOr<quant::QuantizedMatrix> Moe::QuantizeFromGguf(const GgufFile& gguf, int64_t expert,
+                                                              ExpertProj which, quant::QuantFormat format,
+                                                              int64_t group_size) const {
+  // The layer index from "model.layers.<L>.mlp".
+  const size_t dot = name.find('.', std::string("model.layers.").size());
+  const int64_t layer = std::stoll(name.substr(std::string("model.layers.").size(), dot));
+  ASSIGN_OR_RETURN(GgufMatrixView view, FindExpert(gguf, layer, expert, which));
+  const int64_t inter = experts.empty() ? 0 : experts[0].inter;
+  const int64_t rows = which == ExpertProj::kDown ? hidden : inter, cols = which == ExpertProj::kDown ? inter : hidden;
+  if (view.rows != rows || view.cols != cols) {
+    return InvalidArgumentError(gguf.name(), ": ", view.tensor, " holds [", view.rows, ", ", view.cols,
+                                "] matrices; the model's ", ExpertProjName(which), " is [", rows, ", ", cols, "]");
+  }
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  RETURN_IF_ERROR(DequantizeMatrix(view, w.data()));
+  return quant::QuantizeMatrix(w.data(), rows, cols, format, group_size, view.tensor);
+}
 
 absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
   quantized = {};
@@ -106,11 +126,18 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
       for (int64_t e = 0; e < num_experts; ++e) {
         if (placement[static_cast<size_t>(e)] != w.node) continue;
         if (k++ % w.threads_in_node != w.index_in_node) continue;
-        const ExpertWeights& src = experts[static_cast<size_t>(e)];
         quant::QuantExpert& dst = q[static_cast<size_t>(e)];
-        auto gate = quant::QuantizeMatrix(src.gate, format, options.group_size, "gate_proj");
-        auto up = quant::QuantizeMatrix(src.up, format, options.group_size, "up_proj");
-        auto down = quant::QuantizeMatrix(src.down, format, options.group_size, "down_proj");
+        absl::StatusOr<quant::QuantizedMatrix> gate, up, down;
+        if (options.gguf != nullptr) {
+          gate = QuantizeFromGguf(*options.gguf, e, ExpertProj::kGate, format, options.group_size);
+          up = QuantizeFromGguf(*options.gguf, e, ExpertProj::kUp, format, options.group_size);
+          down = QuantizeFromGguf(*options.gguf, e, ExpertProj::kDown, format, options.group_size);
+        } else {
+          const ExpertWeights& src = experts[static_cast<size_t>(e)];
+          gate = quant::QuantizeMatrix(src.gate, format, options.group_size, "gate_proj");
+          up = quant::QuantizeMatrix(src.up, format, options.group_size, "up_proj");
+          down = quant::QuantizeMatrix(src.down, format, options.group_size, "down_proj");
+        }
         for (const absl::Status& s : {gate.status(), up.status(), down.status()}) {
           if (!s.ok()) errors[static_cast<size_t>(w.global_index)] = s;
         }
