@@ -72,6 +72,8 @@ struct ExpertOptions {
   // Take the routed experts from this GGUF file (merged ffn_*_exps or per-expert
   // tensors, any type DequantizeRow reads) instead of the safetensors.
   std::shared_ptr<const GgufFile> gguf;
+  // When set, counts the layers whose cache file had to be (re)built.
+  int* layers_built = nullptr;
 };
 
 class FeedForward {

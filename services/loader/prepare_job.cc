@@ -1,6 +1,8 @@
 // Preparation jobs (see prepare_job.h).
 #include "services/loader/prepare_job.h"
 
+#include "common/models/model.h"
+
 #include <algorithm>
 
 #include "common/logging.h"
@@ -118,15 +120,25 @@ Preparer::~Preparer() {
 
 namespace {
 
-// What a variant needing conversion answers until the conversion cache lands.
+// The conversions built so far: decode experts to INT4/INT8 (from the
+// checkpoint or a GGUF file), prefill experts and dense weights as stored (or
+// the same quantized files for prefill).
+bool ConversionSupported(const VariantSpec& spec) {
+  const bool decode_quantized =
+      spec.decode_experts == WeightFormat::kInt4GroupSym || spec.decode_experts == WeightFormat::kInt8GroupSym;
+  const bool prefill_ok = spec.prefill_experts == WeightFormat::kAsStored ||
+                          (spec.prefill_experts == spec.decode_experts &&
+                           (spec.prefill_group_size == 0 || spec.prefill_group_size == spec.decode_group_size));
+  return decode_quantized && prefill_ok && spec.dense == WeightFormat::kAsStored;
+}
+
+// What a variant needing an unbuilt conversion answers.
 absl::Status ConversionNotImplemented(const ModelRecord& record, const ResolvedVariant& variant) {
-  std::string stored = record.expert_dtype ? std::string(DTypeName(*record.expert_dtype)) : "none";
   return UnimplementedError(
       "variant ", variant.cache_key, " of model '", record.id, "' needs ", variant.conversion,
-      "; quantized and converted variants arrive with the conversion cache (not implemented ",
-      "yet). Only the pass-through variant ", PassThroughCacheKey(record),
-      " can be prepared now: set decode_expert_format to the checkpoint's format (", stored,
-      ") and leave the other formats unset");
+      "; the conversion cache builds INT4/INT8 decode experts (prefill experts as stored or the same ",
+      "files, dense weights as stored); other formats are not implemented yet. The pass-through variant ",
+      PassThroughCacheKey(record), " needs no conversion");
 }
 
 }  // namespace
@@ -155,7 +167,9 @@ std::shared_ptr<PrepareJob> Preparer::Start(const std::string& model_id, const V
   if (!record.ok()) return failed(record.status());
   auto resolved = ResolveVariant(**record, spec);
   if (!resolved.ok()) return failed(resolved.status());
-  if (resolved->needs_conversion) return failed(ConversionNotImplemented(**record, *resolved));
+  if (resolved->needs_conversion && !ConversionSupported(spec)) {
+    return failed(ConversionNotImplemented(**record, *resolved));
+  }
 
   const std::string key = StrCat(model_id, "/", resolved->cache_key, verify ? "+verify" : "");
   if (auto it = jobs_.find(key); it != jobs_.end()) return it->second;
@@ -175,8 +189,11 @@ void Preparer::Run(PrepareJob& job, const std::string& model_id, const VariantSp
   if (!record.ok()) return job.Fail(record.status());
   auto resolved = ResolveVariant(**record, spec);
   if (!resolved.ok()) return job.Fail(resolved.status());
-  if (resolved->needs_conversion) return job.Fail(ConversionNotImplemented(**record, *resolved));
+  if (resolved->needs_conversion && !ConversionSupported(spec)) {
+    return job.Fail(ConversionNotImplemented(**record, *resolved));
+  }
   const ModelRecord& model = **record;
+  if (resolved->needs_conversion) return Convert(job, model, spec, *resolved);
   job.Update(
       [&](PrepareState& s) {
         s.bytes_total = s.bytes_done = model.size_bytes;
@@ -199,6 +216,47 @@ void Preparer::Run(PrepareJob& job, const std::string& model_id, const VariantSp
       },
       true);
   KLOG_INFO("prepared {} (pass-through{})", job.key(), verify ? ", checksums verified" : "");
+}
+
+void Preparer::Convert(PrepareJob& job, const ModelRecord& model, const VariantSpec& spec,
+                       const ResolvedVariant& variant) {
+  const ExpertFormat format =
+      spec.decode_experts == WeightFormat::kInt8GroupSym ? ExpertFormat::kInt8 : ExpertFormat::kInt4;
+  const int64_t group = spec.decode_group_size > 0 ? spec.decode_group_size : kDefaultGroupSize;
+  auto options = CachedExpertOptions(model.path, registry_->cache_dir(), format, group, spec.gguf_experts_path);
+  if (!options.ok()) return job.Fail(options.status());
+  auto loaded = LoadModel(model.path);
+  if (!loaded.ok()) return job.Fail(loaded.status());
+  int built = 0;
+  uint64_t written = 0;
+  options->layers_built = &built;
+  job.EnterPhase(PreparePhase::kConverting, model.size_bytes, 0);
+  options->progress = [&](int done, int total, uint64_t bytes) {
+    written += bytes;
+    job.Update(
+        [&](PrepareState& s) {
+          s.tensors_total = total;
+          s.tensors_done = done;
+          s.bytes_done = model.size_bytes * static_cast<uint64_t>(done) / static_cast<uint64_t>(std::max(total, 1));
+          s.current_tensor = StrCat("model.layers (MoE layer ", done, " of ", total, ")");
+        },
+        true);
+  };
+  absl::Status s = SetExpertFormat(**loaded, *options);
+  if (!s.ok()) return job.Fail(s);
+  job.EnterPhase(PreparePhase::kFinalizing, 0, 0);
+  job.Update(
+      [&](PrepareState& st) {
+        st.phase = PreparePhase::kDone;
+        st.cache_key = variant.cache_key;
+        st.cache_dir = options->cache_dir;
+        st.already_prepared = built == 0;
+        st.bytes_written = built == 0 ? 0 : written;
+        st.cache_size_bytes = written;
+      },
+      true);
+  KLOG_INFO("prepared {}: {} MoE layers {} in {}", job.key(), built > 0 ? "built" : "already there",
+            ExpertFormatName(format), options->cache_dir);
 }
 
 absl::Status Preparer::Verify(PrepareJob& job, const ModelRecord& record) {

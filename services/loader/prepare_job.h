@@ -8,9 +8,10 @@
 // or FAILED. Several callers asking for the same model and variant share one
 // job; a caller that stops watching leaves the job running.
 //
-// Conversion (quantizing experts to INT4/INT8, GGUF experts) needs the conversion
-// cache, which arrives in a later issue: a variant that needs it fails with
-// UNIMPLEMENTED naming what would be converted. The pass-through variant (every
+// Conversion: decode experts to INT4/INT8 (from the checkpoint or a GGUF file)
+// are built into the conversion cache (common/quant/expert_cache.h, phase
+// CONVERTING, one "tensor" per MoE layer); other conversions (GPU-only formats,
+// dense weights) fail with UNIMPLEMENTED naming what would be converted. The pass-through variant (every
 // format as stored, e.g. PrepareOptions{decode_expert_format: BF16} for a BF16
 // checkpoint) needs no cache and completes with already_prepared = true (and
 // `force` changes nothing: there is nothing to convert again).
@@ -126,6 +127,8 @@ class Preparer {
  private:
   void Run(PrepareJob& job, const std::string& model_id, const VariantSpec& spec, bool verify);
   absl::Status Verify(PrepareJob& job, const ModelRecord& record);
+  // Builds the conversion cache of a quantized variant (decode experts).
+  void Convert(PrepareJob& job, const ModelRecord& model, const VariantSpec& spec, const ResolvedVariant& variant);
 
   ModelRegistry* registry_;
   std::mutex slot_;  // held by the job that is working; the others are QUEUED

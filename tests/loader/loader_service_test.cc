@@ -336,8 +336,20 @@ TEST_F(LoaderServiceTest, ErrorCodes) {
 
 TEST_F(LoaderServiceTest, PrepareStreams) {
   grpc::Status status;
-  // Default options ask for INT4 decode experts: not implemented yet.
-  auto failed = Prepare("qwen3_moe", {}, &status);
+  // Default options ask for INT4 decode experts: built into the conversion cache.
+  auto built = Prepare("qwen3_moe", {}, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_FALSE(built.empty());
+  EXPECT_EQ(built.back().phase(), v1::PREPARE_PHASE_DONE);
+  EXPECT_EQ(built.back().result().cache_key(), "int4g128-bf16");
+  EXPECT_FALSE(built.back().result().cache_dir().empty());
+  bool converting = false;
+  for (const auto& p : built) converting |= p.phase() == v1::PREPARE_PHASE_CONVERTING;
+  EXPECT_TRUE(converting);
+  // A conversion not built yet (dense weights to F32) fails with UNIMPLEMENTED.
+  v1::PrepareOptions dense;
+  dense.set_dense_format(v1::QUANT_FORMAT_F32);
+  auto failed = Prepare("qwen3_moe", dense, &status);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   ASSERT_FALSE(failed.empty());
   EXPECT_EQ(failed.back().phase(), v1::PREPARE_PHASE_FAILED);

@@ -1,6 +1,7 @@
 // The loader engine below the registry: cache variants (keys, what needs a
 // conversion), FileRange reads and ChecksumFile, and Prepare jobs (phases,
-// pass-through with verify filling CRCs, UNIMPLEMENTED for quantized variants,
+// pass-through with verify filling CRCs, INT4 decode experts built into the
+// conversion cache, UNIMPLEMENTED for conversions not built yet,
 // shared jobs).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -173,11 +174,13 @@ TEST_F(EngineTest, PreparePassThroughWithVerifyFillsChecksums) {
 
 TEST_F(EngineTest, PrepareFailures) {
   Preparer preparer(registry_.get());
-  auto standard = Watch(preparer.Start("ds3", VariantSpec{}, false)).back();
-  EXPECT_EQ(standard.phase, PreparePhase::kFailed);
-  EXPECT_EQ(standard.error.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(standard.error.message()), HasSubstr("INT4_GROUP_SYM"));
-  EXPECT_THAT(std::string(standard.error.message()), HasSubstr("bf16-bf16"));
+  VariantSpec dense_f32;
+  dense_f32.dense = WeightFormat::kF32;
+  auto unsupported = Watch(preparer.Start("ds3", dense_f32, false)).back();
+  EXPECT_EQ(unsupported.phase, PreparePhase::kFailed);
+  EXPECT_EQ(unsupported.error.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(unsupported.error.message()), HasSubstr("dense"));
+  EXPECT_THAT(std::string(unsupported.error.message()), HasSubstr("bf16-bf16"));
 
   auto unknown = Watch(preparer.Start("nope", PassThroughSpec(), false)).back();
   EXPECT_EQ(unknown.error.code(), absl::StatusCode::kNotFound);
@@ -186,6 +189,29 @@ TEST_F(EngineTest, PrepareFailures) {
   auto invalid = Watch(preparer.Start("ds3", PassThroughSpec(), false)).back();
   EXPECT_EQ(invalid.error.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(invalid.error.message()), HasSubstr("tokenizer"));
+}
+
+// The standard variant (INT4 g128 decode experts) is built into the conversion
+// cache: CONVERTING with one step per MoE layer, files in <cache>/<model>/...;
+// a second Prepare finds them already there.
+TEST_F(EngineTest, PrepareBuildsQuantizedExperts) {
+  Preparer preparer(registry_.get());
+  auto states = Watch(preparer.Start("ds3", VariantSpec{}, false));
+  const PrepareState& done = states.back();
+  ASSERT_EQ(done.phase, PreparePhase::kDone) << done.error;
+  EXPECT_EQ(done.cache_key, "int4g128-bf16");
+  EXPECT_FALSE(done.already_prepared);
+  EXPECT_GT(done.bytes_written, 0u);
+  bool converting = false;
+  for (const auto& s : states) converting |= s.phase == PreparePhase::kConverting && s.tensors_total > 0;
+  EXPECT_TRUE(converting);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(done.cache_dir)) files += e.path().extension() == ".kxq";
+  EXPECT_GT(files, 0);
+  auto again = Watch(preparer.Start("ds3", VariantSpec{}, false)).back();
+  ASSERT_EQ(again.phase, PreparePhase::kDone) << again.error;
+  EXPECT_TRUE(again.already_prepared);
+  EXPECT_EQ(again.cache_dir, done.cache_dir);
 }
 
 TEST_F(EngineTest, ConcurrentCallersShareAJob) {

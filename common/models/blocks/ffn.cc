@@ -152,6 +152,7 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
     }
     if (!path.empty()) {
       RETURN_IF_ERROR(quant::WriteExpertLayer(path, shape, q));
+      if (options.layers_built != nullptr) ++*options.layers_built;
       ASSIGN_OR_RETURN(mapped, quant::MappedExpertLayer::Open(path, shape));
     }
   }
