@@ -7,8 +7,9 @@
 // consecutive input columns (default 128; a power of two >= 32 that divides cols):
 //   q = round(w / scale) clamped to [QuantMin, QuantMax],  w ~= q * scale
 // INT8: scale = max|w| / 127, codes -127..127. INT4: codes -8..7, and the scale
-// is the one of +-max|w| / (7 + i/4), i = 0..8, with the least squared error
-// (so it may be negative: then the largest positive weight gets code -8).
+// is the one with the least squared error among s * max|w| / (7 + i/4), i = 0..8,
+// where s = -sign of the largest-magnitude weight (so that weight may use code
+// -8; the scale is then negative when it is positive), and -s * max|w| / 7.
 //
 // Layout: rows are cut into tiles of kTileRows = 16 (the last tile padded with
 // zero rows). Within a tile, for each group, the codes of the 16 rows are
