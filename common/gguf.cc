@@ -3,6 +3,8 @@
 // gguf_experts.cc. See gguf.h.
 #include "common/gguf.h"
 
+#include "common/mapped_file.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -558,33 +560,12 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const std::b
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, StrCat(path, ": cannot open"));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int error = errno;
-    ::close(fd);
-    return absl::ErrnoToStatus(error, StrCat(path, ": cannot stat"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgumentError(path, ": not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const std::byte* map = nullptr;
-  if (size > 0) {
-    void* addr = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (addr == MAP_FAILED) {
-      const int error = errno;
-      ::close(fd);
-      return absl::ErrnoToStatus(error, StrCat(path, ": cannot mmap"));
-    }
-    map = static_cast<const std::byte*>(addr);
-  }
-  ::close(fd);  // the mapping keeps the file referenced
+  ASSIGN_OR_RETURN(std::span<const std::byte> bytes, MapFileReadOnly(path));
+  const std::byte* map = bytes.empty() ? nullptr : bytes.data();
+  const uint64_t size = bytes.size();
   absl::StatusOr<std::unique_ptr<GgufFile>> file = Parse({map, size}, path);
   if (!file.ok()) {
-    if (map != nullptr) ::munmap(const_cast<std::byte*>(map), size);
+    UnmapFile(bytes);
     return file.status();
   }
   (*file)->mapped_ = map != nullptr;
@@ -592,7 +573,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
 }
 
 GgufFile::~GgufFile() {
-  if (mapped_) ::munmap(const_cast<std::byte*>(bytes_.data()), bytes_.size());
+  if (mapped_) UnmapFile(bytes_);
 }
 
 const GgufValue* GgufFile::FindMetadata(std::string_view key) const {

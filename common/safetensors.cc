@@ -2,6 +2,8 @@
 // sharded checkpoints behind model.safetensors.index.json. See safetensors.h.
 #include "common/safetensors.h"
 
+#include "common/mapped_file.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -267,34 +269,12 @@ absl::StatusOr<ParsedHeader> ParseSafetensorsHeader(std::span<const std::byte> f
 // SafetensorsFile
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return StatusFromErrno(errno, path, "cannot open");
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int error = errno;
-    ::close(fd);
-    return StatusFromErrno(error, path, "cannot stat");
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgumentError(path, ": not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const std::byte* map = nullptr;
-  if (size > 0) {
-    void* addr = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (addr == MAP_FAILED) {
-      const int error = errno;
-      ::close(fd);
-      return StatusFromErrno(error, path, "cannot mmap");
-    }
-    map = static_cast<const std::byte*>(addr);
-  }
-  ::close(fd);  // the mapping keeps the file referenced
-
+  ASSIGN_OR_RETURN(std::span<const std::byte> bytes, MapFileReadOnly(path));
+  const std::byte* map = bytes.empty() ? nullptr : bytes.data();
+  const uint64_t size = bytes.size();
   absl::StatusOr<ParsedHeader> header = ParseSafetensorsHeader({map, size}, path);
   if (!header.ok()) {
-    if (map != nullptr) ::munmap(const_cast<std::byte*>(map), size);
+    UnmapFile(bytes);
     return header.status();
   }
   return std::unique_ptr<SafetensorsFile>(
@@ -309,7 +289,7 @@ SafetensorsFile::SafetensorsFile(std::string path, const std::byte* map, uint64_
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(const_cast<std::byte*>(map_), size_);
+  UnmapFile({map_, static_cast<size_t>(size_)});
 }
 
 const TensorInfo* SafetensorsFile::Find(std::string_view name) const {

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/mapped_file.h"
 #include "common/status.h"
 
 namespace krasis::quant {
@@ -162,26 +163,19 @@ std::string ExpertCacheDir(const std::string& root, const std::string& model_dir
 }
 
 MappedExpertLayer::~MappedExpertLayer() {
-  if (base_ != nullptr) munmap(const_cast<uint8_t*>(base_), size_);
+  UnmapFile({reinterpret_cast<const std::byte*>(base_), size_});
 }
 
 absl::StatusOr<std::unique_ptr<MappedExpertLayer>> MappedExpertLayer::Open(const std::string& path,
                                                                            const ExpertLayerShape& shape) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return NotFoundError(path, " does not exist");
-    return InternalError("cannot open ", path, ": ", std::strerror(errno));
-  }
-  struct stat st {};
-  fstat(fd, &st);
-  const size_t size = static_cast<size_t>(st.st_size);
+  if (!fs::exists(path)) return NotFoundError(path, " does not exist");
+  ASSIGN_OR_RETURN(std::span<const std::byte> bytes, MapFileReadOnly(path));
+  const size_t size = bytes.size();
   if (size < kTableStart) {
-    close(fd);
+    UnmapFile(bytes);
     return DataLossError(path, ": truncated (", size, " bytes)");
   }
-  void* base = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  if (base == MAP_FAILED) return InternalError("cannot map ", path, ": ", std::strerror(errno));
+  const void* base = bytes.data();
   std::unique_ptr<MappedExpertLayer> m(new MappedExpertLayer());
   m->base_ = static_cast<const uint8_t*>(base);
   m->size_ = size;

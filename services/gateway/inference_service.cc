@@ -161,6 +161,23 @@ Chunk StreamHeader(const std::string& id, const char* object, const std::string&
   return c;
 }
 
+// The end of a generation stream: the error, or the chunk carrying the finish
+// reason (`last`, choice 0) and, when asked, the usage-only chunk.
+template <typename Chunk>
+grpc::Status FinishStream(const absl::StatusOr<GenerationResult>& result, Chunk last, const Chunk& header,
+                          bool include_usage, grpc::ServerWriter<Chunk>* writer) {
+  if (!result.ok()) return ToGrpc(result.status());
+  if (result->finish_reason == "cancelled") return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  last.mutable_choices(0)->set_finish_reason(FinishReasonOf(result->finish_reason));
+  writer->Write(last);
+  if (include_usage) {
+    Chunk usage = header;
+    FillUsage(*result, usage.mutable_usage());
+    writer->Write(usage);
+  }
+  return grpc::Status::OK;
+}
+
 // Sets `cancelled` when the client cancels the call, until destroyed.
 class CancelWatch {
  public:
@@ -300,18 +317,9 @@ grpc::Status InferenceService::ChatCompletion(grpc::ServerContext* context, cons
     return false;
   };
   auto result = RunGeneration(model_, backend_, spec, on_delta, watch.cancelled());
-  if (!result.ok()) return ToGrpc(result.status());
-  if (result->finish_reason == "cancelled") return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
   v1::ChatCompletionChunk last = chunk();
   last.mutable_choices(0)->mutable_delta();
-  last.mutable_choices(0)->set_finish_reason(FinishReasonOf(result->finish_reason));
-  writer->Write(last);
-  if (spec.options.include_usage) {
-    v1::ChatCompletionChunk usage = header;
-    FillUsage(*result, usage.mutable_usage());
-    writer->Write(usage);
-  }
-  return grpc::Status::OK;
+  return FinishStream(result, std::move(last), header, spec.options.include_usage, writer);
 }
 
 grpc::Status InferenceService::Completion(grpc::ServerContext* context, const v1::CompletionRequest* request,
@@ -353,17 +361,7 @@ grpc::Status InferenceService::Completion(grpc::ServerContext* context, const v1
     return false;
   };
   auto result = RunGeneration(model_, backend_, spec, on_delta, watch.cancelled());
-  if (!result.ok()) return ToGrpc(result.status());
-  if (result->finish_reason == "cancelled") return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-  v1::CompletionChunk last = chunk("");
-  last.mutable_choices(0)->set_finish_reason(FinishReasonOf(result->finish_reason));
-  writer->Write(last);
-  if (spec.options.include_usage) {
-    v1::CompletionChunk usage = header;
-    FillUsage(*result, usage.mutable_usage());
-    writer->Write(usage);
-  }
-  return grpc::Status::OK;
+  return FinishStream(result, chunk(""), header, spec.options.include_usage, writer);
 }
 
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
