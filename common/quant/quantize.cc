@@ -1,10 +1,13 @@
 // Weight and activation quantization (see quantize.h, quant_format.h).
 #include "common/quant/quantize.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 
 #include "common/dtype.h"
+#include "common/quant/qgemm.h"
 #include "common/status.h"
 
 namespace krasis::quant {
@@ -33,6 +36,25 @@ inline float RoundNearest(float v) {
   return (v + kMagic) - kMagic;
 }
 
+// Squared error of quantizing w[0, n) to INT4 codes with `scale` (n % 8 == 0).
+__attribute__((target("avx2,fma"))) float Int4ErrorAvx2(const float* w, int64_t n, float scale, float inv) {
+  const __m256 vinv = _mm256_set1_ps(inv), vscale = _mm256_set1_ps(scale);
+  const __m256 lo = _mm256_set1_ps(-8.0f), hi = _mm256_set1_ps(7.0f);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n; k += 8) {
+    const __m256 x = _mm256_loadu_ps(w + k);
+    __m256 q = _mm256_round_ps(_mm256_mul_ps(x, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_min_ps(hi, _mm256_max_ps(lo, q));
+    const __m256 d = _mm256_fnmadd_ps(q, vscale, x);
+    acc = _mm256_fmadd_ps(d, d, acc);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  return sum;
+}
+
 // INT4 scale of one group: the largest magnitude should be able to use code -8,
 // so the sign is -sign(that weight); among amax / (7 + i/4), i = 0..8, with that
 // sign, and amax / 7 with the other, the one whose codes clamped to [-8, 7]
@@ -52,16 +74,19 @@ float Int4Scale(const float* w, int64_t n, float amax) {
   candidates[9] = -sign * amax / 7.0f;
   float best = candidates[0];
   float best_err = -1.0f;
+  static const bool avx2 = IsaSupported(Isa::kAvx2);
   for (float scale : candidates) {
     const float inv = 1.0f / scale;
-    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 partial sums: vectorizable
-    for (int64_t k = 0; k < n; ++k) {
-      const float q = std::min(7.0f, std::max(-8.0f, RoundNearest(w[k] * inv)));
-      const float d = w[k] - q * scale;
-      lane[k % 8] += d * d;
-    }
     float err = 0.0f;
-    for (float e : lane) err += e;
+    if (avx2 && n % 8 == 0) {
+      err = Int4ErrorAvx2(w, n, scale, inv);
+    } else {
+      for (int64_t k = 0; k < n; ++k) {
+        const float q = std::min(7.0f, std::max(-8.0f, RoundNearest(w[k] * inv)));
+        const float d = w[k] - q * scale;
+        err += d * d;
+      }
+    }
     if (best_err < 0.0f || err < best_err) {
       best_err = err;
       best = scale;
