@@ -465,7 +465,7 @@ TEST(QuantizedClusterTest, GreedyEqualsKrasisCliWithInt8Experts) {
   std::vector<int32_t> prompt = {1, 872, 198, 54, 1024, 77, 301, 12, 900, 33};
   const int n = 24;
   json cli = json::parse(Capture(std::string(KRASIS_BINARY_DIR) + "/bin/krasis-cli logits --model " + kDemo +
-                                 " --experts int8 --tokens " + Join(prompt) + " --greedy " + std::to_string(n) +
+                                 " --experts int8 --cache-dir none --tokens " + Join(prompt) + " --greedy " + std::to_string(n) +
                                  " --json"));
   std::vector<int32_t> greedy = cli["greedy"].get<std::vector<int32_t>>();
   auto eos = std::find(greedy.begin(), greedy.end(), kEos);

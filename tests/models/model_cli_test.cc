@@ -155,9 +155,10 @@ TEST(ModelCliExpertsTest, ExpertFormats) {
   auto ref = nlohmann::json::parse(in);
   std::string tokens;
   for (int t : ref["prompt_ids"]) tokens += (tokens.empty() ? "" : ",") + std::to_string(t);
-  auto run = [&](const std::string& experts) {
+  const std::string cache = ::testing::TempDir() + "krasis-cli-cache-" + std::to_string(getpid());
+  auto run = [&](const std::string& experts, const std::string& cache_dir = "none") {
     auto [code, out] = RunCommand(Cli() + " logits --model " + Fixture("deepseek_v2") + " --tokens " + tokens +
-                                  " --greedy 4 --json --experts " + experts);
+                                  " --greedy 4 --json --experts " + experts + " --cache-dir " + cache_dir);
     EXPECT_EQ(code, 0) << out;
     return nlohmann::json::parse(out, nullptr, false);
   };
@@ -179,7 +180,12 @@ TEST(ModelCliExpertsTest, ExpertFormats) {
     // (Random fixture weights are sensitive: INT4's ~10% weight error moves
     // these logits by ~20%.)
     EXPECT_LT(rel, std::string(f) == "int8" ? 0.02 : 0.4) << f;
+    // Built into the cache, then read back from it: the same logits.
+    EXPECT_EQ(run(f, cache)["last_logits"].get<std::vector<float>>(), q) << f;
+    EXPECT_EQ(run(f, cache)["last_logits"].get<std::vector<float>>(), q) << f;
   }
+  EXPECT_TRUE(std::filesystem::exists(cache + "/deepseek_v2/experts-int4g128"));
+  std::filesystem::remove_all(cache);
 }
 
 }  // namespace

@@ -34,6 +34,9 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   if (request.experts != ExpertFormat::kBf16) {
     ExpertOptions options;
     options.format = request.experts;
+    if (!request.cache_dir.empty()) {
+      ASSIGN_OR_RETURN(options, CachedExpertOptions(request.model_dir, request.cache_dir, request.experts, 128));
+    }
     RETURN_IF_ERROR(SetExpertFormat(*model, options));
   }
   const int64_t vocab = model->config().vocab_size;

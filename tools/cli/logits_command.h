@@ -18,6 +18,9 @@ struct LogitsRequest {
   std::vector<int32_t> tokens;
   int greedy = 0;  // tokens to generate greedily after the prompt
   ExpertFormat experts = ExpertFormat::kBf16;  // routed experts as stored (bf16) or quantized
+  // Conversion cache root for quantized experts (built there when missing,
+  // mapped when present); empty: quantize in memory.
+  std::string cache_dir;
 };
 
 struct LogitsResult {

@@ -4,6 +4,7 @@
 //   tokenize --model DIR --text-file FILE
 //   detokenize --model DIR --ids 1,2,3
 //   render --model DIR --request REQUEST.json
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -19,6 +20,8 @@ namespace {
 
 int Logits(int argc, char** argv) {
   std::string model, tokens, experts = "bf16";
+  const char* home = std::getenv("HOME");
+  std::string cache_dir = home != nullptr && *home != '\0' ? std::string(home) + "/.krasis/cache" : "";
   int greedy = 0;
   po::options_description desc("krasis-cli logits options");
   desc.add_options()
@@ -28,6 +31,8 @@ int Logits(int argc, char** argv) {
       ("greedy", po::value(&greedy)->default_value(0), "generate N tokens greedily")
       ("experts", po::value(&experts)->default_value(experts),
        "routed experts: bf16 (as stored), int8 or int4 (group-quantized, CPU kernels)")
+      ("cache-dir", po::value(&cache_dir)->default_value(cache_dir),
+       "conversion cache root for int8/int4 experts (built when missing, then mapped); 'none': quantize in memory")
       ("json", "print one JSON object {last_logits, argmax, greedy}");
   po::variables_map vm;
   try {
@@ -52,7 +57,7 @@ int Logits(int argc, char** argv) {
     std::cerr << "krasis-cli logits: --experts must be bf16, int8 or int4, not '" << experts << "'\n";
     return 2;
   }
-  auto result = krasis::RunLogits({model, *ids, greedy, *format});
+  auto result = krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir});
   if (!result.ok()) {
     std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
     return 1;
