@@ -41,6 +41,7 @@ int Serve(int argc, char** argv) {
   opts.home = DefaultHome();
   opts.model_dir = KRASIS_DEMO_MODEL_DIR;
   std::string log_level;
+  int64_t ready_timeout_s = 1800;
   po::options_description desc("krasis serve options");
   desc.add_options()
       ("help,h", "print this help and exit")
@@ -62,6 +63,8 @@ int Serve(int argc, char** argv) {
        "API key clients must send (repeatable; default: $KRASIS_API_KEY if set, else no auth)")
       ("home", po::value(&opts.home)->default_value(opts.home),
        "Krasis state folder (servers/, run/, models/, cache/)")
+      ("ready-timeout-s", po::value(&ready_timeout_s)->default_value(ready_timeout_s),
+       "how long a service may take to start (loading and quantizing a large model takes minutes)")
       ("log-level", po::value(&log_level), "trace, debug, info, warn, error");
   po::variables_map vm;
   try {
@@ -95,7 +98,9 @@ int Serve(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  krasis::Supervisor supervisor;
+  krasis::SupervisorOptions supervisor_options;
+  supervisor_options.ready_timeout = std::chrono::seconds(ready_timeout_s);
+  krasis::Supervisor supervisor(supervisor_options);
   if (auto s = supervisor.StartAll(plan->children); !s.ok()) {
     KLOG_ERROR("the cluster did not start: {}", s.ToString());
     return 1;
