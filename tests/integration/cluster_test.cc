@@ -52,6 +52,20 @@ std::string Join(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// The demo model's text for `ids` (special tokens skipped), from the gateway's
+// Inference.Detokenize; "<failed>" if the call fails.
+std::string Detokenize(v1::Inference::Stub& stub, const std::vector<int32_t>& ids) {
+  grpc::ClientContext ctx;
+  v1::DetokenizeRequest req;
+  req.set_model("demo");
+  req.mutable_tokens()->Assign(ids.begin(), ids.end());
+  req.set_skip_special_tokens(true);
+  v1::DetokenizeResponse resp;
+  grpc::Status s = stub.Detokenize(&ctx, req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return s.ok() ? resp.text() : "<failed>";
+}
+
 class DemoClusterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -117,19 +131,13 @@ TEST_F(DemoClusterTest, GreedyOutputEqualsKrasisCliOnBothPrefillPaths) {
     // The cluster stops at EOS; compare up to it.
     auto eos = std::find(greedy.begin(), greedy.end(), kEos);
     std::vector<int32_t> expected_ids(greedy.begin(), eos);
-    grpc::ClientContext ctx;
-    v1::DetokenizeRequest dreq;
-    dreq.set_model("demo");
-    dreq.mutable_tokens()->Assign(expected_ids.begin(), expected_ids.end());
-    dreq.set_skip_special_tokens(true);
-    v1::DetokenizeResponse dresp;
-    ASSERT_TRUE(stub->Detokenize(&ctx, dreq, &dresp).ok());
+    const std::string expected_text = Detokenize(*stub, expected_ids);
 
     json body = {{"model", "demo"}, {"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}};
     auto r = HttpPost(cluster_->http(), "/v1/completions", body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     json j = json::parse(r.body);
-    EXPECT_EQ(j["choices"][0]["text"], dresp.text()) << "prompt of " << prompt.size() << " tokens";
+    EXPECT_EQ(j["choices"][0]["text"], expected_text) << "prompt of " << prompt.size() << " tokens";
     EXPECT_EQ(j["choices"][0]["finish_reason"], eos == greedy.end() ? "length" : "stop");
     EXPECT_EQ(j["usage"]["completion_tokens"].get<size_t>(),
               eos == greedy.end() ? static_cast<size_t>(n) : expected_ids.size() + 1);
@@ -471,17 +479,11 @@ TEST(QuantizedClusterTest, GreedyEqualsKrasisCliWithInt8Experts) {
   auto eos = std::find(greedy.begin(), greedy.end(), kEos);
   std::vector<int32_t> expected_ids(greedy.begin(), eos);
   auto stub = v1::Inference::NewStub(grpc::CreateChannel(cluster.grpc(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  v1::DetokenizeRequest dreq;
-  dreq.set_model("demo");
-  dreq.mutable_tokens()->Assign(expected_ids.begin(), expected_ids.end());
-  dreq.set_skip_special_tokens(true);
-  v1::DetokenizeResponse dresp;
-  ASSERT_TRUE(stub->Detokenize(&ctx, dreq, &dresp).ok());
+  const std::string expected_text = Detokenize(*stub, expected_ids);
   json body = {{"model", "demo"}, {"prompt", prompt}, {"max_tokens", n}, {"temperature", 0}};
   auto r = HttpPost(cluster.http(), "/v1/completions", body.dump());
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(json::parse(r.body)["choices"][0]["text"], dresp.text());
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["text"], expected_text);
 }
 
 // Deployment across machines: a decode worker started with --loader instead of
