@@ -6,6 +6,8 @@
 
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
+#include "common/quant/expert_set.h"
+#include "common/quant/quantize.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -80,7 +82,11 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
     ops_->RmsNorm(&x[(rows[i].first_row + first) * hidden], n, hidden, final_norm, eps,
                   zero_centred_norms, normed.data());
     (*logits)[i].resize(static_cast<size_t>(n * vocab));
-    ops_->MatMul(normed.data(), n, lm_head, (*logits)[i].data());
+    if (lm_head_quantized != nullptr) {
+      quant::PoolMatMul(*lm_head_quantized, normed.data(), n, (*logits)[i].data(), *pool);
+    } else {
+      ops_->MatMul(normed.data(), n, lm_head, (*logits)[i].data());
+    }
     rows[i].seq->num_tokens += rows[i].count;
   }
   return absl::OkStatus();
@@ -152,6 +158,10 @@ std::string_view ExpertFormatName(ExpertFormat format) {
   }
 }
 
+quant::QuantFormat ToQuantFormat(ExpertFormat format) {
+  return format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4;
+}
+
 std::optional<ExpertFormat> ParseExpertFormat(std::string_view name) {
   for (ExpertFormat f : {ExpertFormat::kBf16, ExpertFormat::kInt8, ExpertFormat::kInt4}) {
     if (name == ExpertFormatName(f)) return f;
@@ -173,6 +183,23 @@ absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options) 
     if (model.config().IsMoeLayer(static_cast<int>(l)) && options.progress) {
       options.progress(++done, total, model.layers[l].ffn->ExpertBytes());
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats) {
+  WeightFormats f = formats;
+  if (f.pool == nullptr) f.pool = &NumaThreadPool::Default();
+  model.pool = f.pool;
+  model.lm_head_quantized.reset();
+  if (f.lm_head != ExpertFormat::kBf16) {
+    ASSIGN_OR_RETURN(quant::QuantizedMatrix q,
+                     quant::QuantizeMatrix(model.lm_head, ToQuantFormat(f.lm_head), f.group_size, "lm_head"));
+    model.lm_head_quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(q));
+  }
+  for (size_t l = 0; l < model.layers.size(); ++l) {
+    absl::Status s = model.layers[l].ffn->SetWeightFormats(f);
+    if (!s.ok()) return absl::Status(s.code(), StrCat("layer ", l, ": ", s.message()));
   }
   return absl::OkStatus();
 }

@@ -22,6 +22,7 @@
 #include "common/model_config.h"
 #include "common/models/kv_cache.h"
 #include "common/gguf.h"
+#include "common/quant/quant_format.h"
 #include "common/models/weights.h"
 #include "common/threading/numa_pool.h"
 
@@ -57,6 +58,8 @@ class Mixer {
 enum class ExpertFormat { kBf16, kInt8, kInt4 };
 std::string_view ExpertFormatName(ExpertFormat format);
 std::optional<ExpertFormat> ParseExpertFormat(std::string_view name);
+// INT8 or INT4 (for a quantized format).
+quant::QuantFormat ToQuantFormat(ExpertFormat format);
 
 struct ExpertOptions {
   ExpertFormat format = ExpertFormat::kBf16;
@@ -76,6 +79,17 @@ struct ExpertOptions {
   int* layers_built = nullptr;
 };
 
+// Formats of the non-expert weights for decode, per component. Quantized ones
+// run on the CPU kernels with their rows split over the whole pool. (Attention
+// weights are not selectable yet: they stay as stored.)
+struct WeightFormats {
+  ExpertFormat lm_head = ExpertFormat::kBf16;
+  ExpertFormat dense_mlp = ExpertFormat::kBf16;       // dense (non-MoE) layers' MLP
+  ExpertFormat shared_experts = ExpertFormat::kBf16;  // MoE layers' shared expert(s)
+  int64_t group_size = 128;
+  NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
+};
+
 class FeedForward {
  public:
   virtual ~FeedForward() = default;
@@ -84,6 +98,11 @@ class FeedForward {
   // Switches the routed experts to `options.format` (MoE blocks; others ignore it).
   virtual absl::Status SetExpertFormat(const ExpertOptions& options) {
     (void)options;
+    return absl::OkStatus();
+  }
+  // Switches the dense MLP or the shared expert to `formats` (bf16: as stored).
+  virtual absl::Status SetWeightFormats(const WeightFormats& formats) {
+    (void)formats;
     return absl::OkStatus();
   }
   // Bytes of the quantized routed experts (0 when none).
@@ -133,6 +152,9 @@ class DecoderModel {
   TensorView final_norm;  // [hidden]
   TensorView lm_head;   // [vocab, hidden]
   bool zero_centred_norms = false;  // Qwen3-Next: norm weight is used as 1 + w
+  // Set by SetWeightFormats: lm_head quantized, computed on `pool`.
+  std::shared_ptr<const quant::QuantizedMatrix> lm_head_quantized;
+  NumaThreadPool* pool = nullptr;
   std::vector<DecoderLayer> layers;
 
  private:
@@ -148,6 +170,9 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir,
 
 // Converts every MoE layer's routed experts to `options.format` (see ExpertOptions).
 absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options);
+
+// Converts lm_head, the dense MLPs and the shared experts to `formats`.
+absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats);
 
 // ExpertOptions for `format` with the conversion cache of `model_dir` under
 // `cache_root` (e.g. ~/.krasis/cache): cache_dir and fingerprint filled in.

@@ -86,4 +86,14 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
 }
 
+void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool) {
+  QuantizedActivations a;
+  QuantizeActivations(x, n, w.cols, w.group_size, &a);
+  const Isa isa = BestIsa();
+  pool.Run([&](const PoolWorker& worker) {
+    auto [t0, t1] = SplitRange(w.tiles(), worker.global_index, pool.num_threads());
+    if (t0 < t1) QMatMul(w, a, y, w.rows, t0, t1, isa);
+  });
+}
+
 }  // namespace krasis::quant

@@ -40,4 +40,8 @@ class QuantizedExperts {
   NumaThreadPool* pool_ = nullptr;
 };
 
+// y[n, rows] = x[n, cols] W^T with W's row tiles split over every worker of the
+// pool (for weights that are not placed per node: lm_head, dense layers).
+void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool);
+
 }  // namespace krasis::quant

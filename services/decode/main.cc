@@ -3,6 +3,7 @@
 // Without --model it serves health only and answers RPCs FAILED_PRECONDITION.
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
   std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir, gguf;
+  std::string lm_head = "bf16", dense = "bf16", shared = "bf16";
   int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
@@ -31,6 +33,9 @@ int main(int argc, char** argv) {
       ("cache-dir", po::value(&cache_dir),
        "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when "
        "missing or stale (krasis prepare builds them ahead); without it they are quantized in memory")
+      ("lm-head", po::value(&lm_head)->default_value(lm_head), "lm_head: bf16 (as stored), int8 or int4")
+      ("dense-mlp", po::value(&dense)->default_value(dense), "dense layers' MLP: bf16, int8 or int4")
+      ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")
       ("gguf-experts", po::value(&gguf), "take the routed experts from this GGUF file (with --experts int8|int4)")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
@@ -83,6 +88,22 @@ int main(int argc, char** argv) {
       }
       KLOG_INFO("experts quantized to {} (group size {}) on {} threads", experts, group_size,
                 krasis::NumaThreadPool::Default().num_threads());
+    }
+    krasis::WeightFormats weight_formats;
+    weight_formats.group_size = group_size;
+    for (auto [flag, value, out] : {std::tuple{"--lm-head", &lm_head, &weight_formats.lm_head},
+                                    std::tuple{"--dense-mlp", &dense, &weight_formats.dense_mlp},
+                                    std::tuple{"--shared-experts", &shared, &weight_formats.shared_experts}}) {
+      auto f = krasis::ParseExpertFormat(*value);
+      if (!f) {
+        KLOG_ERROR("{} must be bf16, int8 or int4, not '{}'", flag, *value);
+        return 2;
+      }
+      *out = *f;
+    }
+    if (auto s = krasis::SetWeightFormats(**model, weight_formats); !s.ok()) {
+      KLOG_ERROR("cannot quantize the weights: {}", s.ToString());
+      return 1;
     }
     std::vector<int32_t> eos = krasis::EosTokenIds(model_dir, (*model)->config());
     KLOG_INFO("model {} ({}) loaded from {}", model_id,

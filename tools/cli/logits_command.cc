@@ -39,6 +39,7 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
     }
     RETURN_IF_ERROR(SetExpertFormat(*model, options));
   }
+  RETURN_IF_ERROR(SetWeightFormats(*model, request.weights));
   const int64_t vocab = model->config().vocab_size;
   const int64_t total = static_cast<int64_t>(request.tokens.size()) + request.greedy;
   const int64_t block_size = 16;

@@ -21,6 +21,7 @@ struct LogitsRequest {
   // Conversion cache root for quantized experts (built there when missing,
   // mapped when present); empty: quantize in memory.
   std::string cache_dir;
+  WeightFormats weights;  // lm_head, dense MLP, shared experts
 };
 
 struct LogitsResult {

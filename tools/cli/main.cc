@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <tuple>
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
@@ -19,7 +20,7 @@ namespace po = boost::program_options;
 namespace {
 
 int Logits(int argc, char** argv) {
-  std::string model, tokens, experts = "bf16";
+  std::string model, tokens, experts = "bf16", lm_head = "bf16", dense = "bf16", shared = "bf16";
   const char* home = std::getenv("HOME");
   std::string cache_dir = home != nullptr && *home != '\0' ? std::string(home) + "/.krasis/cache" : "";
   int greedy = 0;
@@ -31,6 +32,9 @@ int Logits(int argc, char** argv) {
       ("greedy", po::value(&greedy)->default_value(0), "generate N tokens greedily")
       ("experts", po::value(&experts)->default_value(experts),
        "routed experts: bf16 (as stored), int8 or int4 (group-quantized, CPU kernels)")
+      ("lm-head", po::value(&lm_head)->default_value(lm_head), "lm_head: bf16 (as stored), int8 or int4")
+      ("dense-mlp", po::value(&dense)->default_value(dense), "dense layers' MLP: bf16, int8 or int4")
+      ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")
       ("cache-dir", po::value(&cache_dir)->default_value(cache_dir),
        "conversion cache root for int8/int4 experts (built when missing, then mapped); 'none': quantize in memory")
       ("json", "print one JSON object {last_logits, argmax, greedy}");
@@ -57,7 +61,18 @@ int Logits(int argc, char** argv) {
     std::cerr << "krasis-cli logits: --experts must be bf16, int8 or int4, not '" << experts << "'\n";
     return 2;
   }
-  auto result = krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir});
+  krasis::WeightFormats weights;
+  for (auto [flag, value, out] : {std::tuple{"--lm-head", &lm_head, &weights.lm_head},
+                                  std::tuple{"--dense-mlp", &dense, &weights.dense_mlp},
+                                  std::tuple{"--shared-experts", &shared, &weights.shared_experts}}) {
+    auto f = krasis::ParseExpertFormat(*value);
+    if (!f) {
+      std::cerr << "krasis-cli logits: " << flag << " must be bf16, int8 or int4, not '" << *value << "'\n";
+      return 2;
+    }
+    *out = *f;
+  }
+  auto result = krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir, weights});
   if (!result.ok()) {
     std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
     return 1;
