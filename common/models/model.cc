@@ -198,6 +198,7 @@ absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats)
     model.lm_head_quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(q));
   }
   for (size_t l = 0; l < model.layers.size(); ++l) {
+    RETURN_IF_ERROR(model.layers[l].mixer->SetWeightFormats(f));
     absl::Status s = model.layers[l].ffn->SetWeightFormats(f);
     if (!s.ok()) return absl::Status(s.code(), StrCat("layer ", l, ": ", s.message()));
   }

@@ -36,6 +36,29 @@ struct SequenceRows {
   SequenceState* seq = nullptr;
 };
 
+// How routed experts are stored and computed: kBf16 keeps the checkpoint's
+// weights (the exact reference path); kInt8 / kInt4 quantize them (group-wise,
+// common/quant) and run them with the quantized kernels on a NUMA thread pool,
+// each expert on one node.
+enum class ExpertFormat { kBf16, kInt8, kInt4 };
+std::string_view ExpertFormatName(ExpertFormat format);
+std::optional<ExpertFormat> ParseExpertFormat(std::string_view name);
+// INT8 or INT4 (for a quantized format).
+quant::QuantFormat ToQuantFormat(ExpertFormat format);
+
+// Formats of the non-expert weights for decode, per component. Quantized ones
+// run on the CPU kernels with their rows split over the whole pool. `attention`
+// covers the q/k/v/o projections of GQA layers (MLA and linear-attention
+// projections stay as stored for now).
+struct WeightFormats {
+  ExpertFormat attention = ExpertFormat::kBf16;
+  ExpertFormat lm_head = ExpertFormat::kBf16;
+  ExpertFormat dense_mlp = ExpertFormat::kBf16;       // dense (non-MoE) layers' MLP
+  ExpertFormat shared_experts = ExpertFormat::kBf16;  // MoE layers' shared expert(s)
+  int64_t group_size = 128;
+  NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
+};
+
 // Attention-like block of one layer: mixes information across positions.
 class Mixer {
  public:
@@ -48,18 +71,14 @@ class Mixer {
   // the cache for `layer` and attends causally over everything cached.
   virtual absl::Status Forward(const float* x, float* out, std::span<const SequenceRows> rows,
                                PagedKvCache& cache, int layer) const = 0;
+  // Switches the projections to formats.attention (layers that support it).
+  virtual absl::Status SetWeightFormats(const WeightFormats& formats) {
+    (void)formats;
+    return absl::OkStatus();
+  }
 };
 
 // Position-wise block of one layer: dense MLP or mixture of experts.
-// How routed experts are stored and computed: kBf16 keeps the checkpoint's
-// weights (the exact reference path); kInt8 / kInt4 quantize them (group-wise,
-// common/quant) and run them with the quantized kernels on a NUMA thread pool,
-// each expert on one node.
-enum class ExpertFormat { kBf16, kInt8, kInt4 };
-std::string_view ExpertFormatName(ExpertFormat format);
-std::optional<ExpertFormat> ParseExpertFormat(std::string_view name);
-// INT8 or INT4 (for a quantized format).
-quant::QuantFormat ToQuantFormat(ExpertFormat format);
 
 struct ExpertOptions {
   ExpertFormat format = ExpertFormat::kBf16;
@@ -79,16 +98,6 @@ struct ExpertOptions {
   int* layers_built = nullptr;
 };
 
-// Formats of the non-expert weights for decode, per component. Quantized ones
-// run on the CPU kernels with their rows split over the whole pool. (Attention
-// weights are not selectable yet: they stay as stored.)
-struct WeightFormats {
-  ExpertFormat lm_head = ExpertFormat::kBf16;
-  ExpertFormat dense_mlp = ExpertFormat::kBf16;       // dense (non-MoE) layers' MLP
-  ExpertFormat shared_experts = ExpertFormat::kBf16;  // MoE layers' shared expert(s)
-  int64_t group_size = 128;
-  NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
-};
 
 class FeedForward {
  public:

@@ -18,7 +18,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
   std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir, gguf;
-  std::string lm_head = "bf16", dense = "bf16", shared = "bf16";
+  std::string lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16";
   int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
       ("cache-dir", po::value(&cache_dir),
        "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when "
        "missing or stale (krasis prepare builds them ahead); without it they are quantized in memory")
+      ("attention", po::value(&attention)->default_value(attention),
+       "GQA attention projections: bf16 (as stored), int8 or int4")
       ("lm-head", po::value(&lm_head)->default_value(lm_head), "lm_head: bf16 (as stored), int8 or int4")
       ("dense-mlp", po::value(&dense)->default_value(dense), "dense layers' MLP: bf16, int8 or int4")
       ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")
@@ -91,7 +93,8 @@ int main(int argc, char** argv) {
     }
     krasis::WeightFormats weight_formats;
     weight_formats.group_size = group_size;
-    for (auto [flag, value, out] : {std::tuple{"--lm-head", &lm_head, &weight_formats.lm_head},
+    for (auto [flag, value, out] : {std::tuple{"--attention", &attention, &weight_formats.attention},
+                                    std::tuple{"--lm-head", &lm_head, &weight_formats.lm_head},
                                     std::tuple{"--dense-mlp", &dense, &weight_formats.dense_mlp},
                                     std::tuple{"--shared-experts", &shared, &weight_formats.shared_experts}}) {
       auto f = krasis::ParseExpertFormat(*value);

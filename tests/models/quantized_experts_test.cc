@@ -98,9 +98,10 @@ TEST_P(QuantizedExpertsTest, AgreesWithBf16) {
   EXPECT_EQ(Argmaxes(**model, sequence), bf16);
 }
 
-// lm_head, dense MLPs and shared experts in INT8 (per component), on top of INT8
-// experts: still close to BF16 (teacher-forced agreement >= 90%, >= 95% on the
-// trained demo model); back to bf16 restores the exact reference.
+// GQA projections, lm_head, dense MLPs and shared experts in INT8 (per component), on top of INT8
+// experts: still close to BF16 (teacher-forced agreement >= 95% on the trained
+// demo model, >= 80% on the random fixtures); back to bf16 restores the exact
+// reference.
 TEST_P(QuantizedExpertsTest, NonExpertWeightsInInt8) {
   auto model = LoadModel(ModelDir(GetParam()));
   ASSERT_TRUE(model.ok()) << model.status();
@@ -114,15 +115,16 @@ TEST_P(QuantizedExpertsTest, NonExpertWeightsInInt8) {
   experts.format = ExpertFormat::kInt8;
   ASSERT_TRUE(SetExpertFormat(**model, experts).ok());
   WeightFormats weights;
-  weights.lm_head = weights.dense_mlp = weights.shared_experts = ExpertFormat::kInt8;
+  weights.attention = weights.lm_head = weights.dense_mlp = weights.shared_experts = ExpertFormat::kInt8;
   ASSERT_TRUE(SetWeightFormats(**model, weights).ok());
   ASSERT_NE((*model)->lm_head_quantized, nullptr);
   const std::vector<int32_t> q = Argmaxes(**model, sequence);
   int agree = 0;
   for (int i = 0; i < kTokens; ++i) agree += q[prompt.size() - 1 + static_cast<size_t>(i)] == reference[static_cast<size_t>(i)];
-  std::printf("%-12s int8 experts + int8 lm_head/dense/shared: %d/%d next tokens agree with bf16\n",
+  std::printf("%-12s int8 experts + int8 attention/lm_head/dense/shared: %d/%d next tokens agree with bf16\n",
               GetParam().c_str(), agree, kTokens);
-  EXPECT_GE(agree, GetParam() == "demo" ? 61 : 58);
+  // The random fixtures' near-ties flip more tokens (see above): >= 80% there.
+  EXPECT_GE(agree, GetParam() == "demo" ? 61 : 52);
   ASSERT_TRUE(SetExpertFormat(**model, ExpertOptions{}).ok());
   ASSERT_TRUE(SetWeightFormats(**model, WeightFormats{}).ok());
   EXPECT_EQ(Argmaxes(**model, sequence), bf16);

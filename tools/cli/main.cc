@@ -20,7 +20,7 @@ namespace po = boost::program_options;
 namespace {
 
 int Logits(int argc, char** argv) {
-  std::string model, tokens, experts = "bf16", lm_head = "bf16", dense = "bf16", shared = "bf16";
+  std::string model, tokens, experts = "bf16", lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16";
   const char* home = std::getenv("HOME");
   std::string cache_dir = home != nullptr && *home != '\0' ? std::string(home) + "/.krasis/cache" : "";
   int greedy = 0;
@@ -32,6 +32,8 @@ int Logits(int argc, char** argv) {
       ("greedy", po::value(&greedy)->default_value(0), "generate N tokens greedily")
       ("experts", po::value(&experts)->default_value(experts),
        "routed experts: bf16 (as stored), int8 or int4 (group-quantized, CPU kernels)")
+      ("attention", po::value(&attention)->default_value(attention),
+       "GQA attention projections: bf16 (as stored), int8 or int4")
       ("lm-head", po::value(&lm_head)->default_value(lm_head), "lm_head: bf16 (as stored), int8 or int4")
       ("dense-mlp", po::value(&dense)->default_value(dense), "dense layers' MLP: bf16, int8 or int4")
       ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")
@@ -62,7 +64,8 @@ int Logits(int argc, char** argv) {
     return 2;
   }
   krasis::WeightFormats weights;
-  for (auto [flag, value, out] : {std::tuple{"--lm-head", &lm_head, &weights.lm_head},
+  for (auto [flag, value, out] : {std::tuple{"--attention", &attention, &weights.attention},
+                                  std::tuple{"--lm-head", &lm_head, &weights.lm_head},
                                   std::tuple{"--dense-mlp", &dense, &weights.dense_mlp},
                                   std::tuple{"--shared-experts", &shared, &weights.shared_experts}}) {
     auto f = krasis::ParseExpertFormat(*value);

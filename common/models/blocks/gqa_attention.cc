@@ -6,7 +6,11 @@
 #include <cmath>
 #include <vector>
 
+#include <tuple>
+
 #include "common/kernels/reference.h"
+#include "common/quant/expert_set.h"
+#include "common/quant/quantize.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -26,6 +30,37 @@ class GqaAttention final : public Mixer {
   TensorView q_proj, k_proj, v_proj, o_proj;  // [heads*hd(*2 with gate), hidden], [kvh*hd, hidden] x2, [hidden, heads*hd]
   TensorView q_bias, k_bias, v_bias;          // [heads*hd], [kvh*hd], [kvh*hd] (optional)
   TensorView q_norm, k_norm;                  // [hd] (optional)
+  // Set by SetWeightFormats(attention = int8|int4): q, k, v, o quantized.
+  std::shared_ptr<const quant::QuantizedMatrix> q_quant, k_quant, v_quant, o_quant;
+  NumaThreadPool* pool = nullptr;
+
+  absl::Status SetWeightFormats(const WeightFormats& formats) override {
+    q_quant = k_quant = v_quant = o_quant = nullptr;
+    if (formats.attention == ExpertFormat::kBf16) return absl::OkStatus();
+    pool = formats.pool != nullptr ? formats.pool : &NumaThreadPool::Default();
+    const quant::QuantFormat f = ToQuantFormat(formats.attention);
+    for (auto [view, out, name] : {std::tuple{&q_proj, &q_quant, "q_proj"}, std::tuple{&k_proj, &k_quant, "k_proj"},
+                                   std::tuple{&v_proj, &v_quant, "v_proj"}, std::tuple{&o_proj, &o_quant, "o_proj"}}) {
+      ASSIGN_OR_RETURN(quant::QuantizedMatrix m, quant::QuantizeMatrix(*view, f, formats.group_size, name));
+      *out = std::make_shared<const quant::QuantizedMatrix>(std::move(m));
+    }
+    return absl::OkStatus();
+  }
+  // y[n, out] = x W^T (+ bias), quantized when set.
+  void Project(const float* x, int64_t n, const TensorView& w, const quant::QuantizedMatrix* wq,
+               const TensorView& bias, float* y) const {
+    if (wq == nullptr) {
+      ops->MatMul(x, n, w, y, bias.data ? &bias : nullptr);
+      return;
+    }
+    quant::PoolMatMul(*wq, x, n, y, *pool);
+    if (bias.data != nullptr) {
+      std::vector<float> b = ToFloatVector(bias);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < wq->rows; ++i) y[t * wq->rows + i] += b[static_cast<size_t>(i)];
+      }
+    }
+  }
 
   friend absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig&, const Weights&,
                                                                  const std::string&,
@@ -43,9 +78,9 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     std::vector<float> q(static_cast<size_t>(r.count * q_width));
     std::vector<float> k(static_cast<size_t>(r.count * kv_width));
     std::vector<float> v(static_cast<size_t>(r.count * kv_width));
-    ops->MatMul(xs, r.count, q_proj, q.data(), q_bias.data ? &q_bias : nullptr);
-    ops->MatMul(xs, r.count, k_proj, k.data(), k_bias.data ? &k_bias : nullptr);
-    ops->MatMul(xs, r.count, v_proj, v.data(), v_bias.data ? &v_bias : nullptr);
+    Project(xs, r.count, q_proj, q_quant.get(), q_bias, q.data());
+    Project(xs, r.count, k_proj, k_quant.get(), k_bias, k.data());
+    Project(xs, r.count, v_proj, v_quant.get(), v_bias, v.data());
     // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
     std::vector<float> query(static_cast<size_t>(r.count * heads_ * head_dim_));
     std::vector<float> gate;
@@ -99,7 +134,7 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
           if (options.output_gate) o[d] *= ref::Sigmoid(gate[(t * heads_ + hh) * head_dim_ + d]);
         }
       }
-      ops->MatMul(attn.data(), 1, o_proj, out + (r.first_row + t) * hidden_);
+      Project(attn.data(), 1, o_proj, o_quant.get(), TensorView{}, out + (r.first_row + t) * hidden_);
     }
   }
   return absl::OkStatus();
