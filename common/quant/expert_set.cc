@@ -2,8 +2,15 @@
 #include "common/quant/expert_set.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace krasis::quant {
+
+namespace {
+std::atomic<uint64_t> g_bytes_read{0};
+}  // namespace
+
+uint64_t QuantizedBytesRead() { return g_bytes_read.load(std::memory_order_relaxed); }
 
 void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
                           const std::vector<std::vector<float>>& weights, float* out) const {
@@ -60,6 +67,9 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
     a.h.resize(a.tokens.size() * static_cast<size_t>(q.gate.rows));
     a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
   }
+  uint64_t bytes = 0;
+  for (const Active& a : active) bytes += experts_[static_cast<size_t>(a.expert)].bytes();
+  g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
   pool_->Run([&](const PoolWorker& w) {
     ForMySlice(active, w, [](const QuantExpert& q) { return q.gate.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
@@ -87,6 +97,7 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
 }
 
 void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool) {
+  g_bytes_read.fetch_add(w.bytes(), std::memory_order_relaxed);
   QuantizedActivations a;
   QuantizeActivations(x, n, w.cols, w.group_size, &a);
   const Isa isa = BestIsa();

@@ -40,6 +40,10 @@ class QuantizedExperts {
   NumaThreadPool* pool_ = nullptr;
 };
 
+// Bytes of quantized weights read by Run and PoolMatMul since the process
+// started (each matrix counted once per call): for benchmarks.
+uint64_t QuantizedBytesRead();
+
 // y[n, rows] = x[n, cols] W^T with W's row tiles split over every worker of the
 // pool (for weights that are not placed per node: lm_head, dense layers).
 void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool);

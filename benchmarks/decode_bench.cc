@@ -1,0 +1,143 @@
+// decode_bench: end-to-end decode speed of a model directory on the CPU with
+// quantized weights, as the decode worker runs it (DecoderModel::Forward over a
+// batch of sequences, one new token each per step). Prints per batch size:
+// tokens/s, quantized bytes read per token (routed experts actually chosen,
+// attention, lm_head, shared and dense weights), the bandwidth that is, and the
+// ratio to the ceiling (measured DRAM read bandwidth / bytes per token). Weights
+// still on the fp32 reference path (routers, norms, MLA and linear-attention
+// projections) are not counted as bytes, only as time.
+//
+//   decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16]
+//                [--cache-dir DIR]
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include <immintrin.h>
+
+#include "common/models/model.h"
+#include "common/quant/expert_set.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+__attribute__((target("avx2"))) uint64_t ReadAvx2(const uint8_t* p, size_t n) {
+  __m256i acc = _mm256_setzero_si256();
+  for (size_t i = 0; i + 32 <= n; i += 32) {
+    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+  }
+  return static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
+}
+
+double ReadBandwidth(krasis::NumaThreadPool& pool) {
+  const size_t bytes = size_t{256} << 20;
+  std::vector<std::vector<uint8_t>> buf(static_cast<size_t>(pool.num_threads()));
+  pool.Run([&](const krasis::PoolWorker& w) { buf[static_cast<size_t>(w.global_index)].assign(bytes, 1); });
+  std::atomic<uint64_t> sink{0};
+  double best = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto t0 = Clock::now();
+    pool.Run([&](const krasis::PoolWorker& w) {
+      sink ^= ReadAvx2(buf[static_cast<size_t>(w.global_index)].data(), bytes);
+    });
+    best = std::max(best, double(bytes) * pool.num_threads() / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir, format_name = "int4", batches = "1,4,16", cache_dir;
+  int steps = 16;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i], v = argv[i + 1];
+    if (f == "--model") model_dir = v;
+    else if (f == "--format") format_name = v;
+    else if (f == "--batches") batches = v;
+    else if (f == "--steps") steps = std::stoi(v);
+    else if (f == "--cache-dir") cache_dir = v;
+    else {
+      std::cerr << "usage: decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16] [--cache-dir DIR]\n";
+      return 2;
+    }
+  }
+  auto format = krasis::ParseExpertFormat(format_name);
+  if (model_dir.empty() || !format || *format == krasis::ExpertFormat::kBf16) {
+    std::cerr << "decode_bench: --model DIR and --format int4|int8 are needed\n";
+    return 2;
+  }
+  auto model = krasis::LoadModel(model_dir);
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  krasis::ExpertOptions experts;
+  experts.format = *format;
+  if (!cache_dir.empty()) {
+    auto o = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
+    if (!o.ok()) {
+      std::cerr << o.status() << "\n";
+      return 1;
+    }
+    experts = *o;
+  }
+  auto t0 = Clock::now();
+  if (auto s = krasis::SetExpertFormat(**model, experts); !s.ok()) {
+    std::cerr << s << "\n";
+    return 1;
+  }
+  krasis::WeightFormats weights;
+  weights.attention = weights.lm_head = weights.dense_mlp = weights.shared_experts = *format;
+  if (auto s = krasis::SetWeightFormats(**model, weights); !s.ok()) {
+    std::cerr << s << "\n";
+    return 1;
+  }
+  krasis::NumaThreadPool& pool = krasis::NumaThreadPool::Default();
+  std::printf("model %s, everything quantizable in %s (ready in %.1f s), %d threads\n", model_dir.c_str(),
+              format_name.c_str(), std::chrono::duration<double>(Clock::now() - t0).count(), pool.num_threads());
+  const double bandwidth = ReadBandwidth(pool);
+  std::printf("measured DRAM read bandwidth: %.1f GB/s\n\n", bandwidth);
+  std::printf("%6s %12s %16s %10s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "ceiling tok/s", "ratio");
+  const int64_t vocab = (*model)->config().vocab_size;
+  std::stringstream list(batches);
+  std::string item;
+  while (std::getline(list, item, ',')) {
+    const int batch = std::stoi(item);
+    auto cache = (*model)->MakeCache(batch * 64, 16);
+    std::vector<krasis::SequenceState> seqs(static_cast<size_t>(batch));
+    std::vector<krasis::BatchItem> items(static_cast<size_t>(batch));
+    for (int b = 0; b < batch; ++b) {
+      (*model)->InitSequence(seqs[static_cast<size_t>(b)]);
+      items[static_cast<size_t>(b)] = {&seqs[static_cast<size_t>(b)], {1 + b % 7, 17 + b, 33, 5 + b}, false};
+    }
+    std::vector<std::vector<float>> logits;
+    if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {  // the prompts
+      std::cerr << s << "\n";
+      return 1;
+    }
+    const uint64_t bytes0 = krasis::quant::QuantizedBytesRead();
+    auto start = Clock::now();
+    for (int step = 0; step < steps; ++step) {
+      for (int b = 0; b < batch; ++b) {
+        const auto& l = logits[static_cast<size_t>(b)];
+        items[static_cast<size_t>(b)].tokens = {
+            static_cast<int32_t>(std::max_element(l.begin(), l.begin() + vocab) - l.begin())};
+      }
+      if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {
+        std::cerr << s << "\n";
+        return 1;
+      }
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const double tokens = double(steps) * batch;
+    const double per_token = double(krasis::quant::QuantizedBytesRead() - bytes0) / tokens;
+    const double ceiling = bandwidth * 1e9 / per_token;
+    std::printf("%6d %12.1f %16.1f %10.1f %14.1f %7.0f%%\n", batch, tokens / seconds, per_token / 1e6,
+                per_token * tokens / seconds / 1e9, ceiling, 100.0 * (tokens / seconds) / ceiling);
+  }
+  return 0;
+}
