@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <tuple>
 
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
@@ -185,6 +186,20 @@ absl::Status SetExpertFormat(DecoderModel& model, const ExpertOptions& options) 
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<WeightFormats> ParseWeightFormats(const std::string& attention, const std::string& lm_head,
+                                                 const std::string& dense_mlp, const std::string& shared_experts) {
+  WeightFormats f;
+  for (auto [flag, value, out] : {std::tuple{"--attention", &attention, &f.attention},
+                                  std::tuple{"--lm-head", &lm_head, &f.lm_head},
+                                  std::tuple{"--dense-mlp", &dense_mlp, &f.dense_mlp},
+                                  std::tuple{"--shared-experts", &shared_experts, &f.shared_experts}}) {
+    auto parsed = ParseExpertFormat(*value);
+    if (!parsed) return InvalidArgumentError(flag, " must be bf16, int8 or int4, not '", *value, "'");
+    *out = *parsed;
+  }
+  return f;
 }
 
 absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats) {

@@ -59,6 +59,11 @@ struct WeightFormats {
   NumaThreadPool* pool = nullptr;  // null: NumaThreadPool::Default()
 };
 
+// The --attention, --lm-head, --dense-mlp and --shared-experts flag values
+// (bf16|int8|int4) as WeightFormats; kInvalidArgument naming the flag otherwise.
+absl::StatusOr<WeightFormats> ParseWeightFormats(const std::string& attention, const std::string& lm_head,
+                                                 const std::string& dense_mlp, const std::string& shared_experts);
+
 // Attention-like block of one layer: mixes information across positions.
 class Mixer {
  public:

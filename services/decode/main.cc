@@ -91,19 +91,13 @@ int main(int argc, char** argv) {
       KLOG_INFO("experts quantized to {} (group size {}) on {} threads", experts, group_size,
                 krasis::NumaThreadPool::Default().num_threads());
     }
-    krasis::WeightFormats weight_formats;
-    weight_formats.group_size = group_size;
-    for (auto [flag, value, out] : {std::tuple{"--attention", &attention, &weight_formats.attention},
-                                    std::tuple{"--lm-head", &lm_head, &weight_formats.lm_head},
-                                    std::tuple{"--dense-mlp", &dense, &weight_formats.dense_mlp},
-                                    std::tuple{"--shared-experts", &shared, &weight_formats.shared_experts}}) {
-      auto f = krasis::ParseExpertFormat(*value);
-      if (!f) {
-        KLOG_ERROR("{} must be bf16, int8 or int4, not '{}'", flag, *value);
-        return 2;
-      }
-      *out = *f;
+    auto parsed_formats = krasis::ParseWeightFormats(attention, lm_head, dense, shared);
+    if (!parsed_formats.ok()) {
+      KLOG_ERROR("{}", std::string(parsed_formats.status().message()));
+      return 2;
     }
+    krasis::WeightFormats weight_formats = *parsed_formats;
+    weight_formats.group_size = group_size;
     if (auto s = krasis::SetWeightFormats(**model, weight_formats); !s.ok()) {
       KLOG_ERROR("cannot quantize the weights: {}", s.ToString());
       return 1;

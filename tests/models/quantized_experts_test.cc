@@ -63,30 +63,44 @@ std::vector<int32_t> Argmaxes(const DecoderModel& model, const std::vector<int32
   return out;
 }
 
-class QuantizedExpertsTest : public ::testing::TestWithParam<std::string> {};
+class QuantizedExpertsTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static constexpr int kTokens = 64;
+  // Loads the model and its BF16 reference: the greedy continuation, the
+  // sequence prompt + continuation, and the BF16 argmaxes over it.
+  void SetUp() override {
+    auto model = LoadModel(ModelDir(GetParam()));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    prompt_ = Prompt(GetParam());
+    reference_ = Greedy(*model_, prompt_, kTokens);
+    sequence_ = prompt_;
+    sequence_.insert(sequence_.end(), reference_.begin(), reference_.end() - 1);
+    bf16_ = Argmaxes(*model_, sequence_);
+  }
+  // Positions where the current model's argmax is the BF16 next token.
+  int Agreement() {
+    const std::vector<int32_t> q = Argmaxes(*model_, sequence_);
+    int agree = 0;
+    for (int i = 0; i < kTokens; ++i) {
+      agree += q[prompt_.size() - 1 + static_cast<size_t>(i)] == reference_[static_cast<size_t>(i)];
+    }
+    return agree;
+  }
+  std::unique_ptr<DecoderModel> model_;
+  std::vector<int32_t> prompt_, reference_, sequence_, bf16_;
+};
 
 TEST_P(QuantizedExpertsTest, AgreesWithBf16) {
-  auto model = LoadModel(ModelDir(GetParam()));
-  ASSERT_TRUE(model.ok()) << model.status();
-  const std::vector<int32_t> prompt = Prompt(GetParam());
-  constexpr int kTokens = 64;
-  const std::vector<int32_t> reference = Greedy(**model, prompt, kTokens);
-  std::vector<int32_t> sequence = prompt;
-  sequence.insert(sequence.end(), reference.begin(), reference.end() - 1);
-  const std::vector<int32_t> bf16 = Argmaxes(**model, sequence);
   const double int4_target = GetParam() == "demo" ? 0.85 : 0.50;
   for (auto [format, target] : {std::pair{ExpertFormat::kInt8, 0.95}, std::pair{ExpertFormat::kInt4, int4_target}}) {
     ExpertOptions options;
     options.format = format;
-    ASSERT_TRUE(SetExpertFormat(**model, options).ok());
-    const std::vector<int32_t> q = Argmaxes(**model, sequence);
-    int agree = 0;
-    for (int i = 0; i < kTokens; ++i) {
-      agree += q[prompt.size() - 1 + static_cast<size_t>(i)] == reference[static_cast<size_t>(i)];
-    }
-    const std::vector<int32_t> free_run = Greedy(**model, prompt, kTokens);
+    ASSERT_TRUE(SetExpertFormat(*model_, options).ok());
+    const int agree = Agreement();
+    const std::vector<int32_t> free_run = Greedy(*model_, prompt_, kTokens);
     int prefix = 0;
-    while (prefix < kTokens && free_run[static_cast<size_t>(prefix)] == reference[static_cast<size_t>(prefix)]) ++prefix;
+    while (prefix < kTokens && free_run[static_cast<size_t>(prefix)] == reference_[static_cast<size_t>(prefix)]) ++prefix;
     const double rate = static_cast<double>(agree) / kTokens;
     std::printf("%-12s %s: %d/%d next tokens agree with bf16 (%.1f%%); free-running greedy equal for %d tokens\n",
                 GetParam().c_str(), std::string(ExpertFormatName(format)).c_str(), agree, kTokens, 100 * rate,
@@ -94,40 +108,30 @@ TEST_P(QuantizedExpertsTest, AgreesWithBf16) {
     EXPECT_GE(rate, target) << ExpertFormatName(format);
   }
   // Back to the reference: exactly the BF16 argmaxes again.
-  ASSERT_TRUE(SetExpertFormat(**model, ExpertOptions{}).ok());
-  EXPECT_EQ(Argmaxes(**model, sequence), bf16);
+  ASSERT_TRUE(SetExpertFormat(*model_, ExpertOptions{}).ok());
+  EXPECT_EQ(Argmaxes(*model_, sequence_), bf16_);
 }
 
-// GQA projections, lm_head, dense MLPs and shared experts in INT8 (per component), on top of INT8
-// experts: still close to BF16 (teacher-forced agreement >= 95% on the trained
-// demo model, >= 80% on the random fixtures); back to bf16 restores the exact
-// reference.
+// GQA projections, lm_head, dense MLPs and shared experts in INT8 (per
+// component), on top of INT8 experts: still close to BF16 (teacher-forced
+// agreement >= 95% on the trained demo model, >= 80% on the random fixtures);
+// back to bf16 restores the exact reference.
 TEST_P(QuantizedExpertsTest, NonExpertWeightsInInt8) {
-  auto model = LoadModel(ModelDir(GetParam()));
-  ASSERT_TRUE(model.ok()) << model.status();
-  const std::vector<int32_t> prompt = Prompt(GetParam());
-  constexpr int kTokens = 64;
-  const std::vector<int32_t> reference = Greedy(**model, prompt, kTokens);
-  std::vector<int32_t> sequence = prompt;
-  sequence.insert(sequence.end(), reference.begin(), reference.end() - 1);
-  const std::vector<int32_t> bf16 = Argmaxes(**model, sequence);
   ExpertOptions experts;
   experts.format = ExpertFormat::kInt8;
-  ASSERT_TRUE(SetExpertFormat(**model, experts).ok());
-  WeightFormats weights;
-  weights.attention = weights.lm_head = weights.dense_mlp = weights.shared_experts = ExpertFormat::kInt8;
-  ASSERT_TRUE(SetWeightFormats(**model, weights).ok());
-  ASSERT_NE((*model)->lm_head_quantized, nullptr);
-  const std::vector<int32_t> q = Argmaxes(**model, sequence);
-  int agree = 0;
-  for (int i = 0; i < kTokens; ++i) agree += q[prompt.size() - 1 + static_cast<size_t>(i)] == reference[static_cast<size_t>(i)];
+  ASSERT_TRUE(SetExpertFormat(*model_, experts).ok());
+  auto weights = ParseWeightFormats("int8", "int8", "int8", "int8");
+  ASSERT_TRUE(weights.ok());
+  ASSERT_TRUE(SetWeightFormats(*model_, *weights).ok());
+  ASSERT_NE(model_->lm_head_quantized, nullptr);
+  const int agree = Agreement();
   std::printf("%-12s int8 experts + int8 attention/lm_head/dense/shared: %d/%d next tokens agree with bf16\n",
               GetParam().c_str(), agree, kTokens);
-  // The random fixtures' near-ties flip more tokens (see above): >= 80% there.
   EXPECT_GE(agree, GetParam() == "demo" ? 61 : 52);
-  ASSERT_TRUE(SetExpertFormat(**model, ExpertOptions{}).ok());
-  ASSERT_TRUE(SetWeightFormats(**model, WeightFormats{}).ok());
-  EXPECT_EQ(Argmaxes(**model, sequence), bf16);
+  ASSERT_TRUE(SetExpertFormat(*model_, ExpertOptions{}).ok());
+  ASSERT_TRUE(SetWeightFormats(*model_, WeightFormats{}).ok());
+  EXPECT_EQ(Argmaxes(*model_, sequence_), bf16_);
+  EXPECT_FALSE(ParseWeightFormats("int3", "bf16", "bf16", "bf16").ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, QuantizedExpertsTest,

@@ -63,19 +63,12 @@ int Logits(int argc, char** argv) {
     std::cerr << "krasis-cli logits: --experts must be bf16, int8 or int4, not '" << experts << "'\n";
     return 2;
   }
-  krasis::WeightFormats weights;
-  for (auto [flag, value, out] : {std::tuple{"--attention", &attention, &weights.attention},
-                                  std::tuple{"--lm-head", &lm_head, &weights.lm_head},
-                                  std::tuple{"--dense-mlp", &dense, &weights.dense_mlp},
-                                  std::tuple{"--shared-experts", &shared, &weights.shared_experts}}) {
-    auto f = krasis::ParseExpertFormat(*value);
-    if (!f) {
-      std::cerr << "krasis-cli logits: " << flag << " must be bf16, int8 or int4, not '" << *value << "'\n";
-      return 2;
-    }
-    *out = *f;
+  auto weights = krasis::ParseWeightFormats(attention, lm_head, dense, shared);
+  if (!weights.ok()) {
+    std::cerr << "krasis-cli logits: " << weights.status().message() << "\n";
+    return 2;
   }
-  auto result = krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir, weights});
+  auto result = krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir, *weights});
   if (!result.ok()) {
     std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
     return 1;
