@@ -9,11 +9,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/utf8.h"
+
 namespace krasis::chat_template {
 
 // Decodes UTF-8; each invalid byte becomes U+FFFD.
 std::u32string DecodeUtf8(std::string_view s);
-void AppendUtf8(char32_t cp, std::string* out);
+using krasis::AppendUtf8;  // common/utf8.h
 std::string EncodeUtf8(std::u32string_view s);
 // Number of code points (what Python's len() returns for the string).
 size_t CodePointCount(std::string_view s);

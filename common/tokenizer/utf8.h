@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/utf8.h"
+
 namespace krasis::tokenizer {
 
 inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
@@ -18,8 +20,7 @@ inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 // UTF-8; stores its byte length in *len.
 char32_t DecodeUtf8(std::string_view text, size_t pos, size_t* len);
 
-// Appends the UTF-8 encoding of `cp` to `out`.
-void AppendUtf8(char32_t cp, std::string* out);
+using krasis::AppendUtf8;  // common/utf8.h
 
 // Length in bytes of the UTF-8 sequence a lead byte announces (1 for bytes that
 // cannot lead a sequence).
