@@ -17,7 +17,7 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
-  std::string model_dir, model_id, loader, fetch_dir, experts = "bf16", cache_dir, gguf;
+  std::string model_dir, model_id, experts = "bf16", cache_dir, gguf;
   std::string lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16";
   int64_t group_size = 128;
   krasis::EngineOptions options;
@@ -25,8 +25,6 @@ int main(int argc, char** argv) {
   cl.options().add_options()
       ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
-      ("loader", po::value(&loader), "krasis-loader address to get the model from (instead of --model; needs --model-id)")
-      ("fetch-dir", po::value(&fetch_dir), "where a model from a loader on another host is copied (default ~/.krasis/fetched)")
       ("experts", po::value(&experts)->default_value(experts),
        "routed experts: bf16 (as stored), int8 or int4 (group-quantized, NUMA-placed, CPU kernels)")
       ("group-size", po::value(&group_size)->default_value(group_size), "quantization group size (int8/int4)")
@@ -44,15 +42,10 @@ int main(int argc, char** argv) {
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
       ("prefill-chunk", po::value(&options.prefill_chunk)->default_value(256),
        "prompt tokens per sequence per step");
+  krasis::ModelSource source;
+  krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
-  {
-    auto dir = krasis::ResolveModelDir(model_dir, loader, model_id, fetch_dir);
-    if (!dir.ok()) {
-      KLOG_ERROR("cannot get model '{}' from the loader at {}: {}", model_id, loader, dir.status().ToString());
-      return 1;
-    }
-    model_dir = *dir;
-  }
+  if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
   options.kv.budget_bytes = budget_mb << 20;
   if (options.kv.block_size < 1 || options.max_batch < 1 || options.prefill_chunk < 1 || budget_mb < 1) {
     KLOG_ERROR("--block-size, --kv-budget-mb, --max-batch and --prefill-chunk must be positive");

@@ -17,7 +17,7 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("gateway", "gateway: OpenAI REST and the public gRPC Inference API");
-  std::string http_listen = "127.0.0.1:8012", model_dir, model_id, loader, fetch_dir;
+  std::string http_listen = "127.0.0.1:8012", model_dir, model_id;
   krasis::gateway::BackendOptions backend_options;
   std::vector<std::string> api_keys;
   int64_t max_body_mb = 8;
@@ -26,8 +26,6 @@ int main(int argc, char** argv) {
       ("http-listen", po::value(&http_listen)->default_value(http_listen), "OpenAI REST address, host:port")
       ("model", po::value(&model_dir), "model directory (tokenizer, chat template, config)")
       ("model-id", po::value(&model_id), "the model's name in the API (default: folder name)")
-      ("loader", po::value(&loader), "krasis-loader address to get the model from (instead of --model; needs --model-id)")
-      ("fetch-dir", po::value(&fetch_dir), "where a model from a loader on another host is copied (default ~/.krasis/fetched)")
       ("decode", po::value(&backend_options.decode_addresses)->multitoken(), "decode worker address (repeatable)")
       ("prefill", po::value(&backend_options.prefill_addresses)->multitoken(), "prefill worker address (repeatable)")
       ("prefill-threshold", po::value(&backend_options.prefill_threshold)->default_value(512),
@@ -37,15 +35,10 @@ int main(int argc, char** argv) {
       ("api-key", po::value(&api_keys)->multitoken(), "accepted API key (repeatable; none: no auth)")
       ("max-body-mb", po::value(&max_body_mb)->default_value(max_body_mb), "largest request body, MiB")
       ("http-threads", po::value(&http_threads)->default_value(http_threads), "HTTP I/O threads");
+  krasis::ModelSource source;
+  krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
-  {
-    auto dir = krasis::ResolveModelDir(model_dir, loader, model_id, fetch_dir);
-    if (!dir.ok()) {
-      KLOG_ERROR("cannot get model '{}' from the loader at {}: {}", model_id, loader, dir.status().ToString());
-      return 1;
-    }
-    model_dir = *dir;
-  }
+  if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
   if (model_dir.empty()) {
     KLOG_ERROR("give --model DIR, or --loader ADDR with --model-id");
     return 2;

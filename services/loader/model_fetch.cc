@@ -184,4 +184,23 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& model_dir, const 
   return FetchModelFromLoader(options);
 }
 
+void AddModelSourceOptions(boost::program_options::options_description& options, ModelSource* source) {
+  namespace po = boost::program_options;
+  options.add_options()
+      ("loader", po::value(&source->loader),
+       "krasis-loader address to get the model from (instead of --model; needs --model-id)")
+      ("fetch-dir", po::value(&source->fetch_dir),
+       "where a model from a loader on another host is copied (default ~/.krasis/fetched)");
+}
+
+bool ResolveModelDirOrLog(const ModelSource& source, const std::string& model_id, std::string* model_dir) {
+  auto dir = ResolveModelDir(*model_dir, source.loader, model_id, source.fetch_dir);
+  if (!dir.ok()) {
+    KLOG_ERROR("cannot get model '{}' from the loader at {}: {}", model_id, source.loader, dir.status().ToString());
+    return false;
+  }
+  *model_dir = *dir;
+  return true;
+}
+
 }  // namespace krasis

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <string>
 
+#include <boost/program_options.hpp>
+
 #include "absl/status/statusor.h"
 
 namespace krasis {
@@ -35,6 +37,16 @@ absl::StatusOr<std::string> FetchModelFromLoader(const ModelFetchOptions& option
 // the loader's model `model_id` as FetchModelFromLoader finds it, else "".
 absl::StatusOr<std::string> ResolveModelDir(const std::string& model_dir, const std::string& loader_address,
                                             const std::string& model_id, const std::string& fetch_dir);
+
+// The --loader and --fetch-dir flags of a service main (added to `options`).
+struct ModelSource {
+  std::string loader, fetch_dir;
+};
+void AddModelSourceOptions(boost::program_options::options_description& options, ModelSource* source);
+
+// For a service main: when *model_dir is empty and source.loader is set, fills it
+// with ResolveModelDir's answer. Logs the reason and returns false on failure.
+bool ResolveModelDirOrLog(const ModelSource& source, const std::string& model_id, std::string* model_dir);
 
 // ~/.krasis/fetched (or /tmp/krasis-fetched without $HOME).
 std::string DefaultFetchDir();

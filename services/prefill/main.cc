@@ -14,24 +14,17 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
-  std::string model_dir, model_id, loader, fetch_dir, backend = "cpu";
+  std::string model_dir, model_id, backend = "cpu";
   int64_t chunk = 512;
   cl.options().add_options()
       ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
-      ("loader", po::value(&loader), "krasis-loader address to get the model from (instead of --model; needs --model-id)")
-      ("fetch-dir", po::value(&fetch_dir), "where a model from a loader on another host is copied (default ~/.krasis/fetched)")
       ("backend", po::value(&backend)->default_value(backend), "compute backend: cpu")
       ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass");
+  krasis::ModelSource source;
+  krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
-  {
-    auto dir = krasis::ResolveModelDir(model_dir, loader, model_id, fetch_dir);
-    if (!dir.ok()) {
-      KLOG_ERROR("cannot get model '{}' from the loader at {}: {}", model_id, loader, dir.status().ToString());
-      return 1;
-    }
-    model_dir = *dir;
-  }
+  if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
   if (backend != "cpu") {
     KLOG_ERROR("--backend {}: this build has the cpu backend only", backend);
     return 2;
