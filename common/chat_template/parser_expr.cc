@@ -120,17 +120,25 @@ absl::StatusOr<ExprPtr> Parser::ParseCondExpr() {
   return expr1;
 }
 
+namespace {
+
+ExprPtr Binary(std::string op, Pos pos, ExprPtr a, ExprPtr b) {
+  ExprPtr node = MakeExpr(Expr::Kind::kBinary, pos);
+  node->name = std::move(op);
+  node->operands.push_back(std::move(a));
+  node->operands.push_back(std::move(b));
+  return node;
+}
+
+}  // namespace
+
 absl::StatusOr<ExprPtr> Parser::ParseOr() {
   ASSIGN_OR_RETURN(ExprPtr left, ParseAnd());
   while (IsName("or")) {
     const Pos pos = PosOf(Cur());
     Advance();
     ASSIGN_OR_RETURN(ExprPtr right, ParseAnd());
-    ExprPtr node = MakeExpr(Expr::Kind::kBinary, pos);
-    node->name = "or";
-    node->operands.push_back(std::move(left));
-    node->operands.push_back(std::move(right));
-    left = std::move(node);
+    left = Binary("or", pos, std::move(left), std::move(right));
   }
   return left;
 }
@@ -141,11 +149,7 @@ absl::StatusOr<ExprPtr> Parser::ParseAnd() {
     const Pos pos = PosOf(Cur());
     Advance();
     ASSIGN_OR_RETURN(ExprPtr right, ParseNot());
-    ExprPtr node = MakeExpr(Expr::Kind::kBinary, pos);
-    node->name = "and";
-    node->operands.push_back(std::move(left));
-    node->operands.push_back(std::move(right));
-    left = std::move(node);
+    left = Binary("and", pos, std::move(left), std::move(right));
   }
   return left;
 }
@@ -195,18 +199,6 @@ absl::StatusOr<ExprPtr> Parser::ParseCompare() {
   if (node == nullptr) return expr;
   return node;
 }
-
-namespace {
-
-ExprPtr Binary(std::string op, Pos pos, ExprPtr a, ExprPtr b) {
-  ExprPtr node = MakeExpr(Expr::Kind::kBinary, pos);
-  node->name = std::move(op);
-  node->operands.push_back(std::move(a));
-  node->operands.push_back(std::move(b));
-  return node;
-}
-
-}  // namespace
 
 absl::StatusOr<ExprPtr> Parser::ParseMath1() {
   ASSIGN_OR_RETURN(ExprPtr left, ParseConcat());
