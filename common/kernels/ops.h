@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
+#include "common/kernels/attention_args.h"
 #include "common/kernels/reference.h"
 #include "common/tensor.h"
 
@@ -20,6 +22,10 @@ class Ops {
   virtual void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight,
                        float eps, bool zero_centred, float* out) const = 0;
   virtual void SiluMul(const float* gate, const float* up, int64_t n, float* out) const = 0;
+  virtual void Attention(const AttentionArgs& args) const = 0;
+  // Calls fn(begin, end) over disjoint non-empty ranges covering [0, count), possibly in
+  // parallel; Ops called from inside fn run on the calling thread.
+  virtual void ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const = 0;
 };
 
 class ReferenceOps final : public Ops {
@@ -35,9 +41,14 @@ class ReferenceOps final : public Ops {
   void SiluMul(const float* gate, const float* up, int64_t n, float* out) const override {
     ref::SiluMul(gate, up, n, out);
   }
+  void Attention(const AttentionArgs& args) const override { ref::Attention(args); }
+  void ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const override {
+    if (count > 0) fn(0, count);
+  }
 };
 
-// The process-wide reference instance.
+// The process-wide default: CpuOps (common/kernels/cpu_ops.h) on the default
+// pool. Tests that need the exact reference pass a ReferenceOps.
 const Ops& DefaultOps();
 
 }  // namespace krasis

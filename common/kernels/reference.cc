@@ -36,6 +36,38 @@ void MatMul(const float* x, int64_t n, const TensorView& w, float* y, const Tens
   }
 }
 
+void Attention(const AttentionArgs& a) {
+  const int64_t group = a.heads / a.kv_heads;
+  const int64_t positions = a.start_pos + a.n;
+  std::vector<const float*> row(static_cast<size_t>(positions));
+  for (int64_t p = 0; p < positions; ++p) {
+    row[static_cast<size_t>(p)] = a.block_row(p / a.block_size) + (p % a.block_size) * a.slot_stride;
+  }
+  std::vector<float> scores(static_cast<size_t>(positions));
+  std::vector<double> acc(static_cast<size_t>(a.v_dim));
+  for (int64_t t = 0; t < a.n; ++t) {
+    const int64_t last = a.start_pos + t;
+    for (int64_t h = 0; h < a.heads; ++h) {
+      const float* q = a.q + (t * a.heads + h) * a.head_dim;
+      const int64_t kvh = h / group;
+      for (int64_t p = 0; p <= last; ++p) {
+        const float* k = row[static_cast<size_t>(p)] + a.k_offset + kvh * a.head_dim;
+        double dot = 0.0;
+        for (int64_t d = 0; d < a.head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
+        scores[static_cast<size_t>(p)] = static_cast<float>(dot) * a.scale;
+      }
+      Softmax(scores.data(), last + 1);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t p = 0; p <= last; ++p) {
+        const float* v = row[static_cast<size_t>(p)] + a.v_offset + kvh * a.v_dim;
+        for (int64_t d = 0; d < a.v_dim; ++d) acc[d] += static_cast<double>(scores[p]) * v[d];
+      }
+      float* o = a.out + (t * a.heads + h) * a.v_dim;
+      for (int64_t d = 0; d < a.v_dim; ++d) o[d] = static_cast<float>(acc[d]);
+    }
+  }
+}
+
 void EmbeddingRow(const TensorView& table, int64_t row, float* out) {
   WidenRow(table, row, table.shape[1], out);
 }

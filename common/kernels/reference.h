@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "common/kernels/attention_args.h"
 #include "common/tensor.h"
 
 namespace krasis::ref {
@@ -15,6 +16,9 @@ namespace krasis::ref {
 // y[n, out] = x[n, in] @ w[out, in]^T (+ bias[out] when bias.data != nullptr).
 void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
             const TensorView* bias = nullptr);
+
+// Causal attention (see AttentionArgs), dots and sums in double.
+void Attention(const AttentionArgs& args);
 
 // Row `row` of an embedding table [vocab, dim], widened into out[dim].
 void EmbeddingRow(const TensorView& table, int64_t row, float* out);

@@ -34,6 +34,8 @@ class PagedKvCache {
 
   // The slot of layer `layer` for `slot` (0..block_size-1) in `block`.
   float* Slot(int32_t block, int layer, int64_t slot);
+  // Floats between consecutive slots of a block (every layer's row of a token).
+  int64_t SlotStride() const { return floats_per_slot_; }
   // Floats per token that layer `layer` keeps.
   int64_t LayerFloats(int layer) const { return layer_floats_[layer]; }
   int num_layers() const { return static_cast<int>(layer_floats_.size()); }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <tuple>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
 #include "common/quant/expert_set.h"
@@ -14,7 +15,7 @@
 namespace krasis {
 
 const Ops& DefaultOps() {
-  static const ReferenceOps ops;
+  static const CpuOps ops;
   return ops;
 }
 

@@ -96,15 +96,32 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
 }
 
-void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool) {
-  g_bytes_read.fetch_add(w.bytes(), std::memory_order_relaxed);
+void PoolMatMulMany(std::span<const QuantizedMatrix* const> ws, const float* x, int64_t n,
+                    std::span<float* const> ys, NumaThreadPool& pool) {
+  int64_t total = 0;
+  for (const QuantizedMatrix* w : ws) {
+    g_bytes_read.fetch_add(w->bytes(), std::memory_order_relaxed);
+    total += w->tiles();
+  }
   QuantizedActivations a;
-  QuantizeActivations(x, n, w.cols, w.group_size, &a);
+  QuantizeActivations(x, n, ws[0]->cols, ws[0]->group_size, &a);
   const Isa isa = BestIsa();
   pool.Run([&](const PoolWorker& worker) {
-    auto [t0, t1] = SplitRange(w.tiles(), worker.global_index, pool.num_threads());
-    if (t0 < t1) QMatMul(w, a, y, w.rows, t0, t1, isa);
+    auto [begin, end] = SplitRange(total, worker.global_index, pool.num_threads());
+    int64_t offset = 0;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const int64_t tiles = ws[i]->tiles();
+      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + tiles) - offset;
+      if (t0 < t1) QMatMul(*ws[i], a, ys[i], ws[i]->rows, t0, t1, isa);
+      offset += tiles;
+    }
   });
+}
+
+void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool) {
+  const QuantizedMatrix* ws[] = {&w};
+  float* ys[] = {y};
+  PoolMatMulMany(ws, x, n, ys, pool);
 }
 
 }  // namespace krasis::quant

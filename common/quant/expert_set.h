@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/quant/qgemm.h"
@@ -47,5 +48,11 @@ uint64_t QuantizedBytesRead();
 // y[n, rows] = x[n, cols] W^T with W's row tiles split over every worker of the
 // pool (for weights that are not placed per node: lm_head, dense layers).
 void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool);
+
+// ys[i][n, ws[i]->rows] = x W_i^T for several matrices of the same columns and
+// group size (q, k and v): x is quantized once and one dispatch computes them
+// all, their tiles laid end to end and split evenly over the pool.
+void PoolMatMulMany(std::span<const QuantizedMatrix* const> ws, const float* x, int64_t n,
+                    std::span<float* const> ys, NumaThreadPool& pool);
 
 }  // namespace krasis::quant

@@ -12,6 +12,11 @@
 
 namespace krasis {
 
+namespace {
+// True while this thread runs a pool task (of any pool).
+thread_local bool in_task = false;
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<NumaThreadPool>> NumaThreadPool::Create(const Topology& topology,
                                                                        const PoolOptions& options) {
   std::unique_ptr<NumaThreadPool> pool(new NumaThreadPool());
@@ -48,6 +53,7 @@ absl::StatusOr<std::unique_ptr<NumaThreadPool>> NumaThreadPool::Create(const Top
       pool->worker_core_.push_back(options.pin && !topology.is_synthetic() ? nodes[n].cores[i].logical_index : -1);
     }
   }
+  if (const char* env = std::getenv("KRASIS_POOL_SPIN_US")) pool->spin_us_ = std::max(0L, std::atol(env));
   // Worker 0 is the calling thread of Run(); the others get threads.
   for (int i = 1; i < pool->num_threads(); ++i) {
     pool->threads_.emplace_back([p = pool.get(), i] { p->WorkerLoop(i); });
@@ -73,7 +79,7 @@ void NumaThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little for the next dispatch, then sleep.
-    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     for (int i = 0;
          generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until; ++i) {
       if (i % 64 == 63) std::this_thread::yield();
@@ -85,12 +91,21 @@ void NumaThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
+    in_task = true;
     (*task_)(workers_[static_cast<size_t>(index)]);
+    in_task = false;
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
 void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
+  if (in_task) {
+    // Called from inside a task: every worker is busy, so this thread does all
+    // the shares itself.
+    for (const PoolWorker& w : workers_) fn(w);
+    return;
+  }
+  std::lock_guard<std::mutex> turn(run_mu_);
   // The calling thread is worker 0: pin it to worker 0's core once, so it does
   // not land on (and fight with) another worker's core.
   thread_local const NumaThreadPool* bound_to = nullptr;
@@ -106,7 +121,9 @@ void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
+  in_task = true;
   fn(workers_[0]);
+  in_task = false;
   // Spin, yielding now and then so an oversubscribed machine still progresses.
   for (int i = 0; pending_.load(std::memory_order_acquire) > 0; ++i) {
     if (i % 64 == 63) std::this_thread::yield();

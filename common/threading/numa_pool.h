@@ -6,8 +6,12 @@
 //
 // Run(fn) runs fn once on every worker and returns when all are done; the
 // calling thread serves as worker 0 of node 0 (and is pinned to its core on
-// its first Run). Idle workers spin briefly on the
-// next dispatch (decode steps come back to back), then sleep.
+// its first Run). Idle workers spin on the next dispatch for a while (decode
+// steps come back to back; waking a sleeping thread costs tens of microseconds),
+// then sleep. KRASIS_POOL_SPIN_US sets the spin (default 2000 us).
+//
+// Run is safe to call from several threads (callers take turns) and from inside
+// a task (the nested call runs every worker's share on the calling thread).
 #pragma once
 
 #include <atomic>
@@ -49,7 +53,7 @@ class NumaThreadPool {
   const std::vector<int>& threads_per_node() const { return threads_per_node_; }
   const std::vector<PoolWorker>& workers() const { return workers_; }
 
-  // Runs fn on every worker; blocks until all returned. Not reentrant.
+  // Runs fn on every worker; blocks until all returned.
   void Run(const std::function<void(const PoolWorker&)>& fn);
 
   // The process-wide pool of the machine (created on first use; KRASIS_THREADS
@@ -71,6 +75,8 @@ class NumaThreadPool {
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable wake_;
+  std::mutex run_mu_;  // one Run at a time
+  int64_t spin_us_ = 2000;
 };
 
 // The node of each of `num_experts` experts: greedy, in proportion to the

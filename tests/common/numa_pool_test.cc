@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <thread>
 
 namespace krasis {
 namespace {
@@ -57,6 +58,49 @@ TEST(NumaPoolTest, BackToBackDispatchesLoseNothing) {
     (*pool)->Run([&](const PoolWorker& w) { sum.fetch_add(w.global_index + 1); });
   }
   EXPECT_EQ(sum.load(), 1000 * (1 + 2 + 3 + 4));
+}
+
+TEST(NumaPoolTest, ConcurrentCallersTakeTurns) {
+  auto topo = Synthetic("pack:1 core:4 pu:1");
+  auto pool = NumaThreadPool::Create(*topo);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::atomic<int> inside{0}, max_inside{0};
+  std::vector<std::atomic<int64_t>> sums(3);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&, c] {
+      for (int i = 0; i < 300; ++i) {
+        (*pool)->Run([&](const PoolWorker& w) {
+          if (w.global_index == 0) {
+            const int now = inside.fetch_add(1) + 1;
+            int seen = max_inside.load();
+            while (now > seen && !max_inside.compare_exchange_weak(seen, now)) {
+            }
+          }
+          sums[static_cast<size_t>(c)].fetch_add(w.global_index + 1);
+          if (w.global_index == 0) inside.fetch_sub(1);
+        });
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(max_inside.load(), 1);  // one dispatch at a time
+  for (auto& s : sums) EXPECT_EQ(s.load(), 300 * (1 + 2 + 3 + 4));
+}
+
+TEST(NumaPoolTest, NestedRunDoesEveryShareOnTheCallingThread) {
+  auto topo = Synthetic("pack:1 core:3 pu:1");
+  auto pool = NumaThreadPool::Create(*topo);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<std::atomic<int>> inner(3 * 3);
+  (*pool)->Run([&](const PoolWorker& outer) {
+    const auto me = std::this_thread::get_id();
+    (*pool)->Run([&](const PoolWorker& w) {
+      EXPECT_EQ(std::this_thread::get_id(), me);
+      inner[static_cast<size_t>(outer.global_index * 3 + w.global_index)].fetch_add(1);
+    });
+  });
+  for (auto& i : inner) EXPECT_EQ(i.load(), 1);
 }
 
 TEST(NumaPoolTest, SplitRangeCoversEverythingOnce) {

@@ -262,23 +262,24 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
   for (int64_t t = 0; t < n; ++t) {
     Route(std::vector<float>(&logits[t * num_experts], &logits[(t + 1) * num_experts]), &ids[t], &weights[t]);
   }
-  if (!quantized.empty()) quantized.Run(x, n, ids, weights, out);
-  for (int64_t t = 0; t < n; ++t) {
-    const float* xt = x + t * hidden;
-    float* ot = out + t * hidden;
-    for (size_t i = 0; quantized.empty() && i < ids[t].size(); ++i) {
-      RunExpert(*ops, experts[ids[t][i]], xt, 1, y.data());
-      for (int64_t d = 0; d < hidden; ++d) ot[d] += weights[t][i] * y[d];
-    }
-    if (shared.inter > 0) {
-      RunExpert(*ops, shared, xt, 1, y.data());
-      float scale = 1.0f;
-      if (options.shared_gate) {
-        float g = 0.0f;
-        ops->MatMul(xt, 1, shared_gate, &g);
-        scale = ref::Sigmoid(g);
+  if (!quantized.empty()) {
+    quantized.Run(x, n, ids, weights, out);
+  } else {
+    for (int64_t t = 0; t < n; ++t) {
+      for (size_t i = 0; i < ids[t].size(); ++i) {
+        RunExpert(*ops, experts[ids[t][i]], x + t * hidden, 1, y.data());
+        for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] += weights[t][i] * y[d];
       }
-      for (int64_t d = 0; d < hidden; ++d) ot[d] += scale * y[d];
+    }
+  }
+  if (shared.inter > 0) {
+    // The shared expert (and its gate) for every token at once.
+    std::vector<float> ys(static_cast<size_t>(n * hidden)), gate(static_cast<size_t>(n), 0.0f);
+    RunExpert(*ops, shared, x, n, ys.data());
+    if (options.shared_gate) ops->MatMul(x, n, shared_gate, gate.data());
+    for (int64_t t = 0; t < n; ++t) {
+      const float scale = options.shared_gate ? ref::Sigmoid(gate[t]) : 1.0f;
+      for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] += scale * ys[t * hidden + d];
     }
   }
 }

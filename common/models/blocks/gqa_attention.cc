@@ -54,12 +54,29 @@ class GqaAttention final : public Mixer {
       return;
     }
     quant::PoolMatMul(*wq, x, n, y, *pool);
-    if (bias.data != nullptr) {
-      std::vector<float> b = ToFloatVector(bias);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t i = 0; i < wq->rows; ++i) y[t * wq->rows + i] += b[static_cast<size_t>(i)];
-      }
+    AddBias(bias, n, wq->rows, y);
+  }
+  static void AddBias(const TensorView& bias, int64_t n, int64_t rows, float* y) {
+    if (bias.data == nullptr) return;
+    std::vector<float> b = ToFloatVector(bias);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < rows; ++i) y[t * rows + i] += b[static_cast<size_t>(i)];
     }
+  }
+  // q, k and v of x; quantized ones in one pool dispatch.
+  void ProjectQkv(const float* x, int64_t n, float* q, float* k, float* v) const {
+    if (q_quant == nullptr) {
+      Project(x, n, q_proj, nullptr, q_bias, q);
+      Project(x, n, k_proj, nullptr, k_bias, k);
+      Project(x, n, v_proj, nullptr, v_bias, v);
+      return;
+    }
+    const quant::QuantizedMatrix* ws[] = {q_quant.get(), k_quant.get(), v_quant.get()};
+    float* ys[] = {q, k, v};
+    quant::PoolMatMulMany(ws, x, n, ys, *pool);
+    AddBias(q_bias, n, q_quant->rows, q);
+    AddBias(k_bias, n, k_quant->rows, k);
+    AddBias(v_bias, n, v_quant->rows, v);
   }
 
   friend absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig&, const Weights&,
@@ -71,16 +88,13 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
                                    PagedKvCache& cache, int layer) const {
   const int64_t q_width = heads_ * head_dim_ * (options.output_gate ? 2 : 1);
   const int64_t kv_width = kv_heads_ * head_dim_;
-  const int64_t group = heads_ / kv_heads_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
   for (const SequenceRows& r : rows) {
     const float* xs = x + r.first_row * hidden_;
     std::vector<float> q(static_cast<size_t>(r.count * q_width));
     std::vector<float> k(static_cast<size_t>(r.count * kv_width));
     std::vector<float> v(static_cast<size_t>(r.count * kv_width));
-    Project(xs, r.count, q_proj, q_quant.get(), q_bias, q.data());
-    Project(xs, r.count, k_proj, k_quant.get(), k_bias, k.data());
-    Project(xs, r.count, v_proj, v_quant.get(), v_bias, v.data());
+    ProjectQkv(xs, r.count, q.data(), k.data(), v.data());
     // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
     std::vector<float> query(static_cast<size_t>(r.count * heads_ * head_dim_));
     std::vector<float> gate;
@@ -108,34 +122,28 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
       std::copy(&k[t * kv_width], &k[(t + 1) * kv_width], slot);
       std::copy(&v[t * kv_width], &v[(t + 1) * kv_width], slot + kv_width);
     }
-    std::vector<float> attn(static_cast<size_t>(heads_ * head_dim_));
-    std::vector<float> scores;
-    for (int64_t t = 0; t < r.count; ++t) {
-      int64_t pos = r.start_pos + t;
-      scores.resize(static_cast<size_t>(pos + 1));
-      for (int64_t hh = 0; hh < heads_; ++hh) {
-        const float* qh = &query[(t * heads_ + hh) * head_dim_];
-        int64_t kvh = hh / group;
-        for (int64_t p = 0; p <= pos; ++p) {
-          const float* kp = r.seq->Slot(cache, layer, p) + kvh * head_dim_;
-          double dot = 0.0;
-          for (int64_t d = 0; d < head_dim_; ++d) dot += static_cast<double>(qh[d]) * kp[d];
-          scores[p] = static_cast<float>(dot) * scale;
-        }
-        ref::Softmax(scores.data(), pos + 1);
-        float* o = &attn[hh * head_dim_];
-        std::vector<double> acc(static_cast<size_t>(head_dim_), 0.0);
-        for (int64_t p = 0; p <= pos; ++p) {
-          const float* vp = r.seq->Slot(cache, layer, p) + kv_width + kvh * head_dim_;
-          for (int64_t d = 0; d < head_dim_; ++d) acc[d] += static_cast<double>(scores[p]) * vp[d];
-        }
-        for (int64_t d = 0; d < head_dim_; ++d) {
-          o[d] = static_cast<float>(acc[d]);
-          if (options.output_gate) o[d] *= ref::Sigmoid(gate[(t * heads_ + hh) * head_dim_ + d]);
-        }
-      }
-      Project(attn.data(), 1, o_proj, o_quant.get(), TensorView{}, out + (r.first_row + t) * hidden_);
+    std::vector<float> attn(static_cast<size_t>(r.count * heads_ * head_dim_));
+    AttentionArgs args;
+    args.q = query.data();
+    args.n = r.count;
+    args.start_pos = r.start_pos;
+    args.heads = heads_;
+    args.kv_heads = kv_heads_;
+    args.head_dim = args.v_dim = head_dim_;
+    args.scale = scale;
+    args.block_size = cache.block_size();
+    args.slot_stride = cache.SlotStride();
+    args.k_offset = 0;
+    args.v_offset = kv_width;
+    args.block_row = [&](int64_t b) -> const float* {
+      return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
+    };
+    args.out = attn.data();
+    ops->Attention(args);
+    if (options.output_gate) {
+      for (size_t i = 0; i < attn.size(); ++i) attn[i] *= ref::Sigmoid(gate[i]);
     }
+    Project(attn.data(), r.count, o_proj, o_quant.get(), TensorView{}, out + r.first_row * hidden_);
   }
   return absl::OkStatus();
 }

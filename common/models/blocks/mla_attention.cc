@@ -1,17 +1,21 @@
-// Multi-head Latent Attention (see mla_attention.h), the plain (non-absorbed)
-// form: per-head k_nope and v are recomputed from every cached latent with
-// kv_b_proj on each call. That costs O(cached tokens) extra matmul work per step
-// but is the clearest statement of the maths, so it serves as the reference the
-// absorbed / GPU kernels are checked against. For one sequence and a new token at
-// position p (transformers' DeepseekV2Attention / DeepseekV3Attention):
+// Multi-head Latent Attention (see mla_attention.h) in the absorbed form: the
+// cache keeps only the compressed latent and the shared rope key, and the
+// per-head up-projections are folded into the query and the output, so a step
+// never expands the cached latents. For one sequence and a new token at
+// position p (transformers' DeepseekV2Attention / DeepseekV3Attention compute
+// the same thing in the plain form, with k_nope and v expanded for every j):
 //
 //   q        = q_proj(x)  or  q_b_proj(rms(q_a_proj(x)))        [heads, nope + rope]
 //   q_nope, q_pe = split(q)                  q_pe = rope(q_pe, p)
 //   latent, k_pe = split(kv_a_proj_with_mqa(x))   latent = rms(latent), k_pe = rope(k_pe, p)
 //   cache[p] = [latent | k_pe]
-//   for every cached j <= p:  [k_nope_j | v_j] = kv_b_proj(latent_j)   [heads, nope + v]
-//   score_j  = scale * (q_nope . k_nope_j + q_pe . k_pe_j)   (k_pe shared by all heads)
-//   out      = o_proj(concat_h sum_j softmax(score)_j v_j)
+//   kv_b_proj per head h = [W_uk[h] (nope x kv_lora) ; W_uv[h] (v x kv_lora)]
+//   q_abs[h] = W_uk[h]^T q_nope[h]                                [kv_lora]
+//   score_j  = scale * ([q_abs | q_pe] . cache[j])   (MQA: one kv head, dim kv_lora + rope)
+//   ctx[h]   = sum_j softmax(score)_j latent_j                    [kv_lora]
+//   out      = o_proj(concat_h W_uv[h] ctx[h])
+//
+// W_uk[h]^T is laid out once at load time (wuk_t_), in kv_b_proj's dtype.
 //
 // RoPE pairs dims (2i, 2i+1) as DeepSeek's complex form does (V2); V3's
 // de-interleave + rotate_half gives the same dot products, so the cache keeps the
@@ -43,12 +47,6 @@ constexpr float kLatentNormEps = 1e-6f;
 
 const TensorView* BiasOrNull(const TensorView& bias) {
   return bias.data != nullptr ? &bias : nullptr;
-}
-
-double Dot(const float* a, const float* b, int64_t n) {
-  double acc = 0.0;
-  for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(a[i]) * b[i];
-  return acc;
 }
 
 // deepseek_v3's "rope_interleave" (default true); deepseek_v2 is always interleaved.
@@ -107,6 +105,18 @@ class MlaAttention final : public Mixer {
   TensorView kv_b_proj_;      // [heads * (nope + v), kv_lora]
   TensorView o_proj_;         // [hidden, heads * v]
   TensorView o_proj_bias_;    // [hidden]  optional
+  std::vector<std::byte> wuk_t_;  // [heads, kv_lora, nope]: W_uk[h]^T, kv_b_proj's dtype
+
+  // Views of head h's W_uk^T [kv_lora, nope] and W_uv [v, kv_lora].
+  TensorView WukT(int64_t h) const {
+    const size_t bytes = static_cast<size_t>(kv_lora_ * nope_) * DTypeSize(kv_b_proj_.dtype);
+    return TensorView{kv_b_proj_.dtype, {kv_lora_, nope_}, wuk_t_.data() + h * bytes};
+  }
+  TensorView Wuv(int64_t h) const {
+    const size_t row = static_cast<size_t>(kv_lora_) * DTypeSize(kv_b_proj_.dtype);
+    return TensorView{kv_b_proj_.dtype, {v_dim_, kv_lora_},
+                      kv_b_proj_.data + static_cast<size_t>(h * (nope_ + v_dim_) + nope_) * row};
+  }
 };
 
 absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const SequenceRows> rows,
@@ -162,45 +172,57 @@ absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const Seq
     rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
   }
 
-  // Expand every cached latent into per-head [k_nope | v]: [total, heads, nope + v].
-  std::vector<float> all_latent(static_cast<size_t>(total * kv_lora_));
-  std::vector<const float*> k_pe(static_cast<size_t>(total));
-  for (int64_t j = 0; j < total; ++j) {
-    const float* slot = r.seq->Slot(cache, layer, j);
-    std::memcpy(&all_latent[j * kv_lora_], slot, sizeof(float) * kv_lora_);
-    k_pe[j] = slot + kv_lora_;
-  }
-  const int64_t kv_dim = nope_ + v_dim_;
-  std::vector<float> kv(static_cast<size_t>(total * heads_ * kv_dim));
-  ops_->MatMul(all_latent.data(), total, kv_b_proj_, kv.data());
-
-  // Causal softmax attention per new token and head, in double.
+  // Absorbed query [n, heads, kv_lora + rope]: W_uk^T q_nope, then q_pe.
+  const int64_t mqa_dim = kv_lora_ + rope_dim_;
+  std::vector<float> q_mqa(static_cast<size_t>(n * heads_ * mqa_dim));
+  std::vector<float> ctx(static_cast<size_t>(n * heads_ * kv_lora_));
   std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
-  std::vector<double> p(static_cast<size_t>(total));
-  std::vector<double> acc(static_cast<size_t>(v_dim_));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t pos = r.start_pos + i;
-    for (int64_t h = 0; h < heads_; ++h) {
-      const float* qh = &q[(i * heads_ + h) * qk_dim_];
-      double max_score = -std::numeric_limits<double>::infinity();
-      for (int64_t j = 0; j <= pos; ++j) {
-        const float* kh = &kv[(j * heads_ + h) * kv_dim];
-        double s = Dot(qh, kh, nope_) + Dot(qh + nope_, k_pe[j], rope_dim_);
-        p[j] = s * scale_;
-        max_score = std::max(max_score, p[j]);
+  ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
+    std::vector<float> xh(static_cast<size_t>(n * nope_)), yh(static_cast<size_t>(n * kv_lora_));
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* qi = &q[(i * heads_ + h) * qk_dim_];
+        std::copy(qi, qi + nope_, &xh[i * nope_]);
+        std::copy(qi + nope_, qi + qk_dim_, &q_mqa[(i * heads_ + h) * mqa_dim + kv_lora_]);
       }
-      double sum = 0.0;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = 0; j <= pos; ++j) {
-        const double w = std::exp(p[j] - max_score);
-        sum += w;
-        const float* vh = &kv[(j * heads_ + h) * kv_dim + nope_];
-        for (int64_t d = 0; d < v_dim_; ++d) acc[d] += w * vh[d];
+      ops_->MatMul(xh.data(), n, WukT(h), yh.data());
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy(&yh[i * kv_lora_], &yh[(i + 1) * kv_lora_], &q_mqa[(i * heads_ + h) * mqa_dim]);
       }
-      float* oh = &attn[(i * heads_ + h) * v_dim_];
-      for (int64_t d = 0; d < v_dim_; ++d) oh[d] = static_cast<float>(acc[d] / sum);
     }
-  }
+  });
+
+  AttentionArgs args;
+  args.q = q_mqa.data();
+  args.n = n;
+  args.start_pos = r.start_pos;
+  args.heads = heads_;
+  args.kv_heads = 1;
+  args.head_dim = mqa_dim;
+  args.v_dim = kv_lora_;
+  args.scale = scale_;
+  args.block_size = cache.block_size();
+  args.slot_stride = cache.SlotStride();
+  args.block_row = [&](int64_t b) -> const float* {
+    return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
+  };
+  args.out = ctx.data();
+  ops_->Attention(args);
+
+  // attn[i, h] = W_uv[h] ctx[i, h].
+  ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
+    std::vector<float> xh(static_cast<size_t>(n * kv_lora_)), yh(static_cast<size_t>(n * v_dim_));
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* c = &ctx[(i * heads_ + h) * kv_lora_];
+        std::copy(c, c + kv_lora_, &xh[i * kv_lora_]);
+      }
+      ops_->MatMul(xh.data(), n, Wuv(h), yh.data());
+      for (int64_t i = 0; i < n; ++i) {
+        std::copy(&yh[i * v_dim_], &yh[(i + 1) * v_dim_], &attn[(i * heads_ + h) * v_dim_]);
+      }
+    }
+  });
 
   ops_->MatMul(attn.data(), n, o_proj_, out + r.first_row * hidden_, BiasOrNull(o_proj_bias_));
   return absl::OkStatus();
@@ -273,6 +295,20 @@ absl::StatusOr<std::unique_ptr<Mixer>> LoadMlaAttention(const ModelConfig& confi
   ASSIGN_OR_RETURN(m->kv_b_proj_,
                    get("kv_b_proj.weight", {heads * (m->nope_ + m->v_dim_), kv_lora}));
   ASSIGN_OR_RETURN(m->o_proj_, get("o_proj.weight", {hidden, heads * m->v_dim_}));
+  // W_uk[h]^T for the absorbed query.
+  {
+    const size_t es = DTypeSize(m->kv_b_proj_.dtype);
+    const int64_t nope = m->nope_, rows_per_head = m->nope_ + m->v_dim_;
+    m->wuk_t_.resize(static_cast<size_t>(heads * kv_lora * nope) * es);
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t d = 0; d < nope; ++d) {
+        const std::byte* src = m->kv_b_proj_.data + static_cast<size_t>((h * rows_per_head + d) * kv_lora) * es;
+        for (int64_t c = 0; c < kv_lora; ++c) {
+          std::memcpy(&m->wuk_t_[static_cast<size_t>((h * kv_lora + c) * nope + d) * es], src + c * es, es);
+        }
+      }
+    }
+  }
   ASSIGN_OR_RETURN(m->o_proj_bias_, get_optional("o_proj.bias", {hidden}));
   return std::unique_ptr<Mixer>(std::move(m));
 }

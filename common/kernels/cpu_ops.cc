@@ -1,0 +1,381 @@
+// Fast CPU Ops (see cpu_ops.h). The SIMD loops carry per-function target
+// attributes, so the build stays baseline x86-64 and quant::BestIsa() (which
+// honours KRASIS_ISA) picks the path at run time.
+#include "common/kernels/cpu_ops.h"
+
+// GCC 12 reports its own _mm512_undefined_* inside some conversion intrinsics as
+// "maybe uninitialized" (a false positive in its headers).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/quant/qgemm.h"
+
+namespace krasis {
+
+namespace {
+
+std::atomic<uint64_t> dense_bytes{0};
+
+using quant::Isa;
+
+// ---------------------------------------------------------------- AVX-512 ---
+
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 Load16(const std::byte* w, int64_t i) {
+  if constexpr (D == DType::kF32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(w) + i));
+    if constexpr (D == DType::kF16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 Load16Masked(const std::byte* w, int64_t i,
+                                                                               int64_t count) {
+  const __mmask16 m = static_cast<__mmask16>((1u << count) - 1);
+  if constexpr (D == DType::kF32) {
+    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(w) + i);
+  } else {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(w) + i);
+    if constexpr (D == DType::kF16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+// y[t * ys + r] = x[t] . w[r] for rows [r0, r1) and tokens t < NB.
+template <DType D, int NB>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void RowsAvx512(const float* x, int64_t in,
+                                                                    const std::byte* w, int64_t r0, int64_t r1,
+                                                                    float* y, int64_t ys) {
+  const size_t esize = DTypeSize(D);
+  const int64_t full = in / 16 * 16;
+  for (int64_t r = r0; r < r1; ++r) {
+    const std::byte* row = w + static_cast<size_t>(r * in) * esize;
+    __m512 acc[NB][2];
+    for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= full; i += 32) {
+      const __m512 w0 = Load16<D>(row, i), w1 = Load16<D>(row, i + 16);
+      for (int b = 0; b < NB; ++b) {
+        acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + b * in + i), acc[b][0]);
+        acc[b][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + b * in + i + 16), acc[b][1]);
+      }
+    }
+    for (; i < full; i += 16) {
+      const __m512 w0 = Load16<D>(row, i);
+      for (int b = 0; b < NB; ++b) acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + b * in + i), acc[b][0]);
+    }
+    if (i < in) {
+      const __m512 w0 = Load16Masked<D>(row, i, in - i);
+      const __mmask16 m = static_cast<__mmask16>((1u << (in - i)) - 1);
+      for (int b = 0; b < NB; ++b) {
+        acc[b][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + b * in + i), acc[b][0]);
+      }
+    }
+    for (int b = 0; b < NB; ++b) y[b * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1]));
+  }
+}
+
+__attribute__((target("avx512f"))) float DotAvx512(const float* a, const float* b, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  if (i + 16 <= n) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    i += 16;
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+__attribute__((target("avx512f"))) void AxpyAvx512(float alpha, const float* x, float* y, int64_t n) {
+  const __m512 a = _mm512_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+// ------------------------------------------------------------------- AVX2 ---
+
+template <DType D>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const std::byte* w, int64_t i) {
+  if constexpr (D == DType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w) + i));
+    if constexpr (D == DType::kF16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+__attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+float WidenScalar(DType d, const std::byte* w, int64_t i) {
+  if (d == DType::kF32) return reinterpret_cast<const float*>(w)[i];
+  const uint16_t bits = reinterpret_cast<const uint16_t*>(w)[i];
+  return d == DType::kF16 ? F16ToFloat(bits) : BF16ToFloat(bits);
+}
+
+template <DType D, int NB>
+__attribute__((target("avx2,fma,f16c"))) void RowsAvx2(const float* x, int64_t in, const std::byte* w, int64_t r0,
+                                                       int64_t r1, float* y, int64_t ys) {
+  const size_t esize = DTypeSize(D);
+  const int64_t full = in / 8 * 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const std::byte* row = w + static_cast<size_t>(r * in) * esize;
+    __m256 acc[NB][2];
+    for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= full; i += 16) {
+      const __m256 w0 = Load8<D>(row, i), w1 = Load8<D>(row, i + 8);
+      for (int b = 0; b < NB; ++b) {
+        acc[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + b * in + i), acc[b][0]);
+        acc[b][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + b * in + i + 8), acc[b][1]);
+      }
+    }
+    for (; i < full; i += 8) {
+      const __m256 w0 = Load8<D>(row, i);
+      for (int b = 0; b < NB; ++b) acc[b][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + b * in + i), acc[b][0]);
+    }
+    for (int b = 0; b < NB; ++b) {
+      float s = Sum8(_mm256_add_ps(acc[b][0], acc[b][1]));
+      for (int64_t k = i; k < in; ++k) s += WidenScalar(D, row, k) * x[b * in + k];
+      y[b * ys + r] = s;
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  float s = Sum8(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// ----------------------------------------------------------------- scalar ---
+
+template <DType D, int NB>
+void RowsScalar(const float* x, int64_t in, const std::byte* w, int64_t r0, int64_t r1, float* y, int64_t ys) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const std::byte* row = w + static_cast<size_t>(r * in) * DTypeSize(D);
+    float acc[NB] = {};
+    for (int64_t i = 0; i < in; ++i) {
+      const float wi = WidenScalar(D, row, i);
+      for (int b = 0; b < NB; ++b) acc[b] += wi * x[b * in + i];
+    }
+    for (int b = 0; b < NB; ++b) y[b * ys + r] = acc[b];
+  }
+}
+
+// ------------------------------------------------------------- dispatch ---
+
+using RowsFn = void (*)(const float*, int64_t, const std::byte*, int64_t, int64_t, float*, int64_t);
+constexpr int kMaxTokens = 4;  // tokens per pass over a row (the row stays in L1)
+
+template <DType D>
+RowsFn PickRows(Isa isa, int nb) {
+  static constexpr RowsFn avx512[] = {RowsAvx512<D, 1>, RowsAvx512<D, 2>, RowsAvx512<D, 3>, RowsAvx512<D, 4>};
+  static constexpr RowsFn avx2[] = {RowsAvx2<D, 1>, RowsAvx2<D, 2>, RowsAvx2<D, 3>, RowsAvx2<D, 4>};
+  static constexpr RowsFn scalar[] = {RowsScalar<D, 1>, RowsScalar<D, 2>, RowsScalar<D, 3>, RowsScalar<D, 4>};
+  if (isa == Isa::kAvx512Vnni) return avx512[nb - 1];
+  if (isa == Isa::kAvx2) return avx2[nb - 1];
+  return scalar[nb - 1];
+}
+
+RowsFn Rows(DType d, Isa isa, int nb) {
+  switch (d) {
+    case DType::kF32: return PickRows<DType::kF32>(isa, nb);
+    case DType::kF16: return PickRows<DType::kF16>(isa, nb);
+    default: return PickRows<DType::kBF16>(isa, nb);
+  }
+}
+
+// Below this many multiply-adds a product runs on the calling thread: waking
+// the pool would cost more than it saves.
+constexpr int64_t kParallelMacs = int64_t{1} << 16;
+
+}  // namespace
+
+namespace cpu {
+float Dot(const float* a, const float* b, int64_t n, Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni: return DotAvx512(a, b, n);
+    case Isa::kAvx2: return DotAvx2(a, b, n);
+    default: {
+      float s = 0.0f;
+      for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+      return s;
+    }
+  }
+}
+
+void Axpy(float alpha, const float* x, float* y, int64_t n, Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni: AxpyAvx512(alpha, x, y, n); return;
+    case Isa::kAvx2: AxpyAvx2(alpha, x, y, n); return;
+    default:
+      for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  }
+}
+}  // namespace cpu
+
+uint64_t DenseBytesRead() { return dense_bytes.load(std::memory_order_relaxed); }
+
+CpuOps::CpuOps(NumaThreadPool* pool, std::optional<quant::Isa> isa)
+    : pool_(pool), isa_(isa.value_or(quant::BestIsa())) {}
+
+NumaThreadPool& CpuOps::pool() const { return pool_ != nullptr ? *pool_ : NumaThreadPool::Default(); }
+
+void CpuOps::MatMul(const float* x, int64_t n, const TensorView& w, float* y, const TensorView* bias) const {
+  const int64_t out = w.shape[0];
+  const int64_t in = w.numel() / out;
+  if (w.dtype != DType::kBF16 && w.dtype != DType::kF16 && w.dtype != DType::kF32) {
+    ref::MatMul(x, n, w, y, bias);  // F8 and the like: widened element by element
+    return;
+  }
+  dense_bytes.fetch_add(w.nbytes(), std::memory_order_relaxed);
+  const Isa isa = isa_;
+  // Rows [r0, r1) for every token, kMaxTokens at a time.
+  auto rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t t = 0; t < n; t += kMaxTokens) {
+      const int nb = static_cast<int>(std::min<int64_t>(kMaxTokens, n - t));
+      Rows(w.dtype, isa, nb)(x + t * in, in, w.data, r0, r1, y + t * out, out);
+    }
+  };
+  NumaThreadPool& p = pool();
+  if (out * in * n < kParallelMacs || p.num_threads() == 1 || out < 2 * p.num_threads()) {
+    rows(0, out);
+  } else {
+    p.Run([&](const PoolWorker& worker) {
+      auto [r0, r1] = SplitRange(out, worker.global_index, p.num_threads());
+      rows(r0, r1);
+    });
+  }
+  if (bias != nullptr && bias->data != nullptr) {
+    std::vector<float> b = ToFloatVector(*bias);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t o = 0; o < out; ++o) y[t * out + o] += b[static_cast<size_t>(o)];
+    }
+  }
+}
+
+void CpuOps::ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const {
+  if (count <= 0) return;
+  NumaThreadPool& p = pool();
+  if (count == 1 || p.num_threads() == 1) {
+    fn(0, count);
+    return;
+  }
+  p.Run([&](const PoolWorker& worker) {
+    auto [begin, end] = SplitRange(count, worker.global_index, p.num_threads());
+    if (begin < end) fn(begin, end);
+  });
+}
+
+void CpuOps::RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
+                     bool zero_centred, float* out) const {
+  thread_local std::vector<float> w;
+  w.resize(static_cast<size_t>(dim));
+  ConvertToFloat(weight.dtype, weight.data, w.data(), static_cast<size_t>(dim));
+  if (zero_centred) {
+    for (float& v : w) v += 1.0f;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    const float inv = 1.0f / std::sqrt(cpu::Dot(xr, xr, dim, isa_) / static_cast<float>(dim) + eps);
+    float* o = out + r * dim;
+    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * inv * w[static_cast<size_t>(i)];
+  }
+}
+
+void CpuOps::SiluMul(const float* gate, const float* up, int64_t n, float* out) const {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void CpuOps::Attention(const AttentionArgs& a) const {
+  const int64_t group = a.heads / a.kv_heads;
+  const int64_t positions = a.start_pos + a.n;
+  std::vector<const float*> row(static_cast<size_t>(positions));
+  for (int64_t b = 0; b * a.block_size < positions; ++b) {
+    const float* base = a.block_row(b);
+    for (int64_t s = 0; s < a.block_size && b * a.block_size + s < positions; ++s) {
+      row[static_cast<size_t>(b * a.block_size + s)] = base + s * a.slot_stride;
+    }
+  }
+  // One (token, head) pair: scores, softmax, weighted sum of values.
+  auto one = [&](int64_t t, int64_t h, std::vector<float>& scores) {
+    const int64_t last = a.start_pos + t;
+    const float* q = a.q + (t * a.heads + h) * a.head_dim;
+    const int64_t koff = a.k_offset + (h / group) * a.head_dim;
+    const int64_t voff = a.v_offset + (h / group) * a.v_dim;
+    scores.resize(static_cast<size_t>(last + 1));
+    float m = -INFINITY;
+    for (int64_t p = 0; p <= last; ++p) {
+      scores[static_cast<size_t>(p)] = cpu::Dot(q, row[static_cast<size_t>(p)] + koff, a.head_dim, isa_) * a.scale;
+      m = std::max(m, scores[static_cast<size_t>(p)]);
+    }
+    float sum = 0.0f;
+    for (int64_t p = 0; p <= last; ++p) {
+      float& s = scores[static_cast<size_t>(p)];
+      s = std::exp(s - m);
+      sum += s;
+    }
+    float* o = a.out + (t * a.heads + h) * a.v_dim;
+    std::fill(o, o + a.v_dim, 0.0f);
+    const float inv = 1.0f / sum;
+    for (int64_t p = 0; p <= last; ++p) {
+      cpu::Axpy(scores[static_cast<size_t>(p)] * inv, row[static_cast<size_t>(p)] + voff, o, a.v_dim, isa_);
+    }
+  };
+  const int64_t pairs = a.n * a.heads;
+  NumaThreadPool& threads = pool();
+  const int64_t work = pairs * positions * (a.head_dim + a.v_dim);
+  if (work < kParallelMacs || threads.num_threads() == 1) {
+    std::vector<float> scores;
+    for (int64_t i = 0; i < pairs; ++i) one(i / a.heads, i % a.heads, scores);
+    return;
+  }
+  threads.Run([&](const PoolWorker& worker) {
+    std::vector<float> scores;
+    for (int64_t i = worker.global_index; i < pairs; i += threads.num_threads()) {
+      one(i / a.heads, i % a.heads, scores);
+    }
+  });
+}
+
+}  // namespace krasis

@@ -1,0 +1,52 @@
+// Fast CPU Ops for decode (and the CPU prefill path): the same contracts as the
+// reference (reference.h), but with fp32 accumulation in SIMD registers
+// (AVX-512, AVX2 or plain loops, chosen at run time like common/quant's
+// kernels) and the rows of a matrix product split over a NumaThreadPool. Weights
+// stay in their checkpoint dtype (BF16, F16, F32) and are widened in registers,
+// so nothing is copied at load time.
+//
+// Results differ from the reference only by rounding (fp32 instead of double
+// accumulation); tests/kernels/cpu_ops_test compares the two on random data.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "common/kernels/ops.h"
+#include "common/quant/qgemm.h"
+#include "common/threading/numa_pool.h"
+
+namespace krasis {
+
+class CpuOps final : public Ops {
+ public:
+  // pool: null uses NumaThreadPool::Default() (created on first use). isa:
+  // the SIMD path (default quant::BestIsa(), which honours KRASIS_ISA).
+  explicit CpuOps(NumaThreadPool* pool = nullptr, std::optional<quant::Isa> isa = std::nullopt);
+
+  void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
+              const TensorView* bias = nullptr) const override;
+  void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
+               bool zero_centred, float* out) const override;
+  void SiluMul(const float* gate, const float* up, int64_t n, float* out) const override;
+  void Attention(const AttentionArgs& args) const override;
+  void ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const override;
+
+ private:
+  NumaThreadPool& pool() const;
+  NumaThreadPool* pool_;
+  quant::Isa isa_;
+};
+
+// Bytes of BF16/F16/F32 weights read by CpuOps::MatMul since the process
+// started (for benchmarks' bytes-per-token figures).
+uint64_t DenseBytesRead();
+
+namespace cpu {
+// sum_i a[i] * b[i] in fp32 SIMD.
+float Dot(const float* a, const float* b, int64_t n, quant::Isa isa = quant::BestIsa());
+// y[i] += alpha * x[i].
+void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+}  // namespace cpu
+
+}  // namespace krasis

@@ -1,0 +1,217 @@
+// CpuOps (the fast CPU Ops) against the reference kernels on fresh random data,
+// for every SIMD path this machine supports (scalar, AVX2, AVX-512), BF16 / F16 /
+// F32 weights, awkward shapes (tails shorter than a vector, fewer rows than
+// threads), batches of 1-9 tokens, on a pool of several threads; attention over
+// a paged cache whose blocks are out of order, for GQA and the MQA shape of
+// absorbed MLA; and ParallelFor's ranges.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <numeric>
+#include <random>
+
+#include "common/kernels/cpu_ops.h"
+#include "common/kernels/reference.h"
+
+namespace krasis {
+namespace {
+
+using quant::Isa;
+
+std::vector<float> Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+double RelError(const float* got, const float* want, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// A weight tensor of `dtype` holding random values (owned bytes + a view).
+struct Weight {
+  std::vector<std::byte> bytes;
+  TensorView view;
+  Weight(DType dtype, Shape shape, uint32_t seed) {
+    std::vector<float> v = Random(static_cast<size_t>(NumElements(shape)), seed);
+    bytes.resize(v.size() * DTypeSize(dtype));
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (dtype == DType::kF32) {
+        std::memcpy(&bytes[i * 4], &v[i], 4);
+      } else {
+        const uint16_t b = dtype == DType::kBF16 ? FloatToBF16(v[i]) : FloatToF16(v[i]);
+        std::memcpy(&bytes[i * 2], &b, 2);
+      }
+    }
+    view = TensorView{dtype, std::move(shape), bytes.data()};
+  }
+};
+
+std::vector<Isa> Isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+    if (quant::IsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+class CpuOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto topology = Topology::FromSynthetic("pack:1 core:3 pu:1");
+    ASSERT_TRUE(topology.ok()) << topology.status();
+    topology_ = std::move(*topology);
+    auto pool = NumaThreadPool::Create(*topology_);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = std::move(*pool);
+  }
+  std::unique_ptr<Topology> topology_;
+  std::unique_ptr<NumaThreadPool> pool_;
+};
+
+TEST_F(CpuOpsTest, MatMulMatchesReference) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {7, 13}, {5, 16}, {33, 100}, {300, 512},
+                                                           {64, 2048}, {129, 47}};
+  uint32_t seed = 1;
+  for (Isa isa : Isas()) {
+    CpuOps ops(pool_.get(), isa);
+    for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+      for (auto [out, in] : shapes) {
+        for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+          for (bool with_bias : {false, true}) {
+            SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " " << DTypeName(dtype) << " [" << out << ", "
+                                            << in << "] n=" << n << " bias=" << with_bias);
+            Weight w(dtype, {out, in}, ++seed);
+            Weight bias(DType::kBF16, {out}, ++seed);
+            std::vector<float> x = Random(static_cast<size_t>(n * in), ++seed);
+            std::vector<float> got(static_cast<size_t>(n * out), NAN), want(got.size());
+            ops.MatMul(x.data(), n, w.view, got.data(), with_bias ? &bias.view : nullptr);
+            ref::MatMul(x.data(), n, w.view, want.data(), with_bias ? &bias.view : nullptr);
+            EXPECT_LT(RelError(got.data(), want.data(), got.size()), 2e-6);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CpuOpsTest, RmsNormAndSiluMulMatchReference) {
+  uint32_t seed = 100;
+  for (Isa isa : Isas()) {
+    CpuOps ops(pool_.get(), isa);
+    for (int64_t dim : {1, 15, 128, 2049}) {
+      for (bool zero_centred : {false, true}) {
+        SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " dim=" << dim << " zc=" << zero_centred);
+        Weight w(DType::kBF16, {dim}, ++seed);
+        std::vector<float> x = Random(static_cast<size_t>(3 * dim), ++seed);
+        std::vector<float> got(x.size()), want(x.size());
+        ops.RmsNorm(x.data(), 3, dim, w.view, 1e-6f, zero_centred, got.data());
+        ref::RmsNorm(x.data(), 3, dim, w.view, 1e-6f, zero_centred, want.data());
+        EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-6);
+        // In place gives the same.
+        ops.RmsNorm(x.data(), 3, dim, w.view, 1e-6f, zero_centred, x.data());
+        EXPECT_LT(RelError(x.data(), want.data(), x.size()), 1e-6);
+      }
+    }
+    std::vector<float> g = Random(1000, ++seed), u = Random(1000, ++seed), got(1000), want(1000);
+    ops.SiluMul(g.data(), u.data(), 1000, got.data());
+    ref::SiluMul(g.data(), u.data(), 1000, want.data());
+    EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-6);
+  }
+}
+
+struct AttentionCase {
+  int64_t heads, kv_heads, head_dim, v_dim, k_offset, v_offset, n, start_pos;
+};
+
+TEST_F(CpuOpsTest, AttentionMatchesReferenceOverPagedCache) {
+  const AttentionCase cases[] = {
+      // GQA: row = k [kv_heads, hd] then v [kv_heads, hd].
+      {8, 2, 64, 64, 0, 2 * 64, 1, 0},
+      {8, 2, 64, 64, 0, 2 * 64, 1, 70},
+      {8, 2, 64, 64, 0, 2 * 64, 5, 37},
+      {4, 4, 17, 17, 0, 4 * 17, 3, 20},
+      {16, 2, 256, 256, 0, 2 * 256, 1, 300},
+      // Absorbed MLA: one kv head, key = [latent | rope], value = latent.
+      {16, 1, 80, 64, 0, 0, 1, 45},
+      {4, 1, 80, 64, 0, 0, 6, 10},
+  };
+  const int64_t block_size = 16;
+  uint32_t seed = 200;
+  for (Isa isa : Isas()) {
+    CpuOps ops(pool_.get(), isa);
+    for (const AttentionCase& c : cases) {
+      SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " heads=" << c.heads << "/" << c.kv_heads
+                                      << " hd=" << c.head_dim << " n=" << c.n << " start=" << c.start_pos);
+      const int64_t positions = c.start_pos + c.n;
+      const int64_t row_floats = std::max(c.k_offset + c.kv_heads * c.head_dim, c.v_offset + c.kv_heads * c.v_dim);
+      const int64_t stride = row_floats + 3;  // other layers' floats between slots
+      const int64_t blocks = (positions + block_size - 1) / block_size;
+      std::vector<float> storage = Random(static_cast<size_t>((blocks + 2) * block_size * stride), ++seed);
+      // Blocks in a scrambled order, as a real block table has them.
+      std::vector<int64_t> table(static_cast<size_t>(blocks));
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), std::mt19937(seed));
+      for (auto& b : table) b += 1;
+      std::vector<float> q = Random(static_cast<size_t>(c.n * c.heads * c.head_dim), ++seed);
+      std::vector<float> got(static_cast<size_t>(c.n * c.heads * c.v_dim), NAN), want(got.size());
+      AttentionArgs args;
+      args.q = q.data();
+      args.n = c.n;
+      args.start_pos = c.start_pos;
+      args.heads = c.heads;
+      args.kv_heads = c.kv_heads;
+      args.head_dim = c.head_dim;
+      args.v_dim = c.v_dim;
+      args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      args.block_size = block_size;
+      args.slot_stride = stride;
+      args.k_offset = c.k_offset;
+      args.v_offset = c.v_offset;
+      args.block_row = [&](int64_t b) -> const float* {
+        return storage.data() + table[static_cast<size_t>(b)] * block_size * stride;
+      };
+      args.out = got.data();
+      ops.Attention(args);
+      args.out = want.data();
+      ref::Attention(args);
+      EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-5);
+    }
+  }
+}
+
+TEST_F(CpuOpsTest, ParallelForCoversEveryIndexOnce) {
+  CpuOps ops(pool_.get());
+  for (int64_t count : {0, 1, 2, 3, 7, 100}) {
+    std::vector<int> hits(static_cast<size_t>(count), 0);
+    std::mutex mu;
+    ops.ParallelFor(count, [&](int64_t begin, int64_t end) {
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_LT(begin, end);
+      for (int64_t i = begin; i < end; ++i) ++hits[static_cast<size_t>(i)];
+    });
+    for (int h : hits) EXPECT_EQ(h, 1);
+  }
+  // Ops called inside a ParallelFor task run on that thread, with the same results.
+  Weight w(DType::kBF16, {256, 512}, 7);
+  std::vector<float> x = Random(512, 8), want(256);
+  ref::MatMul(x.data(), 1, w.view, want.data());
+  std::vector<std::vector<float>> got(4, std::vector<float>(256));
+  ops.ParallelFor(4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) ops.MatMul(x.data(), 1, w.view, got[static_cast<size_t>(i)].data());
+  });
+  for (const auto& g : got) EXPECT_LT(RelError(g.data(), want.data(), g.size()), 2e-6);
+}
+
+}  // namespace
+}  // namespace krasis
