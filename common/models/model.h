@@ -48,8 +48,9 @@ quant::QuantFormat ToQuantFormat(ExpertFormat format);
 
 // Formats of the non-expert weights for decode, per component. Quantized ones
 // run on the CPU kernels with their rows split over the whole pool. `attention`
-// covers the q/k/v/o projections of GQA layers (MLA and linear-attention
-// projections stay as stored for now).
+// covers every projection of the token mixers: GQA q/k/v/o, MLA q (or q_a and
+// q_b), kv_a and o (kv_b stays as stored: it is read per head in the absorbed
+// form), and Gated DeltaNet's in_proj_qkvz, in_proj_ba and out_proj.
 struct WeightFormats {
   ExpertFormat attention = ExpertFormat::kBf16;
   ExpertFormat lm_head = ExpertFormat::kBf16;

@@ -24,7 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/kernels/reference.h"
+#include "common/models/blocks/projection.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -97,9 +99,9 @@ class GatedDeltaNet final : public Mixer {
       : d_(dims), norm_eps_(norm_eps), ops_(&ops) {}
 
   absl::Status Load(const Weights& weights, const std::string& prefix) {
-    ASSIGN_OR_RETURN(in_proj_qkvz_,
+    ASSIGN_OR_RETURN(in_proj_qkvz_.weight,
                      weights.Get(prefix + "in_proj_qkvz.weight", {d_.qkvz_dim, d_.hidden}));
-    ASSIGN_OR_RETURN(in_proj_ba_, weights.Get(prefix + "in_proj_ba.weight", {2 * d_.nv, d_.hidden}));
+    ASSIGN_OR_RETURN(in_proj_ba_.weight, weights.Get(prefix + "in_proj_ba.weight", {2 * d_.nv, d_.hidden}));
     ASSIGN_OR_RETURN(TensorView conv_w,
                      weights.Get(prefix + "conv1d.weight", {d_.conv_dim, 1, d_.kernel}));
     conv_weight_ = ToFloatVector(conv_w);
@@ -111,7 +113,7 @@ class GatedDeltaNet final : public Mixer {
     neg_a_ = ToFloatVector(a_log);
     for (float& v : neg_a_) v = -std::exp(v);  // -A_log.float().exp()
     ASSIGN_OR_RETURN(norm_, weights.Get(prefix + "norm.weight", {d_.dv}));
-    ASSIGN_OR_RETURN(out_proj_, weights.Get(prefix + "out_proj.weight", {d_.hidden, d_.value_dim}));
+    ASSIGN_OR_RETURN(out_proj_.weight, weights.Get(prefix + "out_proj.weight", {d_.hidden, d_.value_dim}));
     return absl::OkStatus();
   }
 
@@ -153,8 +155,9 @@ class GatedDeltaNet final : public Mixer {
   void RunSequence(const float* x, int64_t count, LinearState& state, float* out) const {
     std::vector<float> qkvz(static_cast<size_t>(count * d_.qkvz_dim));
     std::vector<float> ba(static_cast<size_t>(count * 2 * d_.nv));
-    ops_->MatMul(x, count, in_proj_qkvz_, qkvz.data());
-    ops_->MatMul(x, count, in_proj_ba_, ba.data());
+    const Projection* in[] = {&in_proj_qkvz_, &in_proj_ba_};
+    float* ys[] = {qkvz.data(), ba.data()};
+    ApplyAll(*ops_, in, x, count, ys);
 
     std::vector<float> core(static_cast<size_t>(count * d_.value_dim));
     std::vector<float> z(static_cast<size_t>(count * d_.value_dim));
@@ -174,7 +177,7 @@ class GatedDeltaNet final : public Mixer {
     ops_->RmsNorm(core.data(), count * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false,
                   core.data());
     ops_->SiluMul(z.data(), core.data(), n, core.data());
-    ops_->MatMul(core.data(), count, out_proj_, out);
+    out_proj_.Apply(*ops_, core.data(), count, out);
   }
 
   // fix_query_key_value_ordering + cat(q, k, v): from the per-group projections of
@@ -226,53 +229,57 @@ class GatedDeltaNet final : public Mixer {
       ref::L2Normalize(k + h * d_.dk, d_.dk, kL2NormEps);
       for (int64_t i = 0; i < d_.dk; ++i) q[h * d_.dk + i] *= scale;
     }
-    std::vector<double> acc(static_cast<size_t>(d_.dv));
-    for (int64_t h = 0; h < d_.nv; ++h) {
-      const float* qh = q + (h / d_.ratio) * d_.dk;
-      const float* kh = k + (h / d_.ratio) * d_.dk;
-      const float* vh = v + h * d_.dv;
-      float* sh = s + h * d_.dk * d_.dv;
-      const float beta = ref::Sigmoid(b[h]);
-      const float decay = std::exp(neg_a_[h] * ref::Softplus(a[h] + dt_bias_[h]));
-      // S *= exp(g); kv_mem = k^T S.
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t i = 0; i < d_.dk; ++i) {
-        float* row = sh + i * d_.dv;
-        for (int64_t j = 0; j < d_.dv; ++j) {
-          row[j] *= decay;
-          acc[j] += static_cast<double>(row[j]) * kh[i];
+    // Value heads are independent: split them over the pool.
+    ops_->ParallelFor(d_.nv, [&](int64_t h0, int64_t h1) {
+      std::vector<float> delta(static_cast<size_t>(d_.dv));
+      for (int64_t h = h0; h < h1; ++h) {
+        const float* qh = q + (h / d_.ratio) * d_.dk;
+        const float* kh = k + (h / d_.ratio) * d_.dk;
+        const float* vh = v + h * d_.dv;
+        float* sh = s + h * d_.dk * d_.dv;
+        const float beta = ref::Sigmoid(b[h]);
+        const float decay = std::exp(neg_a_[h] * ref::Softplus(a[h] + dt_bias_[h]));
+        // S *= exp(g); kv_mem = k^T S (into delta).
+        std::fill(delta.begin(), delta.end(), 0.0f);
+        for (int64_t i = 0; i < d_.dk; ++i) {
+          float* row = sh + i * d_.dv;
+          for (int64_t j = 0; j < d_.dv; ++j) row[j] *= decay;
+          cpu::Axpy(kh[i], row, delta.data(), d_.dv);
+        }
+        // delta = (v - kv_mem) * beta; S += k delta^T; o = q^T S, in one pass.
+        for (int64_t j = 0; j < d_.dv; ++j) delta[j] = (vh[j] - delta[j]) * beta;
+        float* oh = o + h * d_.dv;
+        std::fill(oh, oh + d_.dv, 0.0f);
+        for (int64_t i = 0; i < d_.dk; ++i) {
+          float* row = sh + i * d_.dv;
+          cpu::Axpy(kh[i], delta.data(), row, d_.dv);
+          cpu::Axpy(qh[i], row, oh, d_.dv);
         }
       }
-      // delta = (v - kv_mem) * beta; S += k delta^T.
-      for (int64_t j = 0; j < d_.dv; ++j) {
-        acc[j] = (vh[j] - static_cast<float>(acc[j])) * beta;
-      }
-      for (int64_t i = 0; i < d_.dk; ++i) {
-        float* row = sh + i * d_.dv;
-        for (int64_t j = 0; j < d_.dv; ++j) row[j] += kh[i] * static_cast<float>(acc[j]);
-      }
-      // o = q^T S.
-      float* oh = o + h * d_.dv;
-      for (int64_t j = 0; j < d_.dv; ++j) {
-        double sum = 0.0;
-        for (int64_t i = 0; i < d_.dk; ++i) sum += static_cast<double>(sh[i * d_.dv + j]) * qh[i];
-        oh[j] = static_cast<float>(sum);
-      }
-    }
+    });
   }
 
   Dims d_;
   float norm_eps_;
   const Ops* ops_;
 
-  TensorView in_proj_qkvz_;        // [2*nk*dk + 2*nv*dv, hidden], per key-head group
-  TensorView in_proj_ba_;          // [2*nv, hidden], per key-head group
+  Projection in_proj_qkvz_;        // [2*nk*dk + 2*nv*dv, hidden], per key-head group
+  Projection in_proj_ba_;          // [2*nv, hidden], per key-head group
   std::vector<float> conv_weight_;  // [conv_dim, kernel] (checkpoint [conv_dim, 1, kernel])
   std::vector<float> conv_bias_;    // [conv_dim], or empty when the checkpoint has none
   std::vector<float> dt_bias_;      // [nv]
   std::vector<float> neg_a_;        // [nv]: -exp(A_log)
   TensorView norm_;                 // [dv], used as plain w
-  TensorView out_proj_;             // [hidden, nv*dv]
+  Projection out_proj_;             // [hidden, nv*dv]
+
+ public:
+  absl::Status SetWeightFormats(const WeightFormats& formats) override {
+    for (auto [p, name] : {std::pair{&in_proj_qkvz_, "in_proj_qkvz"}, std::pair{&in_proj_ba_, "in_proj_ba"},
+                           std::pair{&out_proj_, "out_proj"}}) {
+      RETURN_IF_ERROR(p->Quantize(formats.attention, formats.group_size, formats.pool, name));
+    }
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace

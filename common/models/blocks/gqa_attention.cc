@@ -9,8 +9,7 @@
 #include <tuple>
 
 #include "common/kernels/reference.h"
-#include "common/quant/expert_set.h"
-#include "common/quant/quantize.h"
+#include "common/models/blocks/projection.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -27,56 +26,15 @@ class GqaAttention final : public Mixer {
   int64_t hidden_ = 0, heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   float eps_ = 1e-6f;
   Rope rope;
-  TensorView q_proj, k_proj, v_proj, o_proj;  // [heads*hd(*2 with gate), hidden], [kvh*hd, hidden] x2, [hidden, heads*hd]
-  TensorView q_bias, k_bias, v_bias;          // [heads*hd], [kvh*hd], [kvh*hd] (optional)
+  Projection q_proj, k_proj, v_proj, o_proj;  // [heads*hd(*2 with gate), hidden], [kvh*hd, hidden] x2, [hidden, heads*hd]
   TensorView q_norm, k_norm;                  // [hd] (optional)
-  // Set by SetWeightFormats(attention = int8|int4): q, k, v, o quantized.
-  std::shared_ptr<const quant::QuantizedMatrix> q_quant, k_quant, v_quant, o_quant;
-  NumaThreadPool* pool = nullptr;
 
   absl::Status SetWeightFormats(const WeightFormats& formats) override {
-    q_quant = k_quant = v_quant = o_quant = nullptr;
-    if (formats.attention == ExpertFormat::kBf16) return absl::OkStatus();
-    pool = formats.pool != nullptr ? formats.pool : &NumaThreadPool::Default();
-    const quant::QuantFormat f = ToQuantFormat(formats.attention);
-    for (auto [view, out, name] : {std::tuple{&q_proj, &q_quant, "q_proj"}, std::tuple{&k_proj, &k_quant, "k_proj"},
-                                   std::tuple{&v_proj, &v_quant, "v_proj"}, std::tuple{&o_proj, &o_quant, "o_proj"}}) {
-      ASSIGN_OR_RETURN(quant::QuantizedMatrix m, quant::QuantizeMatrix(*view, f, formats.group_size, name));
-      *out = std::make_shared<const quant::QuantizedMatrix>(std::move(m));
+    for (auto [p, name] : {std::pair{&q_proj, "q_proj"}, std::pair{&k_proj, "k_proj"}, std::pair{&v_proj, "v_proj"},
+                           std::pair{&o_proj, "o_proj"}}) {
+      RETURN_IF_ERROR(p->Quantize(formats.attention, formats.group_size, formats.pool, name));
     }
     return absl::OkStatus();
-  }
-  // y[n, out] = x W^T (+ bias), quantized when set.
-  void Project(const float* x, int64_t n, const TensorView& w, const quant::QuantizedMatrix* wq,
-               const TensorView& bias, float* y) const {
-    if (wq == nullptr) {
-      ops->MatMul(x, n, w, y, bias.data ? &bias : nullptr);
-      return;
-    }
-    quant::PoolMatMul(*wq, x, n, y, *pool);
-    AddBias(bias, n, wq->rows, y);
-  }
-  static void AddBias(const TensorView& bias, int64_t n, int64_t rows, float* y) {
-    if (bias.data == nullptr) return;
-    std::vector<float> b = ToFloatVector(bias);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t i = 0; i < rows; ++i) y[t * rows + i] += b[static_cast<size_t>(i)];
-    }
-  }
-  // q, k and v of x; quantized ones in one pool dispatch.
-  void ProjectQkv(const float* x, int64_t n, float* q, float* k, float* v) const {
-    if (q_quant == nullptr) {
-      Project(x, n, q_proj, nullptr, q_bias, q);
-      Project(x, n, k_proj, nullptr, k_bias, k);
-      Project(x, n, v_proj, nullptr, v_bias, v);
-      return;
-    }
-    const quant::QuantizedMatrix* ws[] = {q_quant.get(), k_quant.get(), v_quant.get()};
-    float* ys[] = {q, k, v};
-    quant::PoolMatMulMany(ws, x, n, ys, *pool);
-    AddBias(q_bias, n, q_quant->rows, q);
-    AddBias(k_bias, n, k_quant->rows, k);
-    AddBias(v_bias, n, v_quant->rows, v);
   }
 
   friend absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig&, const Weights&,
@@ -94,7 +52,9 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     std::vector<float> q(static_cast<size_t>(r.count * q_width));
     std::vector<float> k(static_cast<size_t>(r.count * kv_width));
     std::vector<float> v(static_cast<size_t>(r.count * kv_width));
-    ProjectQkv(xs, r.count, q.data(), k.data(), v.data());
+    const Projection* qkv[] = {&q_proj, &k_proj, &v_proj};
+    float* ys[] = {q.data(), k.data(), v.data()};
+    ApplyAll(*ops, qkv, xs, r.count, ys);
     // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
     std::vector<float> query(static_cast<size_t>(r.count * heads_ * head_dim_));
     std::vector<float> gate;
@@ -143,7 +103,7 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     if (options.output_gate) {
       for (size_t i = 0; i < attn.size(); ++i) attn[i] *= ref::Sigmoid(gate[i]);
     }
-    Project(attn.data(), r.count, o_proj, o_quant.get(), TensorView{}, out + r.first_row * hidden_);
+    o_proj.Apply(*ops, attn.data(), r.count, out + r.first_row * hidden_);
   }
   return absl::OkStatus();
 }
@@ -168,14 +128,14 @@ absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig& confi
   }
   const int64_t hd = a->head_dim_, h = a->hidden_;
   const int64_t q_out = a->heads_ * hd * (options.output_gate ? 2 : 1);
-  ASSIGN_OR_RETURN(a->q_proj, weights.Get(prefix + "q_proj.weight", {q_out, h}));
-  ASSIGN_OR_RETURN(a->k_proj, weights.Get(prefix + "k_proj.weight", {a->kv_heads_ * hd, h}));
-  ASSIGN_OR_RETURN(a->v_proj, weights.Get(prefix + "v_proj.weight", {a->kv_heads_ * hd, h}));
-  ASSIGN_OR_RETURN(a->o_proj, weights.Get(prefix + "o_proj.weight", {h, a->heads_ * hd}));
+  ASSIGN_OR_RETURN(a->q_proj.weight, weights.Get(prefix + "q_proj.weight", {q_out, h}));
+  ASSIGN_OR_RETURN(a->k_proj.weight, weights.Get(prefix + "k_proj.weight", {a->kv_heads_ * hd, h}));
+  ASSIGN_OR_RETURN(a->v_proj.weight, weights.Get(prefix + "v_proj.weight", {a->kv_heads_ * hd, h}));
+  ASSIGN_OR_RETURN(a->o_proj.weight, weights.Get(prefix + "o_proj.weight", {h, a->heads_ * hd}));
   if (config.attention_bias) {
-    ASSIGN_OR_RETURN(a->q_bias, weights.Get(prefix + "q_proj.bias", {q_out}));
-    ASSIGN_OR_RETURN(a->k_bias, weights.Get(prefix + "k_proj.bias", {a->kv_heads_ * hd}));
-    ASSIGN_OR_RETURN(a->v_bias, weights.Get(prefix + "v_proj.bias", {a->kv_heads_ * hd}));
+    ASSIGN_OR_RETURN(a->q_proj.bias, weights.Get(prefix + "q_proj.bias", {q_out}));
+    ASSIGN_OR_RETURN(a->k_proj.bias, weights.Get(prefix + "k_proj.bias", {a->kv_heads_ * hd}));
+    ASSIGN_OR_RETURN(a->v_proj.bias, weights.Get(prefix + "v_proj.bias", {a->kv_heads_ * hd}));
   }
   if (options.qk_norm) {
     ASSIGN_OR_RETURN(a->q_norm, weights.Get(prefix + "q_norm.weight", {hd}));

@@ -35,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/models/blocks/projection.h"
 #include "common/models/rope.h"
 #include "common/status.h"
 
@@ -44,10 +45,6 @@ namespace {
 // transformers builds q_a_layernorm and kv_a_layernorm with the RMSNorm default
 // eps (1e-6), not config.rms_norm_eps; DeepSeek's own code does the same.
 constexpr float kLatentNormEps = 1e-6f;
-
-const TensorView* BiasOrNull(const TensorView& bias) {
-  return bias.data != nullptr ? &bias : nullptr;
-}
 
 // deepseek_v3's "rope_interleave" (default true); deepseek_v2 is always interleaved.
 bool RopeInterleaved(const ModelConfig& config) {
@@ -81,6 +78,16 @@ class MlaAttention final : public Mixer {
   absl::Status ForwardSequence(const float* x, float* out, const SequenceRows& r,
                                PagedKvCache& cache, int layer) const;
 
+  absl::Status SetWeightFormats(const WeightFormats& formats) override {
+    for (auto [p, name] : {std::pair{&q_proj_, "q_proj"}, std::pair{&q_a_proj_, "q_a_proj"},
+                           std::pair{&q_b_proj_, "q_b_proj"}, std::pair{&kv_a_proj_, "kv_a_proj_with_mqa"},
+                           std::pair{&o_proj_, "o_proj"}}) {
+      if (p->weight.data == nullptr) continue;
+      RETURN_IF_ERROR(p->Quantize(formats.attention, formats.group_size, formats.pool, name));
+    }
+    return absl::OkStatus();
+  }
+
   const Ops* ops_;
   std::string prefix_;  // for error messages
   int64_t hidden_ = 0;
@@ -94,17 +101,14 @@ class MlaAttention final : public Mixer {
   float scale_ = 1.0f;
   Rope rope_;
 
-  TensorView q_proj_;         // [heads * qk_dim, hidden]  (q_lora_ == 0)
-  TensorView q_a_proj_;       // [q_lora, hidden]          (q_lora_ > 0)
-  TensorView q_a_proj_bias_;  // [q_lora]  optional
+  Projection q_proj_;         // [heads * qk_dim, hidden]  (q_lora_ == 0)
+  Projection q_a_proj_;       // [q_lora, hidden] (+ optional bias)  (q_lora_ > 0)
   TensorView q_a_norm_;       // [q_lora]
-  TensorView q_b_proj_;       // [heads * qk_dim, q_lora]
-  TensorView kv_a_proj_;      // [kv_lora + rope, hidden]
-  TensorView kv_a_proj_bias_;  // [kv_lora + rope]  optional
+  Projection q_b_proj_;       // [heads * qk_dim, q_lora]
+  Projection kv_a_proj_;      // [kv_lora + rope, hidden] (+ optional bias)
   TensorView kv_a_norm_;      // [kv_lora]
-  TensorView kv_b_proj_;      // [heads * (nope + v), kv_lora]
-  TensorView o_proj_;         // [hidden, heads * v]
-  TensorView o_proj_bias_;    // [hidden]  optional
+  TensorView kv_b_proj_;      // [heads * (nope + v), kv_lora]: read per head (absorbed), kept as stored
+  Projection o_proj_;         // [hidden, heads * v] (+ optional bias)
   std::vector<std::byte> wuk_t_;  // [heads, kv_lora, nope]: W_uk[h]^T, kv_b_proj's dtype
 
   // Views of head h's W_uk^T [kv_lora, nope] and W_uv [v, kv_lora].
@@ -147,17 +151,17 @@ absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const Seq
   std::vector<float> q(static_cast<size_t>(n * heads_ * qk_dim_));
   if (q_lora_ > 0) {
     std::vector<float> qa(static_cast<size_t>(n * q_lora_));
-    ops_->MatMul(xs, n, q_a_proj_, qa.data(), BiasOrNull(q_a_proj_bias_));
+    q_a_proj_.Apply(*ops_, xs, n, qa.data());
     ops_->RmsNorm(qa.data(), n, q_lora_, q_a_norm_, kLatentNormEps, false, qa.data());
-    ops_->MatMul(qa.data(), n, q_b_proj_, q.data());
+    q_b_proj_.Apply(*ops_, qa.data(), n, q.data());
   } else {
-    ops_->MatMul(xs, n, q_proj_, q.data());
+    q_proj_.Apply(*ops_, xs, n, q.data());
   }
 
   // Compressed KV [n, kv_lora + rope]; latent normed, k_pe roped, both into the cache.
   const int64_t kva_dim = kv_lora_ + rope_dim_;
   std::vector<float> kva(static_cast<size_t>(n * kva_dim));
-  ops_->MatMul(xs, n, kv_a_proj_, kva.data(), BiasOrNull(kv_a_proj_bias_));
+  kv_a_proj_.Apply(*ops_, xs, n, kva.data());
   std::vector<float> latent(static_cast<size_t>(n * kv_lora_));
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(&latent[i * kv_lora_], &kva[i * kva_dim], sizeof(float) * kv_lora_);
@@ -224,7 +228,7 @@ absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const Seq
     }
   });
 
-  ops_->MatMul(attn.data(), n, o_proj_, out + r.first_row * hidden_, BiasOrNull(o_proj_bias_));
+  o_proj_.Apply(*ops_, attn.data(), n, out + r.first_row * hidden_);
   return absl::OkStatus();
 }
 
@@ -282,19 +286,19 @@ absl::StatusOr<std::unique_ptr<Mixer>> LoadMlaAttention(const ModelConfig& confi
     return weights.GetOptional(prefix + name, shape);
   };
   if (q_lora > 0) {
-    ASSIGN_OR_RETURN(m->q_a_proj_, get("q_a_proj.weight", {q_lora, hidden}));
-    ASSIGN_OR_RETURN(m->q_a_proj_bias_, get_optional("q_a_proj.bias", {q_lora}));
+    ASSIGN_OR_RETURN(m->q_a_proj_.weight, get("q_a_proj.weight", {q_lora, hidden}));
+    ASSIGN_OR_RETURN(m->q_a_proj_.bias, get_optional("q_a_proj.bias", {q_lora}));
     ASSIGN_OR_RETURN(m->q_a_norm_, get("q_a_layernorm.weight", {q_lora}));
-    ASSIGN_OR_RETURN(m->q_b_proj_, get("q_b_proj.weight", {heads * qk, q_lora}));
+    ASSIGN_OR_RETURN(m->q_b_proj_.weight, get("q_b_proj.weight", {heads * qk, q_lora}));
   } else {
-    ASSIGN_OR_RETURN(m->q_proj_, get("q_proj.weight", {heads * qk, hidden}));
+    ASSIGN_OR_RETURN(m->q_proj_.weight, get("q_proj.weight", {heads * qk, hidden}));
   }
-  ASSIGN_OR_RETURN(m->kv_a_proj_, get("kv_a_proj_with_mqa.weight", {kv_lora + rope, hidden}));
-  ASSIGN_OR_RETURN(m->kv_a_proj_bias_, get_optional("kv_a_proj_with_mqa.bias", {kv_lora + rope}));
+  ASSIGN_OR_RETURN(m->kv_a_proj_.weight, get("kv_a_proj_with_mqa.weight", {kv_lora + rope, hidden}));
+  ASSIGN_OR_RETURN(m->kv_a_proj_.bias, get_optional("kv_a_proj_with_mqa.bias", {kv_lora + rope}));
   ASSIGN_OR_RETURN(m->kv_a_norm_, get("kv_a_layernorm.weight", {kv_lora}));
   ASSIGN_OR_RETURN(m->kv_b_proj_,
                    get("kv_b_proj.weight", {heads * (m->nope_ + m->v_dim_), kv_lora}));
-  ASSIGN_OR_RETURN(m->o_proj_, get("o_proj.weight", {hidden, heads * m->v_dim_}));
+  ASSIGN_OR_RETURN(m->o_proj_.weight, get("o_proj.weight", {hidden, heads * m->v_dim_}));
   // W_uk[h]^T for the absorbed query.
   {
     const size_t es = DTypeSize(m->kv_b_proj_.dtype);
@@ -309,7 +313,7 @@ absl::StatusOr<std::unique_ptr<Mixer>> LoadMlaAttention(const ModelConfig& confi
       }
     }
   }
-  ASSIGN_OR_RETURN(m->o_proj_bias_, get_optional("o_proj.bias", {hidden}));
+  ASSIGN_OR_RETURN(m->o_proj_.bias, get_optional("o_proj.bias", {hidden}));
   return std::unique_ptr<Mixer>(std::move(m));
 }
 

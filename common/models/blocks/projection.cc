@@ -1,0 +1,59 @@
+// Projections of attention-like blocks (see projection.h).
+#include "common/models/blocks/projection.h"
+
+#include <vector>
+
+#include "common/quant/quantize.h"
+#include "common/status.h"
+
+namespace krasis {
+
+namespace {
+void AddBias(const TensorView& bias, int64_t n, int64_t rows, float* y) {
+  if (bias.data == nullptr) return;
+  std::vector<float> b = ToFloatVector(bias);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < rows; ++i) y[t * rows + i] += b[static_cast<size_t>(i)];
+  }
+}
+}  // namespace
+
+absl::Status Projection::Quantize(ExpertFormat format, int64_t group_size, NumaThreadPool* p, const char* name) {
+  quantized.reset();
+  if (format == ExpertFormat::kBf16) return absl::OkStatus();
+  pool = p != nullptr ? p : &NumaThreadPool::Default();
+  ASSIGN_OR_RETURN(quant::QuantizedMatrix m, quant::QuantizeMatrix(weight, ToQuantFormat(format), group_size, name));
+  quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(m));
+  return absl::OkStatus();
+}
+
+void Projection::Apply(const Ops& ops, const float* x, int64_t n, float* y) const {
+  if (quantized == nullptr) {
+    ops.MatMul(x, n, weight, y, bias.data != nullptr ? &bias : nullptr);
+    return;
+  }
+  quant::PoolMatMul(*quantized, x, n, y, *pool);
+  AddBias(bias, n, quantized->rows, y);
+}
+
+void ApplyAll(const Ops& ops, std::span<const Projection* const> projections, const float* x, int64_t n,
+              std::span<float* const> ys) {
+  std::vector<const quant::QuantizedMatrix*> ws;
+  std::vector<float*> outs;
+  std::vector<size_t> batched;
+  for (size_t i = 0; i < projections.size(); ++i) {
+    const Projection& p = *projections[i];
+    if (p.quantized != nullptr && (ws.empty() || p.quantized->group_size == ws[0]->group_size)) {
+      ws.push_back(p.quantized.get());
+      outs.push_back(ys[i]);
+      batched.push_back(i);
+    } else {
+      p.Apply(ops, x, n, ys[i]);
+    }
+  }
+  if (ws.empty()) return;
+  quant::PoolMatMulMany(ws, x, n, outs, *projections[batched[0]]->pool);
+  for (size_t i : batched) AddBias(projections[i]->bias, n, projections[i]->quantized->rows, ys[i]);
+}
+
+}  // namespace krasis
