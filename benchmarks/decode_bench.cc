@@ -2,10 +2,11 @@
 // quantized weights, as the decode worker runs it (DecoderModel::Forward over a
 // batch of sequences, one new token each per step). Prints per batch size:
 // tokens/s, quantized bytes read per token (routed experts actually chosen,
-// attention, lm_head, shared and dense weights), the bandwidth that is, and the
-// ratio to the ceiling (measured DRAM read bandwidth / bytes per token). Weights
-// still on the fp32 reference path (routers, norms, MLA and linear-attention
-// projections) are not counted as bytes, only as time.
+// attention, lm_head, shared and dense weights, and the BF16 weights that stay
+// as stored -- routers, MLA's kv_b_proj, shared-expert gates -- read by CpuOps),
+// the bandwidth that is, and the ratio to the ceiling (measured DRAM read
+// bandwidth / bytes per token). The KV cache read by attention is not counted
+// (the prompts are short).
 //
 //   decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16]
 //                [--cache-dir DIR]
@@ -17,6 +18,7 @@
 
 #include <immintrin.h>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/models/model.h"
 #include "common/quant/expert_set.h"
 
@@ -103,6 +105,12 @@ int main(int argc, char** argv) {
   std::printf("measured DRAM read bandwidth: %.1f GB/s\n\n", bandwidth);
   std::printf("%6s %12s %16s %10s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "ceiling tok/s", "ratio");
   const int64_t vocab = (*model)->config().vocab_size;
+  struct Profile {
+    int batch;
+    krasis::ForwardProfile p;
+    double steps;
+  };
+  std::vector<Profile> profiles;
   std::stringstream list(batches);
   std::string item;
   while (std::getline(list, item, ',')) {
@@ -119,7 +127,9 @@ int main(int argc, char** argv) {
       std::cerr << s << "\n";
       return 1;
     }
-    const uint64_t bytes0 = krasis::quant::QuantizedBytesRead();
+    const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
+    krasis::EnableForwardProfile(true);
+    krasis::TakeForwardProfile();
     auto start = Clock::now();
     for (int step = 0; step < steps; ++step) {
       for (int b = 0; b < batch; ++b) {
@@ -134,10 +144,22 @@ int main(int argc, char** argv) {
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const double tokens = double(steps) * batch;
-    const double per_token = double(krasis::quant::QuantizedBytesRead() - bytes0) / tokens;
+    const double per_token =
+        double(krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead() - bytes0) / tokens;
     const double ceiling = bandwidth * 1e9 / per_token;
     std::printf("%6d %12.1f %16.1f %10.1f %14.1f %7.0f%%\n", batch, tokens / seconds, per_token / 1e6,
                 per_token * tokens / seconds / 1e9, ceiling, 100.0 * (tokens / seconds) / ceiling);
+    const krasis::ForwardProfile p = krasis::TakeForwardProfile();
+    krasis::EnableForwardProfile(false);
+    profiles.push_back({batch, p, double(steps)});
+  }
+  std::printf("\nper step, ms: %6s %10s %10s %10s %10s %10s\n", "batch", "attention", "linear", "routing",
+              "experts", "lm_head");
+  for (const auto& [batch, p, steps] : profiles) {
+    // ffn_ns covers the whole block, routing included.
+    std::printf("               %6d %10.3f %10.3f %10.3f %10.3f %10.3f\n", batch, p.attention_ns / steps / 1e6,
+                p.linear_ns / steps / 1e6, p.routing_ns / steps / 1e6, (p.ffn_ns - p.routing_ns) / steps / 1e6,
+                p.lm_head_ns / steps / 1e6);
   }
   return 0;
 }

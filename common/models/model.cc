@@ -2,6 +2,9 @@
 #include "common/models/model.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
 #include <filesystem>
 #include <tuple>
 
@@ -13,6 +16,31 @@
 #include "common/status.h"
 
 namespace krasis {
+
+namespace {
+std::atomic<bool> profiling{false};
+ForwardProfile profile_totals;
+std::mutex profile_mu;
+
+}  // namespace
+
+void EnableForwardProfile(bool on) { profiling.store(on); }
+
+ForwardTimer::ForwardTimer()
+    : on_(profiling.load(std::memory_order_relaxed)), last_(std::chrono::steady_clock::now()) {}
+
+void ForwardTimer::Lap(uint64_t ForwardProfile::*field) {
+  if (!on_) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(profile_mu);
+  profile_totals.*field += static_cast<uint64_t>(std::chrono::nanoseconds(now - last_).count());
+  last_ = now;
+}
+
+ForwardProfile TakeForwardProfile() {
+  std::lock_guard<std::mutex> lock(profile_mu);
+  return std::exchange(profile_totals, ForwardProfile{});
+}
 
 const Ops& DefaultOps() {
   static const CpuOps ops;
@@ -65,32 +93,45 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
   }
   std::vector<float> h(x.size()), delta(x.size());
   const float eps = static_cast<float>(config_.rms_norm_eps);
+  ForwardTimer timer;
   for (size_t l = 0; l < layers.size(); ++l) {
     const DecoderLayer& layer = layers[l];
     ops_->RmsNorm(x.data(), total, hidden, layer.input_norm, eps, zero_centred_norms, h.data());
     RETURN_IF_ERROR(layer.mixer->Forward(h.data(), delta.data(), rows, cache, static_cast<int>(l)));
+    timer.Lap(config_.GetLayerType(static_cast<int>(l)) == LayerType::kLinearAttention ? &ForwardProfile::linear_ns
+                                                                                         : &ForwardProfile::attention_ns);
     if (on_layer_done) on_layer_done(static_cast<int>(l));
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
     ops_->RmsNorm(x.data(), total, hidden, layer.post_norm, eps, zero_centred_norms, h.data());
     layer.ffn->Forward(h.data(), total, delta.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += delta[i];
+    timer.Lap(&ForwardProfile::ffn_ns);
   }
 
+  // Final norm and lm_head over the rows that want logits, of every item at once
+  // (lm_head is read once per step, not once per sequence).
+  std::vector<int64_t> first(batch.size()), wanted(batch.size() + 1, 0);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    first[i] = batch[i].all_logits ? 0 : rows[i].count - 1;
+    wanted[i + 1] = wanted[i] + rows[i].count - first[i];
+  }
+  std::vector<float> normed(static_cast<size_t>(wanted.back() * hidden));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    ops_->RmsNorm(&x[(rows[i].first_row + first[i]) * hidden], wanted[i + 1] - wanted[i], hidden, final_norm, eps,
+                  zero_centred_norms, &normed[wanted[i] * hidden]);
+  }
+  std::vector<float> all(static_cast<size_t>(wanted.back() * vocab));
+  if (lm_head_quantized != nullptr) {
+    quant::PoolMatMul(*lm_head_quantized, normed.data(), wanted.back(), all.data(), *pool);
+  } else {
+    ops_->MatMul(normed.data(), wanted.back(), lm_head, all.data());
+  }
   logits->assign(batch.size(), {});
   for (size_t i = 0; i < batch.size(); ++i) {
-    int64_t first = batch[i].all_logits ? 0 : rows[i].count - 1;
-    int64_t n = rows[i].count - first;
-    std::vector<float> normed(static_cast<size_t>(n * hidden));
-    ops_->RmsNorm(&x[(rows[i].first_row + first) * hidden], n, hidden, final_norm, eps,
-                  zero_centred_norms, normed.data());
-    (*logits)[i].resize(static_cast<size_t>(n * vocab));
-    if (lm_head_quantized != nullptr) {
-      quant::PoolMatMul(*lm_head_quantized, normed.data(), n, (*logits)[i].data(), *pool);
-    } else {
-      ops_->MatMul(normed.data(), n, lm_head, (*logits)[i].data());
-    }
+    (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);
     rows[i].seq->num_tokens += rows[i].count;
   }
+  timer.Lap(&ForwardProfile::lm_head_ns);
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 // tokens' keys/values (or recurrent state) and attend over everything cached.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -177,6 +178,29 @@ class DecoderModel {
   std::shared_ptr<Weights> weights_;
   const Ops* ops_;
 };
+
+// Where DecoderModel::Forward spent its time (for benchmarks): token mixers of
+// full-attention and linear-attention layers (incl. the input norm), the
+// feed-forward blocks (incl. the post norm), and the final norm + lm_head.
+// MoE blocks split their time into routing (router matmul and top-k) and the rest.
+struct ForwardProfile {
+  uint64_t attention_ns = 0, linear_ns = 0, ffn_ns = 0, routing_ns = 0, lm_head_ns = 0;
+};
+// Adds the time since construction or the last Lap to a field of the totals
+// (when profiling is on).
+class ForwardTimer {
+ public:
+  ForwardTimer();
+  void Lap(uint64_t ForwardProfile::*field);
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point last_;
+};
+// Turns the accounting on or off (off by default: no clock reads).
+void EnableForwardProfile(bool on);
+// The totals since the last call, reset to zero.
+ForwardProfile TakeForwardProfile();
 
 // Loads a Hugging Face model directory (config.json + safetensors) of any
 // supported architecture. Errors name the file and tensor at fault.

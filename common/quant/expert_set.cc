@@ -13,12 +13,14 @@ std::atomic<uint64_t> g_bytes_read{0};
 uint64_t QuantizedBytesRead() { return g_bytes_read.load(std::memory_order_relaxed); }
 
 void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
-                          const std::vector<std::vector<float>>& weights, float* out) const {
+                          const std::vector<std::vector<float>>& weights, float* out, const QuantExpert* shared,
+                          const float* shared_weight) const {
   struct Active {
-    int expert = 0;
+    const QuantExpert* q = nullptr;
     std::vector<int64_t> tokens;
     std::vector<float> weight;
-    QuantizedActivations a, ha;
+    const QuantizedActivations* in = nullptr;  // its tokens' quantized x
+    QuantizedActivations gathered, ha;
     std::vector<float> h, y;
   };
   std::vector<int> slot(experts_.size(), -1);
@@ -28,13 +30,24 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
       const int e = ids[t][i];
       if (slot[static_cast<size_t>(e)] < 0) {
         slot[static_cast<size_t>(e)] = static_cast<int>(active.size());
-        active.push_back(Active{e, {}, {}, {}, {}, {}, {}});
+        active.emplace_back();
+        active.back().q = &experts_[static_cast<size_t>(e)];
       }
       Active& a = active[static_cast<size_t>(slot[static_cast<size_t>(e)])];
       a.tokens.push_back(t);
       a.weight.push_back(weights[t][i]);
     }
   }
+  if (shared != nullptr) {
+    active.emplace_back();
+    Active& a = active.back();
+    a.q = shared;
+    for (int64_t t = 0; t < n; ++t) {
+      a.tokens.push_back(t);
+      a.weight.push_back(shared_weight != nullptr ? shared_weight[t] : 1.0f);
+    }
+  }
+  if (active.empty()) return;
   const Isa isa = BestIsa();
   // The tiles of the node's active experts, laid end to end, cut into one even
   // slice per thread of the node (a slice may span experts): balanced to a tile
@@ -42,44 +55,59 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   auto ForMySlice = [&](std::vector<Active>& list, const PoolWorker& w, auto tiles_of, auto body) {
     int64_t total = 0;
     for (const Active& a : list) {
-      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-      if (q.node == w.node) total += tiles_of(q);
+      if (a.q->node == w.node) total += tiles_of(*a.q);
     }
     auto [begin, end] = SplitRange(total, w.index_in_node, w.threads_in_node);
     int64_t offset = 0;
     for (Active& a : list) {
-      const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-      if (q.node != w.node) continue;
-      const int64_t n = tiles_of(q);
-      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + n) - offset;
-      if (t0 < t1) body(a, q, t0, t1);
-      offset += n;
+      if (a.q->node != w.node) continue;
+      const int64_t count = tiles_of(*a.q);
+      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + count) - offset;
+      if (t0 < t1) body(a, *a.q, t0, t1);
+      offset += count;
     }
   };
-  std::vector<float> xs;
+  // Every token's x is quantized once; an expert that sees only some tokens
+  // gets copies of their rows.
+  QuantizedActivations all;
+  QuantizeActivations(x, n, hidden_, active[0].q->gate.group_size, &all);
+  uint64_t bytes = 0;
   for (Active& a : active) {
-    const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-    xs.resize(a.tokens.size() * static_cast<size_t>(hidden_));
-    for (size_t i = 0; i < a.tokens.size(); ++i) {
-      std::copy(x + a.tokens[i] * hidden_, x + (a.tokens[i] + 1) * hidden_, xs.begin() + i * hidden_);
+    bytes += a.q->bytes();
+    if (static_cast<int64_t>(a.tokens.size()) == n && a.q->gate.group_size == all.group_size) {
+      a.in = &all;
+    } else if (a.q->gate.group_size == all.group_size) {
+      QuantizedActivations& g = a.gathered;
+      g.n = static_cast<int64_t>(a.tokens.size());
+      g.cols = all.cols;
+      g.group_size = all.group_size;
+      const int64_t groups = all.groups();
+      for (int64_t t : a.tokens) {
+        g.q.insert(g.q.end(), all.q.begin() + t * all.cols, all.q.begin() + (t + 1) * all.cols);
+        g.scale.insert(g.scale.end(), all.scale.begin() + t * groups, all.scale.begin() + (t + 1) * groups);
+        g.sum.insert(g.sum.end(), all.sum.begin() + t * groups, all.sum.begin() + (t + 1) * groups);
+      }
+      a.in = &g;
+    } else {
+      std::vector<float> xs;
+      for (int64_t t : a.tokens) xs.insert(xs.end(), x + t * hidden_, x + (t + 1) * hidden_);
+      QuantizeActivations(xs.data(), static_cast<int64_t>(a.tokens.size()), hidden_, a.q->gate.group_size,
+                          &a.gathered);
+      a.in = &a.gathered;
     }
-    QuantizeActivations(xs.data(), static_cast<int64_t>(a.tokens.size()), hidden_, q.gate.group_size, &a.a);
-    a.h.resize(a.tokens.size() * static_cast<size_t>(q.gate.rows));
+    a.h.resize(a.tokens.size() * static_cast<size_t>(a.q->gate.rows));
     a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
   }
-  uint64_t bytes = 0;
-  for (const Active& a : active) bytes += experts_[static_cast<size_t>(a.expert)].bytes();
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
   pool_->Run([&](const PoolWorker& w) {
     ForMySlice(active, w, [](const QuantExpert& q) { return q.gate.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
-                 QGateUpSilu(q.gate, q.up, a.a, a.h.data(), q.gate.rows, t0, t1, isa);
+                 QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
                });
   });
   for (Active& a : active) {
-    const QuantExpert& q = experts_[static_cast<size_t>(a.expert)];
-    QuantizeActivations(a.h.data(), static_cast<int64_t>(a.tokens.size()), q.down.cols, q.down.group_size,
-                               &a.ha);
+    QuantizeActivations(a.h.data(), static_cast<int64_t>(a.tokens.size()), a.q->down.cols, a.q->down.group_size,
+                        &a.ha);
   }
   pool_->Run([&](const PoolWorker& w) {
     ForMySlice(active, w, [](const QuantExpert& q) { return q.down.tiles(); },

@@ -28,12 +28,16 @@ class QuantizedExperts {
       : experts_(std::move(experts)), hidden_(hidden), pool_(pool) {}
 
   bool empty() const { return experts_.empty(); }
+  NumaThreadPool* pool() const { return pool_; }
   const std::vector<QuantExpert>& experts() const { return experts_; }
 
   // x: [n, hidden]; ids/weights: per token, the chosen experts and their weights.
-  // Adds into out: [n, hidden].
+  // Adds into out: [n, hidden]. `shared`, when given, is one more expert every
+  // token uses (a shared expert, on node 0's threads), with weight
+  // shared_weight[t] (null: 1), computed in the same two dispatches.
   void Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
-           const std::vector<std::vector<float>>& weights, float* out) const;
+           const std::vector<std::vector<float>>& weights, float* out, const QuantExpert* shared = nullptr,
+           const float* shared_weight = nullptr) const;
 
  private:
   std::vector<QuantExpert> experts_;

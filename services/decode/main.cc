@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
        "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when "
        "missing or stale (krasis prepare builds them ahead); without it they are quantized in memory")
       ("attention", po::value(&attention)->default_value(attention),
-       "GQA attention projections: bf16 (as stored), int8 or int4")
+       "token-mixer projections (GQA, MLA, Gated DeltaNet): bf16 (as stored), int8 or int4")
       ("lm-head", po::value(&lm_head)->default_value(lm_head), "lm_head: bf16 (as stored), int8 or int4")
       ("dense-mlp", po::value(&dense)->default_value(dense), "dense layers' MLP: bf16, int8 or int4")
       ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")

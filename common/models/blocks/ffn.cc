@@ -253,6 +253,7 @@ void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<fl
 }
 
 void Moe::Forward(const float* x, int64_t n, float* out) const {
+  ForwardTimer timer;
   std::vector<float> logits(static_cast<size_t>(n * num_experts));
   ops->MatMul(x, n, router, logits.data());
   std::fill(out, out + n * hidden, 0.0f);
@@ -262,8 +263,19 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
   for (int64_t t = 0; t < n; ++t) {
     Route(std::vector<float>(&logits[t * num_experts], &logits[(t + 1) * num_experts]), &ids[t], &weights[t]);
   }
+  timer.Lap(&ForwardProfile::routing_ns);
+  // The shared expert's per-token scale: sigmoid(shared_expert_gate(x)) or 1.
+  std::vector<float> shared_scale(static_cast<size_t>(n), 1.0f);
+  if (shared.inter > 0 && options.shared_gate) {
+    ops->MatMul(x, n, shared_gate, shared_scale.data());
+    for (float& g : shared_scale) g = ref::Sigmoid(g);
+  }
+  // A quantized shared expert joins the routed experts' dispatches.
+  const bool shared_joins = !quantized.empty() && shared.quantized != nullptr &&
+                            shared.quantized->pool() == quantized.pool();
   if (!quantized.empty()) {
-    quantized.Run(x, n, ids, weights, out);
+    quantized.Run(x, n, ids, weights, out, shared_joins ? &shared.quantized->experts()[0] : nullptr,
+                  shared_scale.data());
   } else {
     for (int64_t t = 0; t < n; ++t) {
       for (size_t i = 0; i < ids[t].size(); ++i) {
@@ -272,14 +284,11 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
       }
     }
   }
-  if (shared.inter > 0) {
-    // The shared expert (and its gate) for every token at once.
-    std::vector<float> ys(static_cast<size_t>(n * hidden)), gate(static_cast<size_t>(n), 0.0f);
+  if (shared.inter > 0 && !shared_joins) {
+    std::vector<float> ys(static_cast<size_t>(n * hidden));
     RunExpert(*ops, shared, x, n, ys.data());
-    if (options.shared_gate) ops->MatMul(x, n, shared_gate, gate.data());
     for (int64_t t = 0; t < n; ++t) {
-      const float scale = options.shared_gate ? ref::Sigmoid(gate[t]) : 1.0f;
-      for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] += scale * ys[t * hidden + d];
+      for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] += shared_scale[t] * ys[t * hidden + d];
     }
   }
 }
