@@ -116,8 +116,12 @@ void L2Normalize(float* x, int64_t n, float eps) {
 std::vector<int> TopK(std::span<const float> values, int k) {
   std::vector<int> idx(values.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return values[a] > values[b]; });
-  idx.resize(static_cast<size_t>(std::min<int64_t>(k, static_cast<int64_t>(idx.size()))));
+  // Larger first, then the lower index: the first k of a stable descending sort.
+  const size_t keep = static_cast<size_t>(std::clamp<int64_t>(k, 0, static_cast<int64_t>(idx.size())));
+  std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(), [&](int a, int b) {
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  });
+  idx.resize(keep);
   return idx;
 }
 

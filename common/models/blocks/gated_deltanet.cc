@@ -142,42 +142,43 @@ class GatedDeltaNet final : public Mixer {
                                        ": sequence state not initialised (InitSequence)");
       }
     }
+    // Projections over every row of the batch at once (each weight read once
+    // per step); the recurrence per sequence.
+    int64_t total = 0;
+    for (const SequenceRows& r : rows) total = std::max(total, r.first_row + r.count);
+    std::vector<float> qkvz(static_cast<size_t>(total * d_.qkvz_dim));
+    std::vector<float> ba(static_cast<size_t>(total * 2 * d_.nv));
+    const Projection* in[] = {&in_proj_qkvz_, &in_proj_ba_};
+    float* ys[] = {qkvz.data(), ba.data()};
+    ApplyAll(*ops_, in, x, total, ys);
+    std::vector<float> core(static_cast<size_t>(total * d_.value_dim));
+    std::vector<float> z(static_cast<size_t>(total * d_.value_dim));
     for (const SequenceRows& r : rows) {
       if (r.count == 0) continue;
-      RunSequence(x + r.first_row * d_.hidden, r.count, r.seq->linear[layer],
-                  out + r.first_row * d_.hidden);
+      RunSequence(&qkvz[r.first_row * d_.qkvz_dim], &ba[r.first_row * 2 * d_.nv], r.count, r.seq->linear[layer],
+                  &core[r.first_row * d_.value_dim], &z[r.first_row * d_.value_dim]);
     }
+    // Gated RMSNorm per value head: norm(o) * w * silu(z); then out_proj.
+    ops_->RmsNorm(core.data(), total * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, core.data());
+    ops_->SiluMul(z.data(), core.data(), total * d_.value_dim, core.data());
+    out_proj_.Apply(*ops_, core.data(), total, out);
     return absl::OkStatus();
   }
 
  private:
-  // Runs `count` consecutive tokens of one sequence, x/out [count, hidden].
-  void RunSequence(const float* x, int64_t count, LinearState& state, float* out) const {
-    std::vector<float> qkvz(static_cast<size_t>(count * d_.qkvz_dim));
-    std::vector<float> ba(static_cast<size_t>(count * 2 * d_.nv));
-    const Projection* in[] = {&in_proj_qkvz_, &in_proj_ba_};
-    float* ys[] = {qkvz.data(), ba.data()};
-    ApplyAll(*ops_, in, x, count, ys);
-
-    std::vector<float> core(static_cast<size_t>(count * d_.value_dim));
-    std::vector<float> z(static_cast<size_t>(count * d_.value_dim));
+  // Runs the recurrence over `count` consecutive tokens of one sequence, from
+  // their projections qkvz [count, qkvz_dim] and ba [count, 2 nv], into core
+  // [count, value_dim] (before the gated norm) and z [count, value_dim].
+  void RunSequence(const float* qkvz, const float* ba, int64_t count, LinearState& state, float* core,
+                   float* z) const {
     std::vector<float> mixed(static_cast<size_t>(d_.conv_dim));
     std::vector<float> b(static_cast<size_t>(d_.nv));
     std::vector<float> a(static_cast<size_t>(d_.nv));
     for (int64_t t = 0; t < count; ++t) {
-      Regroup(qkvz.data() + t * d_.qkvz_dim, ba.data() + t * 2 * d_.nv, mixed.data(),
-              z.data() + t * d_.value_dim, b.data(), a.data());
+      Regroup(qkvz + t * d_.qkvz_dim, ba + t * 2 * d_.nv, mixed.data(), z + t * d_.value_dim, b.data(), a.data());
       Conv(mixed.data(), state.conv.data());
-      DeltaRule(mixed.data(), b.data(), a.data(), state.recurrent.data(),
-                core.data() + t * d_.value_dim);
+      DeltaRule(mixed.data(), b.data(), a.data(), state.recurrent.data(), core + t * d_.value_dim);
     }
-
-    // Gated RMSNorm per value head: norm(o) * w * silu(z).
-    const int64_t n = count * d_.value_dim;
-    ops_->RmsNorm(core.data(), count * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false,
-                  core.data());
-    ops_->SiluMul(z.data(), core.data(), n, core.data());
-    out_proj_.Apply(*ops_, core.data(), count, out);
   }
 
   // fix_query_key_value_ordering + cat(q, k, v): from the per-group projections of
@@ -202,19 +203,21 @@ class GatedDeltaNet final : public Mixer {
   // conv_state [conv_dim, K-1] (oldest first) shifts in the raw input.
   void Conv(float* mixed, float* conv_state) const {
     const int64_t hist = d_.kernel - 1;
-    for (int64_t c = 0; c < d_.conv_dim; ++c) {
-      const float* w = conv_weight_.data() + c * d_.kernel;
-      float* s = conv_state + c * hist;
-      const float input = mixed[c];
-      double acc = conv_bias_.empty() ? 0.0 : conv_bias_[c];
-      for (int64_t j = 0; j < hist; ++j) acc += static_cast<double>(w[j]) * s[j];
-      acc += static_cast<double>(w[hist]) * input;
-      if (hist > 0) {
-        std::copy(s + 1, s + hist, s);
-        s[hist - 1] = input;
+    ops_->ParallelFor(d_.conv_dim, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* w = conv_weight_.data() + c * d_.kernel;
+        float* s = conv_state + c * hist;
+        const float input = mixed[c];
+        float acc = conv_bias_.empty() ? 0.0f : conv_bias_[c];
+        for (int64_t j = 0; j < hist; ++j) acc += w[j] * s[j];
+        acc += w[hist] * input;
+        if (hist > 0) {
+          std::copy(s + 1, s + hist, s);
+          s[hist - 1] = input;
+        }
+        mixed[c] = ref::Silu(acc);
       }
-      mixed[c] = ref::Silu(static_cast<float>(acc));
-    }
+    });
   }
 
   // The gated delta rule for one token. qkv: conv output [q | k | v]; b, a [nv];

@@ -3,6 +3,7 @@
 // norm and RoPE, so attention reads them as they are.
 #include "common/models/blocks/gqa_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -47,44 +48,45 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
   const int64_t q_width = heads_ * head_dim_ * (options.output_gate ? 2 : 1);
   const int64_t kv_width = kv_heads_ * head_dim_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  for (const SequenceRows& r : rows) {
-    const float* xs = x + r.first_row * hidden_;
-    std::vector<float> q(static_cast<size_t>(r.count * q_width));
-    std::vector<float> k(static_cast<size_t>(r.count * kv_width));
-    std::vector<float> v(static_cast<size_t>(r.count * kv_width));
-    const Projection* qkv[] = {&q_proj, &k_proj, &v_proj};
-    float* ys[] = {q.data(), k.data(), v.data()};
-    ApplyAll(*ops, qkv, xs, r.count, ys);
-    // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
-    std::vector<float> query(static_cast<size_t>(r.count * heads_ * head_dim_));
-    std::vector<float> gate;
-    if (options.output_gate) gate.resize(query.size());
-    for (int64_t t = 0; t < r.count; ++t) {
-      for (int64_t hh = 0; hh < heads_; ++hh) {
-        const float* src = &q[t * q_width + hh * head_dim_ * (options.output_gate ? 2 : 1)];
-        std::copy(src, src + head_dim_, &query[(t * heads_ + hh) * head_dim_]);
-        if (options.output_gate) {
-          std::copy(src + head_dim_, src + 2 * head_dim_, &gate[(t * heads_ + hh) * head_dim_]);
-        }
+  // The projections run over every row of the batch at once (each weight is
+  // read once per step); only RoPE, the cache and attention are per sequence.
+  int64_t total = 0;
+  for (const SequenceRows& r : rows) total = std::max(total, r.first_row + r.count);
+  std::vector<float> q(static_cast<size_t>(total * q_width));
+  std::vector<float> k(static_cast<size_t>(total * kv_width));
+  std::vector<float> v(static_cast<size_t>(total * kv_width));
+  const Projection* qkv[] = {&q_proj, &k_proj, &v_proj};
+  float* ys[] = {q.data(), k.data(), v.data()};
+  ApplyAll(*ops, qkv, x, total, ys);
+  // Split the gate out of q: per head, [query(head_dim), gate(head_dim)].
+  std::vector<float> query(static_cast<size_t>(total * heads_ * head_dim_));
+  std::vector<float> gate;
+  if (options.output_gate) gate.resize(query.size());
+  for (int64_t t = 0; t < total; ++t) {
+    for (int64_t hh = 0; hh < heads_; ++hh) {
+      const float* src = &q[t * q_width + hh * head_dim_ * (options.output_gate ? 2 : 1)];
+      std::copy(src, src + head_dim_, &query[(t * heads_ + hh) * head_dim_]);
+      if (options.output_gate) {
+        std::copy(src + head_dim_, src + 2 * head_dim_, &gate[(t * heads_ + hh) * head_dim_]);
       }
     }
-    if (options.qk_norm) {
-      ops->RmsNorm(query.data(), r.count * heads_, head_dim_, q_norm, eps_,
-                   options.zero_centred_qk_norm, query.data());
-      ops->RmsNorm(k.data(), r.count * kv_heads_, head_dim_, k_norm, eps_,
-                   options.zero_centred_qk_norm, k.data());
-    }
-    for (int64_t t = 0; t < r.count; ++t) {
-      int64_t pos = r.start_pos + t;
+  }
+  if (options.qk_norm) {
+    ops->RmsNorm(query.data(), total * heads_, head_dim_, q_norm, eps_, options.zero_centred_qk_norm, query.data());
+    ops->RmsNorm(k.data(), total * kv_heads_, head_dim_, k_norm, eps_, options.zero_centred_qk_norm, k.data());
+  }
+  std::vector<float> attn(static_cast<size_t>(total * heads_ * head_dim_));
+  for (const SequenceRows& r : rows) {
+    for (int64_t t = r.first_row; t < r.first_row + r.count; ++t) {
+      const int64_t pos = r.start_pos + (t - r.first_row);
       rope.Apply(&query[t * heads_ * head_dim_], heads_, head_dim_, pos);
       rope.Apply(&k[t * kv_width], kv_heads_, head_dim_, pos);
       float* slot = r.seq->Slot(cache, layer, pos);
       std::copy(&k[t * kv_width], &k[(t + 1) * kv_width], slot);
       std::copy(&v[t * kv_width], &v[(t + 1) * kv_width], slot + kv_width);
     }
-    std::vector<float> attn(static_cast<size_t>(r.count * heads_ * head_dim_));
     AttentionArgs args;
-    args.q = query.data();
+    args.q = &query[r.first_row * heads_ * head_dim_];
     args.n = r.count;
     args.start_pos = r.start_pos;
     args.heads = heads_;
@@ -98,13 +100,13 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     args.block_row = [&](int64_t b) -> const float* {
       return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
     };
-    args.out = attn.data();
+    args.out = &attn[r.first_row * heads_ * head_dim_];
     ops->Attention(args);
-    if (options.output_gate) {
-      for (size_t i = 0; i < attn.size(); ++i) attn[i] *= ref::Sigmoid(gate[i]);
-    }
-    o_proj.Apply(*ops, attn.data(), r.count, out + r.first_row * hidden_);
   }
+  if (options.output_gate) {
+    for (size_t i = 0; i < attn.size(); ++i) attn[i] *= ref::Sigmoid(gate[i]);
+  }
+  o_proj.Apply(*ops, attn.data(), total, out);
   return absl::OkStatus();
 }
 

@@ -75,8 +75,6 @@ class MlaAttention final : public Mixer {
                                                                          const std::string&,
                                                                          const Ops&);
 
-  absl::Status ForwardSequence(const float* x, float* out, const SequenceRows& r,
-                               PagedKvCache& cache, int layer) const;
 
   absl::Status SetWeightFormats(const WeightFormats& formats) override {
     for (auto [p, name] : {std::pair{&q_proj_, "q_proj"}, std::pair{&q_a_proj_, "q_a_proj"},
@@ -125,55 +123,52 @@ class MlaAttention final : public Mixer {
 
 absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const SequenceRows> rows,
                                    PagedKvCache& cache, int layer) const {
+  int64_t n = 0;  // rows of the batch
   for (const SequenceRows& r : rows) {
-    RETURN_IF_ERROR(ForwardSequence(x, out, r, cache, layer));
+    if (r.seq == nullptr || r.count < 0 || r.start_pos < 0 || r.first_row < 0) {
+      return InvalidArgumentError(prefix_, ": bad sequence rows (first_row ", r.first_row, ", count ", r.count,
+                                  ", start_pos ", r.start_pos, ")");
+    }
+    const int64_t capacity = static_cast<int64_t>(r.seq->block_table.size()) * cache.block_size();
+    if (capacity < r.start_pos + r.count) {
+      return FailedPreconditionError(prefix_, ": sequence has cache room for ", capacity, " tokens but needs ",
+                                     r.start_pos + r.count, " (Reserve first)");
+    }
+    n = std::max(n, r.first_row + r.count);
   }
-  return absl::OkStatus();
-}
-
-absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const SequenceRows& r,
-                                           PagedKvCache& cache, int layer) const {
-  const int64_t n = r.count;
   if (n == 0) return absl::OkStatus();
-  if (r.seq == nullptr || n < 0 || r.start_pos < 0 || r.first_row < 0) {
-    return InvalidArgumentError(prefix_, ": bad sequence rows (first_row ", r.first_row,
-                                ", count ", n, ", start_pos ", r.start_pos, ")");
-  }
-  const int64_t total = r.start_pos + n;
-  const int64_t capacity = static_cast<int64_t>(r.seq->block_table.size()) * cache.block_size();
-  if (capacity < total) {
-    return FailedPreconditionError(prefix_, ": sequence has cache room for ", capacity,
-                                   " tokens but needs ", total, " (Reserve first)");
-  }
-  const float* xs = x + r.first_row * hidden_;
+  // Everything but the cache and the attention itself runs over all rows of
+  // the batch at once, so each weight is read once per step.
 
   // Queries [n, heads, qk_dim].
   std::vector<float> q(static_cast<size_t>(n * heads_ * qk_dim_));
   if (q_lora_ > 0) {
     std::vector<float> qa(static_cast<size_t>(n * q_lora_));
-    q_a_proj_.Apply(*ops_, xs, n, qa.data());
+    q_a_proj_.Apply(*ops_, x, n, qa.data());
     ops_->RmsNorm(qa.data(), n, q_lora_, q_a_norm_, kLatentNormEps, false, qa.data());
     q_b_proj_.Apply(*ops_, qa.data(), n, q.data());
   } else {
-    q_proj_.Apply(*ops_, xs, n, q.data());
+    q_proj_.Apply(*ops_, x, n, q.data());
   }
 
   // Compressed KV [n, kv_lora + rope]; latent normed, k_pe roped, both into the cache.
   const int64_t kva_dim = kv_lora_ + rope_dim_;
   std::vector<float> kva(static_cast<size_t>(n * kva_dim));
-  kv_a_proj_.Apply(*ops_, xs, n, kva.data());
+  kv_a_proj_.Apply(*ops_, x, n, kva.data());
   std::vector<float> latent(static_cast<size_t>(n * kv_lora_));
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(&latent[i * kv_lora_], &kva[i * kva_dim], sizeof(float) * kv_lora_);
   }
   ops_->RmsNorm(latent.data(), n, kv_lora_, kv_a_norm_, kLatentNormEps, false, latent.data());
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t pos = r.start_pos + i;
-    float* slot = r.seq->Slot(cache, layer, pos);
-    std::memcpy(slot, &latent[i * kv_lora_], sizeof(float) * kv_lora_);
-    std::memcpy(slot + kv_lora_, &kva[i * kva_dim + kv_lora_], sizeof(float) * rope_dim_);
-    rope_.Apply(slot + kv_lora_, 1, rope_dim_, pos);
-    rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
+  for (const SequenceRows& r : rows) {
+    for (int64_t i = r.first_row; i < r.first_row + r.count; ++i) {
+      const int64_t pos = r.start_pos + (i - r.first_row);
+      float* slot = r.seq->Slot(cache, layer, pos);
+      std::memcpy(slot, &latent[i * kv_lora_], sizeof(float) * kv_lora_);
+      std::memcpy(slot + kv_lora_, &kva[i * kva_dim + kv_lora_], sizeof(float) * rope_dim_);
+      rope_.Apply(slot + kv_lora_, 1, rope_dim_, pos);
+      rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
+    }
   }
 
   // Absorbed query [n, heads, kv_lora + rope]: W_uk^T q_nope, then q_pe.
@@ -196,22 +191,25 @@ absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const Seq
     }
   });
 
-  AttentionArgs args;
-  args.q = q_mqa.data();
-  args.n = n;
-  args.start_pos = r.start_pos;
-  args.heads = heads_;
-  args.kv_heads = 1;
-  args.head_dim = mqa_dim;
-  args.v_dim = kv_lora_;
-  args.scale = scale_;
-  args.block_size = cache.block_size();
-  args.slot_stride = cache.SlotStride();
-  args.block_row = [&](int64_t b) -> const float* {
-    return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
-  };
-  args.out = ctx.data();
-  ops_->Attention(args);
+  for (const SequenceRows& r : rows) {
+    if (r.count == 0) continue;
+    AttentionArgs args;
+    args.q = &q_mqa[r.first_row * heads_ * mqa_dim];
+    args.n = r.count;
+    args.start_pos = r.start_pos;
+    args.heads = heads_;
+    args.kv_heads = 1;
+    args.head_dim = mqa_dim;
+    args.v_dim = kv_lora_;
+    args.scale = scale_;
+    args.block_size = cache.block_size();
+    args.slot_stride = cache.SlotStride();
+    args.block_row = [&](int64_t b) -> const float* {
+      return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
+    };
+    args.out = &ctx[r.first_row * heads_ * kv_lora_];
+    ops_->Attention(args);
+  }
 
   // attn[i, h] = W_uv[h] ctx[i, h].
   ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
@@ -228,7 +226,7 @@ absl::Status MlaAttention::ForwardSequence(const float* x, float* out, const Seq
     }
   });
 
-  o_proj_.Apply(*ops_, attn.data(), n, out + r.first_row * hidden_);
+  o_proj_.Apply(*ops_, attn.data(), n, out);
   return absl::OkStatus();
 }
 
