@@ -102,7 +102,15 @@ int main(int argc, char** argv) {
   std::printf("model %s, everything quantizable in %s (ready in %.1f s), %d threads\n", model_dir.c_str(),
               format_name.c_str(), std::chrono::duration<double>(Clock::now() - t0).count(), pool.num_threads());
   const double bandwidth = ReadBandwidth(pool);
-  std::printf("measured DRAM read bandwidth: %.1f GB/s\n\n", bandwidth);
+  std::printf("measured DRAM read bandwidth: %.1f GB/s\n", bandwidth);
+  {
+    // What one pool dispatch costs with nothing to do (the floor of every
+    // parallel step).
+    constexpr int kRuns = 2000;
+    auto d0 = Clock::now();
+    for (int i = 0; i < kRuns; ++i) pool.Run([](const krasis::PoolWorker&) {});
+    std::printf("empty pool dispatch: %.1f us\n\n", std::chrono::duration<double, std::micro>(Clock::now() - d0).count() / kRuns);
+  }
   std::printf("%6s %12s %16s %10s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "ceiling tok/s", "ratio");
   const int64_t vocab = (*model)->config().vocab_size;
   struct Profile {

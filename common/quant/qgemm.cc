@@ -24,6 +24,22 @@ inline int32_t Load4(const int8_t* p) {
   return v;
 }
 
+// Software prefetch of the weight stream: a thread's tiles are contiguous, so
+// while one group is computed the lines kPrefetchBytes further on are requested.
+// The hardware prefetchers stop at every 4 KiB page; this keeps enough reads in
+// flight per core for a short burst (one expert's slice) to run at DRAM speed.
+// KRASIS_PREFETCH=0 turns it off (for measuring what it gives).
+constexpr int64_t kPrefetchBytes = 4096;
+const bool prefetch_on = [] {
+  const char* env = std::getenv("KRASIS_PREFETCH");
+  return env == nullptr || std::string(env) != "0";
+}();
+inline void PrefetchGroup(const uint8_t* group, int64_t bytes, const float* scales) {
+  if (!prefetch_on) return;
+  for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(group + kPrefetchBytes + i), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(scales + 4 * kTileRows), _MM_HINT_T0);
+}
+
 // out[b][16] for tokens b0 .. b0+nb-1 of one tile, all groups.
 void TileScalar(const QuantizedMatrix& w, int64_t tile, const QuantizedActivations& a, int64_t b0, int nb,
                 float out[][kTileRows]) {
@@ -65,6 +81,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     __m512i acc[NB];
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_si512();
     const int8_t* x[NB];
@@ -136,6 +153,7 @@ __attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int6
   for (int b = 0; b < NB; ++b) y[b][0] = y[b][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     __m256i acc[NB][2];
     for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_si256();
     const int8_t* x[NB];
