@@ -19,4 +19,11 @@ absl::StatusOr<std::span<const std::byte>> MapFileReadOnly(const std::string& pa
 // Undoes MapFileReadOnly (nothing for an empty span).
 void UnmapFile(std::span<const std::byte> bytes);
 
+// Drops this process's mapping of the whole pages inside `bytes` (part of a
+// MapFileReadOnly map) once it no longer needs them, e.g. BF16 weights already
+// converted to INT8/INT4: they stop counting in the process's resident memory,
+// the page cache keeps them for other readers, and a later read faults them
+// back in. Anything else (heap memory, partial pages) is left alone.
+void ReleaseMappedPages(std::span<const std::byte> bytes);
+
 }  // namespace krasis

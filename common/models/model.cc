@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "common/kernels/cpu_ops.h"
+#include "common/mapped_file.h"
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
 #include "common/quant/expert_set.h"
@@ -253,6 +254,7 @@ absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats)
     ASSIGN_OR_RETURN(quant::QuantizedMatrix q,
                      quant::QuantizeMatrix(model.lm_head, ToQuantFormat(f.lm_head), f.group_size, "lm_head"));
     model.lm_head_quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(q));
+    ReleaseMappedPages({model.lm_head.data, model.lm_head.nbytes()});
   }
   for (size_t l = 0; l < model.layers.size(); ++l) {
     RETURN_IF_ERROR(model.layers[l].mixer->SetWeightFormats(f));

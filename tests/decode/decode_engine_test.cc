@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 
@@ -73,6 +74,30 @@ GenerationRequest Greedy(const std::string& id, std::vector<int32_t> prompt, int
 nlohmann::json Reference(const std::string& arch) {
   std::ifstream in(Fixture(arch) + "/reference.json");
   return nlohmann::json::parse(in);
+}
+
+// A model whose every layer is linear attention keeps nothing in KV blocks
+// (bytes per block 0): the engine still sizes its bookkeeping sanely and serves.
+TEST(DecodeEngineTest, LinearAttentionOnlyModelServes) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "linear_only";
+  std::filesystem::create_directories(dir);
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(Fixture("qwen3_next") + "/config.json"));
+  config["num_hidden_layers"] = 1;
+  config["layer_types"] = {"linear_attention"};
+  std::ofstream(dir / "config.json") << config.dump();
+  std::filesystem::copy_file(Fixture("qwen3_next") + "/model.safetensors", dir / "model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto model = LoadModel(dir.string());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EngineOptions options;
+  options.kv.budget_bytes = int64_t{1} << 30;
+  DecodeEngine engine(std::move(*model), options, {});
+  Collector c;
+  ASSERT_TRUE(engine.Submit(Greedy("a", {1, 5, 9}, 6), c.Sink()).ok());
+  c.Wait();
+  EXPECT_EQ(c.Tokens().size(), 6u);
+  EXPECT_TRUE(c.Final().error.ok()) << c.Final().error;
+  EXPECT_EQ(c.Final().finish_reason, FinishReason::kLength);
 }
 
 class DecodeEngineArchTest : public ::testing::TestWithParam<std::string> {};

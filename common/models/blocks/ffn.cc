@@ -6,6 +6,7 @@
 
 #include "common/kernels/reference.h"
 #include "common/logging.h"
+#include "common/mapped_file.h"
 #include "common/quant/expert_cache.h"
 #include "common/quant/expert_set.h"
 #include "common/status.h"
@@ -33,7 +34,12 @@ struct ExpertWeights {
     std::vector<quant::QuantExpert> one;
     one.push_back(std::move(e));
     quantized = std::make_shared<const quant::QuantizedExperts>(std::move(one), down.dim(0), pool);
+    ReleaseSource();
     return absl::OkStatus();
+  }
+  // Unmaps the checkpoint pages of the three matrices (see ReleaseMappedPages).
+  void ReleaseSource() const {
+    for (const TensorView* v : {&gate, &up, &down}) ReleaseMappedPages({v->data, v->nbytes()});
   }
 };
 
@@ -177,6 +183,7 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
         dst.gate = std::move(*gate);
         dst.up = std::move(*up);
         dst.down = std::move(*down);
+        if (options.gguf == nullptr) experts[static_cast<size_t>(e)].ReleaseSource();
       }
     });
     for (const absl::Status& s : errors) {

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "common/mapped_file.h"
 #include "common/quant/quantize.h"
 #include "common/status.h"
 
@@ -24,6 +25,7 @@ absl::Status Projection::Quantize(ExpertFormat format, int64_t group_size, NumaT
   pool = p != nullptr ? p : &NumaThreadPool::Default();
   ASSIGN_OR_RETURN(quant::QuantizedMatrix m, quant::QuantizeMatrix(weight, ToQuantFormat(format), group_size, name));
   quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(m));
+  ReleaseMappedPages({weight.data, weight.nbytes()});  // the BF16 copy is no longer read
   return absl::OkStatus();
 }
 
