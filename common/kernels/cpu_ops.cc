@@ -212,7 +212,7 @@ RowsFn PickRows(Isa isa, int nb) {
   static constexpr RowsFn avx512[] = {RowsAvx512<D, 1>, RowsAvx512<D, 2>, RowsAvx512<D, 3>, RowsAvx512<D, 4>};
   static constexpr RowsFn avx2[] = {RowsAvx2<D, 1>, RowsAvx2<D, 2>, RowsAvx2<D, 3>, RowsAvx2<D, 4>};
   static constexpr RowsFn scalar[] = {RowsScalar<D, 1>, RowsScalar<D, 2>, RowsScalar<D, 3>, RowsScalar<D, 4>};
-  if (isa == Isa::kAvx512Vnni) return avx512[nb - 1];
+  if (quant::HasAvx512(isa)) return avx512[nb - 1];
   if (isa == Isa::kAvx2) return avx2[nb - 1];
   return scalar[nb - 1];
 }
@@ -233,8 +233,8 @@ constexpr int64_t kParallelMacs = int64_t{1} << 16;
 
 namespace cpu {
 float Dot(const float* a, const float* b, int64_t n, Isa isa) {
+  if (quant::HasAvx512(isa)) return DotAvx512(a, b, n);
   switch (isa) {
-    case Isa::kAvx512Vnni: return DotAvx512(a, b, n);
     case Isa::kAvx2: return DotAvx2(a, b, n);
     default: {
       float s = 0.0f;
@@ -245,8 +245,11 @@ float Dot(const float* a, const float* b, int64_t n, Isa isa) {
 }
 
 void Axpy(float alpha, const float* x, float* y, int64_t n, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    AxpyAvx512(alpha, x, y, n);
+    return;
+  }
   switch (isa) {
-    case Isa::kAvx512Vnni: AxpyAvx512(alpha, x, y, n); return;
     case Isa::kAvx2: AxpyAvx2(alpha, x, y, n); return;
     default:
       for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];

@@ -6,7 +6,10 @@
 // GCC 12 reports its own _mm512_undefined_ps() inside _mm512_cvtepi32_ps as
 // "maybe uninitialized" (a false positive in avx512fintrin.h).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -140,6 +143,89 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
   for (int b = 0; b < nb; ++b) _mm512_storeu_ps(out[b], y[b]);
 }
 
+// AMX tile registers and their shapes: C (0) int32 [nb, 16 rows], A (1) the
+// tokens' int8 activations [nb, 64 columns], B (2) 64 columns of the 16 weight
+// rows as 16 quads x 16 rows x 4 bytes -- exactly the layout of quant_format.h,
+// so INT8 weights load straight from the matrix.
+struct alignas(64) AmxConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Asks Linux for the AMX tile state (needed once per process before any tile
+// instruction); false where the kernel refuses.
+bool EnableAmx() {
+  static const bool ok = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
+bool CpuHasAmxInt8() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  return (edx & (1u << 24)) != 0 && (edx & (1u << 25)) != 0;  // AMX-TILE, AMX-INT8
+}
+
+// One tile of 16 weight rows for tokens b0 .. b0+nb-1 (nb <= 16); group size a
+// multiple of 64. The unsigned weight codes meet signed activations in
+// tdpbsud, then the group's offset correction and scales as in TileAvx512.
+__attribute__((target("avx512f,avx512bw,avx512vnni,amx-tile,amx-int8"))) void TileAmx(
+    const QuantizedMatrix& w, int64_t tile, const QuantizedActivations& a, int64_t b0, int nb,
+    float out[][kTileRows]) {
+  thread_local int configured = 0;  // nb of this thread's current tile config
+  if (configured != nb) {
+    AmxConfig cfg;
+    cfg.rows[0] = static_cast<uint8_t>(nb);
+    cfg.colsb[0] = 64;
+    cfg.rows[1] = static_cast<uint8_t>(nb);
+    cfg.colsb[1] = 64;
+    cfg.rows[2] = 16;
+    cfg.colsb[2] = 64;
+    _tile_loadconfig(&cfg);
+    configured = nb;
+  }
+  const int64_t G = w.group_size, groups = w.groups();
+  const bool int8 = w.format == QuantFormat::kInt8;
+  const int offset = QuantOffset(w.format);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  alignas(64) int32_t c[16][kTileRows];
+  alignas(64) uint8_t expanded[16 * 64];
+  __m512 y[16];
+  for (int b = 0; b < nb; ++b) y[b] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
+    _tile_zero(0);
+    for (int64_t k0 = 0; k0 < G; k0 += 64) {
+      _tile_loadd(1, a.q.data() + b0 * a.cols + g * G + k0, a.cols);
+      if (int8) {
+        _tile_loadd(2, p + (k0 / 4) * 64, 64);
+      } else {
+        // 64 columns are 8 packed chunks: low nibbles give quad 2c, high 2c + 1.
+        for (int ch = 0; ch < 8; ++ch) {
+          const __m512i wv = _mm512_loadu_si512(p + (k0 / 8 + ch) * 64);
+          _mm512_store_si512(expanded + (2 * ch) * 64, _mm512_and_si512(wv, low4));
+          _mm512_store_si512(expanded + (2 * ch + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4));
+        }
+        _tile_loadd(2, expanded, 64);
+      }
+      _tile_dpbsud(0, 1, 2);
+    }
+    _tile_stored(0, c, 64);
+    const __m512 s = _mm512_loadu_ps(w.scales + (tile * groups + g) * kTileRows);
+    for (int b = 0; b < nb; ++b) {
+      const size_t ag = static_cast<size_t>((b0 + b) * groups + g);
+      const __m512i v = _mm512_sub_epi32(_mm512_load_si512(c[b]), _mm512_set1_epi32(offset * a.sum[ag]));
+      y[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(s, _mm512_set1_ps(a.scale[ag])), y[b]);
+    }
+  }
+  for (int b = 0; b < nb; ++b) _mm512_storeu_ps(out[b], y[b]);
+}
+
 template <int NB>
 __attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int64_t tile,
                                                   const QuantizedActivations& a, int64_t b0, int nb,
@@ -205,22 +291,35 @@ __attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int6
 template <typename Emit>
 void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_t tile_begin, int64_t tile_end,
                  Isa isa, Emit&& emit) {
-  constexpr int kMaxNb = 8;
+  constexpr int kMaxNb = 16;
   alignas(64) float out[kMaxNb][kTileRows];
   tile_end = std::min(tile_end, w.tiles());
-  for (int64_t b0 = 0; b0 < a.n; b0 += kMaxNb) {
-    const int nb = static_cast<int>(std::min<int64_t>(kMaxNb, a.n - b0));
+  // AMX takes 16 tokens a tile (groups of 64 columns); the others 8.
+  const bool amx = isa == Isa::kAmx && w.group_size % 64 == 0 && a.n >= kAmxMinTokens;
+  const int chunk = amx ? 16 : 8;
+  if (isa == Isa::kAmx) isa = Isa::kAvx512Vnni;  // for what AMX does not take
+  for (int64_t b0 = 0; b0 < a.n; b0 += chunk) {
+    const int nb = static_cast<int>(std::min<int64_t>(chunk, a.n - b0));
     for (int64_t t = tile_begin; t < tile_end; ++t) {
+      if (amx && nb >= kAmxMinTokens) {
+        TileAmx(w, t, a, b0, nb, out);
+        emit(t, b0, nb, out);
+        continue;
+      }
       switch (isa) {
         case Isa::kAvx512Vnni:
           if (nb <= 1) TileAvx512<1>(w, t, a, b0, nb, out);
           else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
-          else TileAvx512<8>(w, t, a, b0, nb, out);
+          else if (nb <= 8) TileAvx512<8>(w, t, a, b0, nb, out);
+          else {
+            TileAvx512<8>(w, t, a, b0, 8, out);
+            TileAvx512<8>(w, t, a, b0 + 8, nb - 8, out + 8);
+          }
           break;
         case Isa::kAvx2:
           if (nb <= 1) TileAvx2<1>(w, t, a, b0, nb, out);
           else if (nb <= 4) TileAvx2<4>(w, t, a, b0, nb, out);
-          else TileAvx2<8>(w, t, a, b0, nb, out);
+          else TileAvx2<8>(w, t, a, b0, nb, out);  // chunks are 8 without AMX
           break;
         default:
           TileScalar(w, t, a, b0, nb, out);
@@ -236,6 +335,7 @@ float Silu(float v) { return v / (1.0f + std::exp(-v)); }
 
 std::string_view IsaName(Isa isa) {
   switch (isa) {
+    case Isa::kAmx: return "amx";
     case Isa::kAvx512Vnni: return "avx512vnni";
     case Isa::kAvx2: return "avx2";
     default: return "scalar";
@@ -244,6 +344,8 @@ std::string_view IsaName(Isa isa) {
 
 bool IsaSupported(Isa isa) {
   switch (isa) {
+    case Isa::kAmx:
+      return IsaSupported(Isa::kAvx512Vnni) && CpuHasAmxInt8() && EnableAmx();
     case Isa::kAvx512Vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vnni");
@@ -255,11 +357,11 @@ bool IsaSupported(Isa isa) {
 Isa BestIsa() {
   static const Isa best = [] {
     if (const char* env = std::getenv("KRASIS_ISA")) {
-      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
         if (IsaName(isa) == env && IsaSupported(isa)) return isa;
       }
     }
-    for (Isa isa : {Isa::kAvx512Vnni, Isa::kAvx2}) {
+    for (Isa isa : {Isa::kAmx, Isa::kAvx512Vnni, Isa::kAvx2}) {
       if (IsaSupported(isa)) return isa;
     }
     return Isa::kScalar;

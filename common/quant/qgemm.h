@@ -1,7 +1,8 @@
 // Matrix products with group-quantized weights (quant_format.h) and INT8
 // activations, for decode: y[n, rows] = x[n, cols] W^T with n small (1 to ~32
-// tokens). Runtime dispatch: AVX-512 VNNI (512-bit vpdpbusd), AVX2 (vpmaddubsw),
-// or portable scalar code. Each call covers a range of row tiles, so a thread
+// tokens). Runtime dispatch: AMX (tdpbsud on 16-token x 16-row tiles, for 4 or
+// more tokens; fewer go to AVX-512), AVX-512 VNNI (512-bit vpdpbusd), AVX2
+// (vpmaddubsw), or portable scalar code. Each call covers a range of row tiles, so a thread
 // pool can split a matrix by rows.
 #pragma once
 
@@ -13,13 +14,19 @@
 
 namespace krasis::quant {
 
-enum class Isa { kScalar, kAvx2, kAvx512Vnni };
+// kAmx includes everything kAvx512Vnni has (AMX CPUs all have AVX-512 VNNI).
+enum class Isa { kScalar, kAvx2, kAvx512Vnni, kAmx };
 
 std::string_view IsaName(Isa isa);
+// For kAmx this also asks the kernel for the tile state (arch_prctl, once).
 bool IsaSupported(Isa isa);
-// The fastest supported ISA (KRASIS_ISA=scalar|avx2|avx512vnni overrides, for
-// comparisons).
+// The fastest supported ISA (KRASIS_ISA=scalar|avx2|avx512vnni|amx overrides,
+// for comparisons).
 Isa BestIsa();
+// True when `isa` has the AVX-512 (F, BW, VL, VNNI) instructions.
+inline bool HasAvx512(Isa isa) { return isa == Isa::kAvx512Vnni || isa == Isa::kAmx; }
+// Tokens from which the AMX path takes a tile (below it, AVX-512 VNNI).
+inline constexpr int kAmxMinTokens = 4;
 
 // y[t * y_stride + r] = sum_k W[r, k] x_t[k] for tokens t < a.n and rows r of
 // tiles [tile_begin, tile_end) (clipped to w.rows). `a` must be quantized with

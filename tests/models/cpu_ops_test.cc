@@ -59,7 +59,7 @@ struct Weight {
 
 std::vector<Isa> Isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (quant::IsaSupported(isa)) out.push_back(isa);
   }
   return out;

@@ -65,7 +65,7 @@ std::vector<float> FloatProduct(const std::vector<float>& w, int64_t rows, int64
 
 std::vector<Isa> Isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni}) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (IsaSupported(isa)) {
       out.push_back(isa);
     } else {
@@ -135,7 +135,8 @@ TEST(QGemmTest, KernelsMatchTheReference) {
     int64_t rows, cols, group, n;
   };
   for (Shape sh : {Shape{16, 128, 128, 1}, Shape{48, 256, 128, 3}, Shape{37, 192, 128, 8}, Shape{64, 1408, 128, 11},
-                   Shape{32, 64, 32, 2}, Shape{512, 2048, 128, 1}, Shape{80, 512, 64, 16}}) {
+                   Shape{32, 64, 32, 2}, Shape{512, 2048, 128, 1}, Shape{80, 512, 64, 16},
+                   Shape{40, 256, 128, 17}, Shape{24, 384, 64, 20}}) {
     for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
       const uint32_t seed = seeds();
       auto w = Gaussian(sh.rows * sh.cols, seed, 0.05f);
