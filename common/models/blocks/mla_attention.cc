@@ -140,21 +140,25 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   // Everything but the cache and the attention itself runs over all rows of
   // the batch at once, so each weight is read once per step.
 
-  // Queries [n, heads, qk_dim].
+  // Queries [n, heads, qk_dim] and the compressed KV [n, kv_lora + rope]: the
+  // projections of x in one dispatch when quantized.
+  const int64_t kva_dim = kv_lora_ + rope_dim_;
   std::vector<float> q(static_cast<size_t>(n * heads_ * qk_dim_));
+  std::vector<float> kva(static_cast<size_t>(n * kva_dim));
   if (q_lora_ > 0) {
     std::vector<float> qa(static_cast<size_t>(n * q_lora_));
-    q_a_proj_.Apply(*ops_, x, n, qa.data());
+    const Projection* in[] = {&q_a_proj_, &kv_a_proj_};
+    float* ys[] = {qa.data(), kva.data()};
+    ApplyAll(*ops_, in, x, n, ys);
     ops_->RmsNorm(qa.data(), n, q_lora_, q_a_norm_, kLatentNormEps, false, qa.data());
     q_b_proj_.Apply(*ops_, qa.data(), n, q.data());
   } else {
-    q_proj_.Apply(*ops_, x, n, q.data());
+    const Projection* in[] = {&q_proj_, &kv_a_proj_};
+    float* ys[] = {q.data(), kva.data()};
+    ApplyAll(*ops_, in, x, n, ys);
   }
 
-  // Compressed KV [n, kv_lora + rope]; latent normed, k_pe roped, both into the cache.
-  const int64_t kva_dim = kv_lora_ + rope_dim_;
-  std::vector<float> kva(static_cast<size_t>(n * kva_dim));
-  kv_a_proj_.Apply(*ops_, x, n, kva.data());
+  // The latent normed, k_pe roped, both into the cache.
   std::vector<float> latent(static_cast<size_t>(n * kv_lora_));
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(&latent[i * kv_lora_], &kva[i * kva_dim], sizeof(float) * kv_lora_);
