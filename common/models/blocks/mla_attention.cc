@@ -114,6 +114,29 @@ class MlaAttention final : public Mixer {
     const size_t bytes = static_cast<size_t>(kv_lora_ * nope_) * DTypeSize(kv_b_proj_.dtype);
     return TensorView{kv_b_proj_.dtype, {kv_lora_, nope_}, wuk_t_.data() + h * bytes};
   }
+  // dst[i, h, :out] = W(h) src[i, h, :in] for the n rows, heads split over the
+  // pool; W(h) is [out, in], rows of src / dst are heads x src_stride / dst_stride.
+  template <typename WeightOf>
+  void PerHeadMatMul(int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                     WeightOf weight_of) const {
+    ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
+      std::vector<float> xh, yh;
+      for (int64_t h = h0; h < h1; ++h) {
+        const TensorView w = weight_of(h);
+        const int64_t out = w.dim(0), in = w.dim(1);
+        xh.resize(static_cast<size_t>(n * in));
+        yh.resize(static_cast<size_t>(n * out));
+        for (int64_t i = 0; i < n; ++i) {
+          const float* s = src + (i * heads_ + h) * src_stride;
+          std::copy(s, s + in, &xh[i * in]);
+        }
+        ops_->MatMul(xh.data(), n, w, yh.data());
+        for (int64_t i = 0; i < n; ++i) {
+          std::copy(&yh[i * out], &yh[(i + 1) * out], dst + (i * heads_ + h) * dst_stride);
+        }
+      }
+    });
+  }
   TensorView Wuv(int64_t h) const {
     const size_t row = static_cast<size_t>(kv_lora_) * DTypeSize(kv_b_proj_.dtype);
     return TensorView{kv_b_proj_.dtype, {v_dim_, kv_lora_},
@@ -180,20 +203,10 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   std::vector<float> q_mqa(static_cast<size_t>(n * heads_ * mqa_dim));
   std::vector<float> ctx(static_cast<size_t>(n * heads_ * kv_lora_));
   std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
-  ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
-    std::vector<float> xh(static_cast<size_t>(n * nope_)), yh(static_cast<size_t>(n * kv_lora_));
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* qi = &q[(i * heads_ + h) * qk_dim_];
-        std::copy(qi, qi + nope_, &xh[i * nope_]);
-        std::copy(qi + nope_, qi + qk_dim_, &q_mqa[(i * heads_ + h) * mqa_dim + kv_lora_]);
-      }
-      ops_->MatMul(xh.data(), n, WukT(h), yh.data());
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy(&yh[i * kv_lora_], &yh[(i + 1) * kv_lora_], &q_mqa[(i * heads_ + h) * mqa_dim]);
-      }
-    }
-  });
+  PerHeadMatMul(n, q.data(), qk_dim_, q_mqa.data(), mqa_dim, [&](int64_t h) { return WukT(h); });
+  for (int64_t i = 0; i < n * heads_; ++i) {
+    std::copy(&q[i * qk_dim_ + nope_], &q[(i + 1) * qk_dim_], &q_mqa[i * mqa_dim + kv_lora_]);
+  }
 
   for (const SequenceRows& r : rows) {
     if (r.count == 0) continue;
@@ -216,19 +229,7 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   }
 
   // attn[i, h] = W_uv[h] ctx[i, h].
-  ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
-    std::vector<float> xh(static_cast<size_t>(n * kv_lora_)), yh(static_cast<size_t>(n * v_dim_));
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t i = 0; i < n; ++i) {
-        const float* c = &ctx[(i * heads_ + h) * kv_lora_];
-        std::copy(c, c + kv_lora_, &xh[i * kv_lora_]);
-      }
-      ops_->MatMul(xh.data(), n, Wuv(h), yh.data());
-      for (int64_t i = 0; i < n; ++i) {
-        std::copy(&yh[i * v_dim_], &yh[(i + 1) * v_dim_], &attn[(i * heads_ + h) * v_dim_]);
-      }
-    }
-  });
+  PerHeadMatMul(n, ctx.data(), kv_lora_, attn.data(), v_dim_, [&](int64_t h) { return Wuv(h); });
 
   o_proj_.Apply(*ops_, attn.data(), n, out);
   return absl::OkStatus();
