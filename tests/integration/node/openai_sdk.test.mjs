@@ -680,7 +680,10 @@ describe('cancellation', () => {
       assert.ok(e instanceof OpenAI.APIUserAbortError || e.name === 'AbortError', `unexpected error ${e}`);
     }
     assert.equal(finish, null, 'the stream finished before it was aborted');
-    assert.ok(n >= 3 && n < 50, `${n} chunks arrived`);
+    // Chunks already received when the abort fires are still read out of the
+    // SDK's buffer (many, now that the demo decodes at thousands of tokens/s):
+    // what matters is that the stream ended long before max_tokens.
+    assert.ok(n >= 3 && n < 750, `${n} chunks arrived`);
     // The gateway notices the closed connection and counts a 499.
     await waitFor('krasis_requests_total{endpoint="chat",status="499"} to grow', async () =>
       (await metricValue(demo, 'krasis_requests_total{endpoint="chat",status="499"}')) === before499 + 1, 15_000);
