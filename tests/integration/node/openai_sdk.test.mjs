@@ -663,30 +663,42 @@ describe('prefix cache', () => {
 
 describe('cancellation', () => {
   test('aborting a stream cancels the request; the server keeps serving', async () => {
-    const before499 = await metricValue(demo, 'krasis_requests_total{endpoint="chat",status="499"}');
-    const ac = new AbortController();
-    const stream = await client.chat.completions.create(
-      { model: 'demo', messages: USER, max_tokens: 1500, temperature: 1, ignore_eos: true, stream: true },
-      { signal: ac.signal },
-    );
-    let n = 0;
-    let finish = null;
-    try {
-      for await (const ch of stream) {
-        if (ch.choices[0]?.finish_reason) finish = ch.choices[0].finish_reason;
-        if (++n === 3) ac.abort();
+    // The demo decodes thousands of tokens/s: on a busy machine the server may
+    // write the whole answer into the socket buffers before the client's abort
+    // reaches it, and then it rightly counts a 200. Such a run says nothing
+    // about cancellation, so it is tried again (up to five times).
+    const m499 = 'krasis_requests_total{endpoint="chat",status="499"}';
+    const m200 = 'krasis_requests_total{endpoint="chat",status="200"}';
+    let cancelled = false;
+    for (let attempt = 0; attempt < 5 && !cancelled; ++attempt) {
+      const before499 = await metricValue(demo, m499);
+      const before200 = await metricValue(demo, m200);
+      const ac = new AbortController();
+      const stream = await client.chat.completions.create(
+        { model: 'demo', messages: USER, max_tokens: 1500, temperature: 1, ignore_eos: true, stream: true },
+        { signal: ac.signal },
+      );
+      let n = 0;
+      let finish = null;
+      try {
+        for await (const ch of stream) {
+          if (ch.choices[0]?.finish_reason) finish = ch.choices[0].finish_reason;
+          if (++n === 3) ac.abort();
+        }
+      } catch (e) {
+        assert.ok(e instanceof OpenAI.APIUserAbortError || e.name === 'AbortError', `unexpected error ${e}`);
       }
-    } catch (e) {
-      assert.ok(e instanceof OpenAI.APIUserAbortError || e.name === 'AbortError', `unexpected error ${e}`);
+      assert.ok(n >= 3, `${n} chunks arrived`);
+      // The gateway ends the request one way or the other: a 499 when it saw
+      // the closed connection, a 200 when it had already sent everything.
+      await waitFor('the aborted request to be counted', async () =>
+        (await metricValue(demo, m499)) > before499 || (await metricValue(demo, m200)) > before200, 15_000);
+      if ((await metricValue(demo, m499)) > before499) {
+        cancelled = true;
+        assert.equal(finish, null, 'a cancelled stream carried a finish_reason');
+      }
     }
-    assert.equal(finish, null, 'the stream finished before it was aborted');
-    // Chunks already received when the abort fires are still read out of the
-    // SDK's buffer (many, now that the demo decodes at thousands of tokens/s):
-    // what matters is that the stream ended long before max_tokens.
-    assert.ok(n >= 3 && n < 750, `${n} chunks arrived`);
-    // The gateway notices the closed connection and counts a 499.
-    await waitFor('krasis_requests_total{endpoint="chat",status="499"} to grow', async () =>
-      (await metricValue(demo, 'krasis_requests_total{endpoint="chat",status="499"}')) === before499 + 1, 15_000);
+    assert.ok(cancelled, 'in five tries the server always finished before the abort reached it');
     await waitFor('krasis_queue_depth to drop to 0', async () => (await metricValue(demo, 'krasis_queue_depth')) === 0, 15_000);
     // And it still serves.
     const r = await client.chat.completions.create({ model: 'demo', messages: USER, max_tokens: 3, temperature: 0 });
