@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -19,25 +21,60 @@ namespace krasis {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<int> PickFreePort(const std::string& host) {
+namespace {
+
+// Binds `port` on `host` (0: any); the port bound, or -1 with errno set.
+int TryBind(const sockaddr_in& base, int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return InternalError("socket: ", std::strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+  if (fd < 0) return -1;
+  sockaddr_in addr = base;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int err = errno;
     close(fd);
-    return InvalidArgumentError("'", host, "' is not an IPv4 address");
-  }
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int err = errno;
-    close(fd);
-    return absl::UnavailableError(StrCat("cannot bind ", host, ": ", std::strerror(err)));
+    errno = err;
+    return -1;
   }
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
+  return ntohs(addr.sin_port);
+}
+
+// The kernel's ephemeral range (where port 0 binds and outgoing connections
+// take their source ports).
+std::pair<int, int> EphemeralRange() {
+  int low = 32768, high = 60999;
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  in >> low >> high;
+  return {low, high};
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickFreePort(const std::string& host) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    return InvalidArgumentError("'", host, "' is not an IPv4 address");
+  }
+  // The port is closed again until the child binds it, so prefer one outside
+  // the ephemeral range: an outgoing connection or another port-0 bind cannot
+  // take it in the meantime. Random tries, then the kernel's choice.
+  const auto [low, high] = EphemeralRange();
+  const int first = 20000, last = std::min(low - 1, 32767);
+  if (last - first > 1000) {
+    std::random_device seed;
+    std::mt19937 rng(seed());
+    std::uniform_int_distribution<int> pick(first, last);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      const int port = TryBind(addr, pick(rng));
+      if (port > 0) return port;
+    }
+  }
+  const int port = TryBind(addr, 0);
+  if (port < 0) return absl::UnavailableError(StrCat("cannot bind ", host, ": ", std::strerror(errno)));
+  return port;
 }
 
 absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid) {

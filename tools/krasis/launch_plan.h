@@ -46,7 +46,10 @@ absl::Status WriteServerFile(const LaunchPlan& plan);
 // Human-readable lines: where each service listens.
 std::string DescribePlan(const LaunchPlan& plan);
 
-// A currently free TCP port on `host` (bind to port 0, read it, close).
+// A currently free TCP port on `host`, preferably below the kernel's ephemeral
+// range (random tries, bound and closed again), so that nothing that binds
+// port 0 or connects out takes it before the child listens on it; else the
+// kernel's choice for port 0.
 absl::StatusOr<int> PickFreePort(const std::string& host);
 
 }  // namespace krasis
