@@ -303,26 +303,22 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
     for (int64_t t = tile_begin; t < tile_end; ++t) {
       if (amx && nb >= kAmxMinTokens) {
         TileAmx(w, t, a, b0, nb, out);
-        emit(t, b0, nb, out);
-        continue;
-      }
-      switch (isa) {
-        case Isa::kAvx512Vnni:
-          if (nb <= 1) TileAvx512<1>(w, t, a, b0, nb, out);
-          else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
-          else if (nb <= 8) TileAvx512<8>(w, t, a, b0, nb, out);
-          else {
-            TileAvx512<8>(w, t, a, b0, 8, out);
-            TileAvx512<8>(w, t, a, b0 + 8, nb - 8, out + 8);
-          }
-          break;
-        case Isa::kAvx2:
-          if (nb <= 1) TileAvx2<1>(w, t, a, b0, nb, out);
-          else if (nb <= 4) TileAvx2<4>(w, t, a, b0, nb, out);
-          else TileAvx2<8>(w, t, a, b0, nb, out);  // chunks are 8 without AMX
-          break;
-        default:
-          TileScalar(w, t, a, b0, nb, out);
+      } else {
+        // Here nb <= 8: chunks are 16 only with AMX, whose short tail (< 4) lands here.
+        switch (isa) {
+          case Isa::kAvx512Vnni:
+            if (nb <= 1) TileAvx512<1>(w, t, a, b0, nb, out);
+            else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
+            else TileAvx512<8>(w, t, a, b0, nb, out);
+            break;
+          case Isa::kAvx2:
+            if (nb <= 1) TileAvx2<1>(w, t, a, b0, nb, out);
+            else if (nb <= 4) TileAvx2<4>(w, t, a, b0, nb, out);
+            else TileAvx2<8>(w, t, a, b0, nb, out);
+            break;
+          default:
+            TileScalar(w, t, a, b0, nb, out);
+        }
       }
       emit(t, b0, nb, out);
     }
