@@ -255,6 +255,14 @@ void Axpy(float alpha, const float* x, float* y, int64_t n, Isa isa) {
       for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
   }
 }
+
+void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y) {
+  if (bias.data == nullptr) return;
+  std::vector<float> b = ToFloatVector(bias);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < cols; ++i) y[t * cols + i] += b[static_cast<size_t>(i)];
+  }
+}
 }  // namespace cpu
 
 uint64_t DenseBytesRead() { return dense_bytes.load(std::memory_order_relaxed); }
@@ -289,12 +297,7 @@ void CpuOps::MatMul(const float* x, int64_t n, const TensorView& w, float* y, co
       rows(r0, r1);
     });
   }
-  if (bias != nullptr && bias->data != nullptr) {
-    std::vector<float> b = ToFloatVector(*bias);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t o = 0; o < out; ++o) y[t * out + o] += b[static_cast<size_t>(o)];
-    }
-  }
+  if (bias != nullptr) cpu::AddBias(*bias, n, out, y);
 }
 
 void CpuOps::ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const {
@@ -327,7 +330,7 @@ void CpuOps::RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView
 }
 
 void CpuOps::SiluMul(const float* gate, const float* up, int64_t n, float* out) const {
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  ref::SiluMul(gate, up, n, out);  // elementwise already: nothing to gain over the reference
 }
 
 void CpuOps::Attention(const AttentionArgs& a) const {

@@ -47,6 +47,8 @@ namespace cpu {
 float Dot(const float* a, const float* b, int64_t n, quant::Isa isa = quant::BestIsa());
 // y[i] += alpha * x[i].
 void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+// y[t, i] += bias[i] for rows t < n of `cols` values (nothing when bias.data is null).
+void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y);
 }  // namespace cpu
 
 }  // namespace krasis

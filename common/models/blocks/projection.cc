@@ -3,21 +3,12 @@
 
 #include <vector>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/mapped_file.h"
 #include "common/quant/quantize.h"
 #include "common/status.h"
 
 namespace krasis {
-
-namespace {
-void AddBias(const TensorView& bias, int64_t n, int64_t rows, float* y) {
-  if (bias.data == nullptr) return;
-  std::vector<float> b = ToFloatVector(bias);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t i = 0; i < rows; ++i) y[t * rows + i] += b[static_cast<size_t>(i)];
-  }
-}
-}  // namespace
 
 absl::Status Projection::Quantize(ExpertFormat format, int64_t group_size, NumaThreadPool* p, const char* name) {
   quantized.reset();
@@ -35,7 +26,7 @@ void Projection::Apply(const Ops& ops, const float* x, int64_t n, float* y) cons
     return;
   }
   quant::PoolMatMul(*quantized, x, n, y, *pool);
-  AddBias(bias, n, quantized->rows, y);
+  cpu::AddBias(bias, n, quantized->rows, y);
 }
 
 void ApplyAll(const Ops& ops, std::span<const Projection* const> projections, const float* x, int64_t n,
@@ -55,7 +46,7 @@ void ApplyAll(const Ops& ops, std::span<const Projection* const> projections, co
   }
   if (ws.empty()) return;
   quant::PoolMatMulMany(ws, x, n, outs, *projections[batched[0]]->pool);
-  for (size_t i : batched) AddBias(projections[i]->bias, n, projections[i]->quantized->rows, ys[i]);
+  for (size_t i : batched) cpu::AddBias(projections[i]->bias, n, projections[i]->quantized->rows, ys[i]);
 }
 
 }  // namespace krasis
