@@ -9,11 +9,8 @@
 #include <tuple>
 
 #include "common/kernels/cpu_ops.h"
-#include "common/mapped_file.h"
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
-#include "common/quant/expert_set.h"
-#include "common/quant/quantize.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -122,11 +119,7 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
                   zero_centred_norms, &normed[wanted[i] * hidden]);
   }
   std::vector<float> all(static_cast<size_t>(wanted.back() * vocab));
-  if (lm_head_quantized != nullptr) {
-    quant::PoolMatMul(*lm_head_quantized, normed.data(), wanted.back(), all.data(), *pool);
-  } else {
-    ops_->MatMul(normed.data(), wanted.back(), lm_head, all.data());
-  }
+  lm_head.Apply(*ops_, normed.data(), wanted.back(), all.data());
   logits->assign(batch.size(), {});
   for (size_t i = 0; i < batch.size(); ++i) {
     (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);
@@ -172,9 +165,9 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> LoadModel(const std::string& dir, 
   ASSIGN_OR_RETURN(model->embed, weights->Get("model.embed_tokens.weight", {vocab, hidden}));
   ASSIGN_OR_RETURN(model->final_norm, weights->Get("model.norm.weight", {hidden}));
   if (config.tie_word_embeddings && !weights->Contains("lm_head.weight")) {
-    model->lm_head = model->embed;
+    model->lm_head.weight = model->embed;
   } else {
-    ASSIGN_OR_RETURN(model->lm_head, weights->Get("lm_head.weight", {vocab, hidden}));
+    ASSIGN_OR_RETURN(model->lm_head.weight, weights->Get("lm_head.weight", {vocab, hidden}));
   }
   switch (config.architecture) {
     case Architecture::kQwen3Moe:
@@ -248,14 +241,7 @@ absl::StatusOr<WeightFormats> ParseWeightFormats(const std::string& attention, c
 absl::Status SetWeightFormats(DecoderModel& model, const WeightFormats& formats) {
   WeightFormats f = formats;
   if (f.pool == nullptr) f.pool = &NumaThreadPool::Default();
-  model.pool = f.pool;
-  model.lm_head_quantized.reset();
-  if (f.lm_head != ExpertFormat::kBf16) {
-    ASSIGN_OR_RETURN(quant::QuantizedMatrix q,
-                     quant::QuantizeMatrix(model.lm_head, ToQuantFormat(f.lm_head), f.group_size, "lm_head"));
-    model.lm_head_quantized = std::make_shared<const quant::QuantizedMatrix>(std::move(q));
-    ReleaseMappedPages({model.lm_head.data, model.lm_head.nbytes()});
-  }
+  RETURN_IF_ERROR(model.lm_head.Quantize(f.lm_head, f.group_size, f.pool, "lm_head"));
   for (size_t l = 0; l < model.layers.size(); ++l) {
     RETURN_IF_ERROR(model.layers[l].mixer->SetWeightFormats(f));
     absl::Status s = model.layers[l].ffn->SetWeightFormats(f);

@@ -21,9 +21,10 @@
 #include "absl/status/statusor.h"
 #include "common/kernels/ops.h"
 #include "common/model_config.h"
+#include "common/models/blocks/projection.h"
 #include "common/models/kv_cache.h"
+#include "common/models/weight_format.h"
 #include "common/gguf.h"
-#include "common/quant/quant_format.h"
 #include "common/models/weights.h"
 #include "common/threading/numa_pool.h"
 
@@ -36,16 +37,6 @@ struct SequenceRows {
   int64_t start_pos = 0;   // position of its first new token (= tokens cached before)
   SequenceState* seq = nullptr;
 };
-
-// How routed experts are stored and computed: kBf16 keeps the checkpoint's
-// weights (the exact reference path); kInt8 / kInt4 quantize them (group-wise,
-// common/quant) and run them with the quantized kernels on a NUMA thread pool,
-// each expert on one node.
-enum class ExpertFormat { kBf16, kInt8, kInt4 };
-std::string_view ExpertFormatName(ExpertFormat format);
-std::optional<ExpertFormat> ParseExpertFormat(std::string_view name);
-// INT8 or INT4 (for a quantized format).
-quant::QuantFormat ToQuantFormat(ExpertFormat format);
 
 // Formats of the non-expert weights for decode, per component. Quantized ones
 // run on the CPU kernels with their rows split over the whole pool. `attention`
@@ -166,11 +157,8 @@ class DecoderModel {
   // For architecture builders.
   TensorView embed;     // [vocab, hidden]
   TensorView final_norm;  // [hidden]
-  TensorView lm_head;   // [vocab, hidden]
+  Projection lm_head;   // [vocab, hidden]; quantized by SetWeightFormats
   bool zero_centred_norms = false;  // Qwen3-Next: norm weight is used as 1 + w
-  // Set by SetWeightFormats: lm_head quantized, computed on `pool`.
-  std::shared_ptr<const quant::QuantizedMatrix> lm_head_quantized;
-  NumaThreadPool* pool = nullptr;
   std::vector<DecoderLayer> layers;
 
  private:

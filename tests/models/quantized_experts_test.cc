@@ -123,7 +123,7 @@ TEST_P(QuantizedExpertsTest, NonExpertWeightsInInt8) {
   auto weights = ParseWeightFormats("int8", "int8", "int8", "int8");
   ASSERT_TRUE(weights.ok());
   ASSERT_TRUE(SetWeightFormats(*model_, *weights).ok());
-  ASSERT_NE(model_->lm_head_quantized, nullptr);
+  ASSERT_NE(model_->lm_head.quantized, nullptr);
   const int agree = Agreement();
   std::printf("%-12s int8 experts + int8 attention/lm_head/dense/shared: %d/%d next tokens agree with bf16\n",
               GetParam().c_str(), agree, kTokens);

@@ -1,7 +1,7 @@
-// A projection weight of an attention-like block (GQA q/k/v/o, MLA's q/kv_a/o,
-// Gated DeltaNet's in/out projections): the checkpoint's tensor, optionally
-// quantized to INT8/INT4 for decode (WeightFormats::attention), then computed
-// with the quantized kernels with its rows split over the pool.
+// A projection weight (GQA q/k/v/o, MLA's q/kv_a/o, Gated DeltaNet's in/out
+// projections, lm_head): the checkpoint's tensor, optionally quantized to
+// INT8/INT4 for decode (WeightFormats), then computed with the quantized
+// kernels with its rows split over the pool.
 #pragma once
 
 #include <memory>
@@ -9,7 +9,7 @@
 
 #include "absl/status/status.h"
 #include "common/kernels/ops.h"
-#include "common/models/model.h"
+#include "common/models/weight_format.h"
 #include "common/quant/expert_set.h"
 
 namespace krasis {
