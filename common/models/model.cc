@@ -263,7 +263,7 @@ absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, 
   if (format == ExpertFormat::kBf16) return o;
   ASSIGN_OR_RETURN(o.fingerprint, quant::SourceFingerprint(model_dir));
   o.cache_dir = quant::ExpertCacheDir(
-      cache_root, model_dir, format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4,
+      cache_root, model_dir, ToQuantFormat(format),
       group_size);
   if (o.gguf != nullptr) {
     std::error_code ec;

@@ -139,7 +139,7 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
   quantized = {};
   mapped.reset();
   if (options.format == ExpertFormat::kBf16) return absl::OkStatus();
-  const auto format = options.format == ExpertFormat::kInt8 ? quant::QuantFormat::kInt8 : quant::QuantFormat::kInt4;
+  const quant::QuantFormat format = ToQuantFormat(options.format);
   NumaThreadPool* pool = options.pool != nullptr ? options.pool : &NumaThreadPool::Default();
   const std::vector<int> placement = PlaceExperts(static_cast<int>(num_experts), pool->threads_per_node());
   const quant::ExpertLayerShape shape{format, options.group_size, hidden, experts.empty() ? 0 : experts[0].inter,
