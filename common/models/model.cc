@@ -40,6 +40,25 @@ ForwardProfile TakeForwardProfile() {
   return std::exchange(profile_totals, ForwardProfile{});
 }
 
+int64_t BatchRows(std::span<const SequenceRows> rows) {
+  int64_t total = 0;
+  for (const SequenceRows& r : rows) total = std::max(total, r.first_row + r.count);
+  return total;
+}
+
+AttentionArgs PagedAttentionArgs(PagedKvCache& cache, const SequenceRows& r, int layer) {
+  AttentionArgs args;
+  args.n = r.count;
+  args.start_pos = r.start_pos;
+  args.block_size = cache.block_size();
+  args.slot_stride = cache.SlotStride();
+  const SequenceState* seq = r.seq;
+  args.block_row = [&cache, seq, layer](int64_t b) -> const float* {
+    return cache.Slot(seq->block_table[static_cast<size_t>(b)], layer, 0);
+  };
+  return args;
+}
+
 const Ops& DefaultOps() {
   static const CpuOps ops;
   return ops;

@@ -38,6 +38,14 @@ struct SequenceRows {
   SequenceState* seq = nullptr;
 };
 
+// Activation rows a batch spans: one past the last row of any of its sequences.
+int64_t BatchRows(std::span<const SequenceRows> rows);
+
+// The cache half of Ops::Attention's arguments for sequence `r` over layer
+// `layer` of `cache`: its new tokens and start position, and its paged rows.
+// The caller adds q, out, head counts and sizes, offsets and scale.
+AttentionArgs PagedAttentionArgs(PagedKvCache& cache, const SequenceRows& r, int layer);
+
 // Formats of the non-expert weights for decode, per component. Quantized ones
 // run on the CPU kernels with their rows split over the whole pool. `attention`
 // covers every projection of the token mixers: GQA q/k/v/o, MLA q (or q_a and

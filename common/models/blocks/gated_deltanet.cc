@@ -144,8 +144,7 @@ class GatedDeltaNet final : public Mixer {
     }
     // Projections over every row of the batch at once (each weight read once
     // per step); the recurrence per sequence.
-    int64_t total = 0;
-    for (const SequenceRows& r : rows) total = std::max(total, r.first_row + r.count);
+    const int64_t total = BatchRows(rows);
     std::vector<float> qkvz(static_cast<size_t>(total * d_.qkvz_dim));
     std::vector<float> ba(static_cast<size_t>(total * 2 * d_.nv));
     const Projection* in[] = {&in_proj_qkvz_, &in_proj_ba_};

@@ -5,9 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
-
-#include <tuple>
 
 #include "common/kernels/reference.h"
 #include "common/models/blocks/projection.h"
@@ -50,8 +49,7 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
   // The projections run over every row of the batch at once (each weight is
   // read once per step); only RoPE, the cache and attention are per sequence.
-  int64_t total = 0;
-  for (const SequenceRows& r : rows) total = std::max(total, r.first_row + r.count);
+  const int64_t total = BatchRows(rows);
   std::vector<float> q(static_cast<size_t>(total * q_width));
   std::vector<float> k(static_cast<size_t>(total * kv_width));
   std::vector<float> v(static_cast<size_t>(total * kv_width));
@@ -85,21 +83,14 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
       std::copy(&k[t * kv_width], &k[(t + 1) * kv_width], slot);
       std::copy(&v[t * kv_width], &v[(t + 1) * kv_width], slot + kv_width);
     }
-    AttentionArgs args;
+    AttentionArgs args = PagedAttentionArgs(cache, r, layer);
     args.q = &query[r.first_row * heads_ * head_dim_];
-    args.n = r.count;
-    args.start_pos = r.start_pos;
     args.heads = heads_;
     args.kv_heads = kv_heads_;
     args.head_dim = args.v_dim = head_dim_;
     args.scale = scale;
-    args.block_size = cache.block_size();
-    args.slot_stride = cache.SlotStride();
     args.k_offset = 0;
     args.v_offset = kv_width;
-    args.block_row = [&](int64_t b) -> const float* {
-      return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
-    };
     args.out = &attn[r.first_row * heads_ * head_dim_];
     ops->Attention(args);
   }

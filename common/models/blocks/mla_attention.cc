@@ -146,7 +146,6 @@ class MlaAttention final : public Mixer {
 
 absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const SequenceRows> rows,
                                    PagedKvCache& cache, int layer) const {
-  int64_t n = 0;  // rows of the batch
   for (const SequenceRows& r : rows) {
     if (r.seq == nullptr || r.count < 0 || r.start_pos < 0 || r.first_row < 0) {
       return InvalidArgumentError(prefix_, ": bad sequence rows (first_row ", r.first_row, ", count ", r.count,
@@ -157,8 +156,8 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
       return FailedPreconditionError(prefix_, ": sequence has cache room for ", capacity, " tokens but needs ",
                                      r.start_pos + r.count, " (Reserve first)");
     }
-    n = std::max(n, r.first_row + r.count);
   }
+  const int64_t n = BatchRows(rows);
   if (n == 0) return absl::OkStatus();
   // Everything but the cache and the attention itself runs over all rows of
   // the batch at once, so each weight is read once per step.
@@ -198,8 +197,9 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
     }
   }
 
-  // Absorbed query [n, heads, kv_lora + rope]: W_uk^T q_nope, then q_pe.
-  const int64_t mqa_dim = kv_lora_ + rope_dim_;
+  // Absorbed query [n, heads, kv_lora + rope]: W_uk^T q_nope, then q_pe; it
+  // meets the cached [latent | k_pe] rows, kva_dim wide.
+  const int64_t mqa_dim = kva_dim;
   std::vector<float> q_mqa(static_cast<size_t>(n * heads_ * mqa_dim));
   std::vector<float> ctx(static_cast<size_t>(n * heads_ * kv_lora_));
   std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
@@ -210,20 +210,13 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
 
   for (const SequenceRows& r : rows) {
     if (r.count == 0) continue;
-    AttentionArgs args;
+    AttentionArgs args = PagedAttentionArgs(cache, r, layer);
     args.q = &q_mqa[r.first_row * heads_ * mqa_dim];
-    args.n = r.count;
-    args.start_pos = r.start_pos;
     args.heads = heads_;
     args.kv_heads = 1;
     args.head_dim = mqa_dim;
     args.v_dim = kv_lora_;
     args.scale = scale_;
-    args.block_size = cache.block_size();
-    args.slot_stride = cache.SlotStride();
-    args.block_row = [&](int64_t b) -> const float* {
-      return cache.Slot(r.seq->block_table[static_cast<size_t>(b)], layer, 0);
-    };
     args.out = &ctx[r.first_row * heads_ * kv_lora_];
     ops_->Attention(args);
   }
