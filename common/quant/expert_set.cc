@@ -8,6 +8,24 @@ namespace krasis::quant {
 
 namespace {
 std::atomic<uint64_t> g_bytes_read{0};
+
+// `count` ranges of count_of(i) tiles laid end to end, of which this worker
+// (part `part` of `parts`) takes one even slice: calls fn(i, t0, t1) for the
+// tiles [t0, t1) of range i in it. A slice may span ranges, so the work is
+// balanced to a tile however the ranges are sized.
+template <typename CountOf, typename Fn>
+void ForMySlice(size_t count, int part, int parts, CountOf count_of, Fn fn) {
+  int64_t total = 0;
+  for (size_t i = 0; i < count; ++i) total += count_of(i);
+  auto [begin, end] = SplitRange(total, part, parts);
+  int64_t offset = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const int64_t n = count_of(i);
+    const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + n) - offset;
+    if (t0 < t1) fn(i, t0, t1);
+    offset += n;
+  }
+}
 }  // namespace
 
 uint64_t QuantizedBytesRead() { return g_bytes_read.load(std::memory_order_relaxed); }
@@ -49,23 +67,13 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
   if (active.empty()) return;
   const Isa isa = BestIsa();
-  // The tiles of the node's active experts, laid end to end, cut into one even
-  // slice per thread of the node (a slice may span experts): balanced to a tile
-  // however many experts are active.
-  auto ForMySlice = [&](std::vector<Active>& list, const PoolWorker& w, auto tiles_of, auto body) {
-    int64_t total = 0;
-    for (const Active& a : list) {
-      if (a.q->node == w.node) total += tiles_of(*a.q);
-    }
-    auto [begin, end] = SplitRange(total, w.index_in_node, w.threads_in_node);
-    int64_t offset = 0;
-    for (Active& a : list) {
-      if (a.q->node != w.node) continue;
-      const int64_t count = tiles_of(*a.q);
-      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + count) - offset;
-      if (t0 < t1) body(a, *a.q, t0, t1);
-      offset += count;
-    }
+  // Each worker computes one even slice of the tiles of its node's active
+  // experts (ForMySlice).
+  auto NodeSlice = [&](const PoolWorker& w, auto tiles_of, auto body) {
+    ForMySlice(
+        active.size(), w.index_in_node, w.threads_in_node,
+        [&](size_t i) { return active[i].q->node == w.node ? tiles_of(*active[i].q) : int64_t{0}; },
+        [&](size_t i, int64_t t0, int64_t t1) { body(active[i], *active[i].q, t0, t1); });
   };
   // Every token's x is quantized once; an expert that sees only some tokens
   // gets copies of their rows.
@@ -100,7 +108,7 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
   pool_->Run([&](const PoolWorker& w) {
-    ForMySlice(active, w, [](const QuantExpert& q) { return q.gate.tiles(); },
+    NodeSlice(w, [](const QuantExpert& q) { return q.gate.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
                  QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
                });
@@ -110,7 +118,7 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
                         &a.ha);
   }
   pool_->Run([&](const PoolWorker& w) {
-    ForMySlice(active, w, [](const QuantExpert& q) { return q.down.tiles(); },
+    NodeSlice(w, [](const QuantExpert& q) { return q.down.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
                  QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
                });
@@ -126,23 +134,14 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
 
 void PoolMatMulMany(std::span<const QuantizedMatrix* const> ws, const float* x, int64_t n,
                     std::span<float* const> ys, NumaThreadPool& pool) {
-  int64_t total = 0;
-  for (const QuantizedMatrix* w : ws) {
-    g_bytes_read.fetch_add(w->bytes(), std::memory_order_relaxed);
-    total += w->tiles();
-  }
+  for (const QuantizedMatrix* w : ws) g_bytes_read.fetch_add(w->bytes(), std::memory_order_relaxed);
   QuantizedActivations a;
   QuantizeActivations(x, n, ws[0]->cols, ws[0]->group_size, &a);
   const Isa isa = BestIsa();
   pool.Run([&](const PoolWorker& worker) {
-    auto [begin, end] = SplitRange(total, worker.global_index, pool.num_threads());
-    int64_t offset = 0;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const int64_t tiles = ws[i]->tiles();
-      const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + tiles) - offset;
-      if (t0 < t1) QMatMul(*ws[i], a, ys[i], ws[i]->rows, t0, t1, isa);
-      offset += tiles;
-    }
+    ForMySlice(
+        ws.size(), worker.global_index, pool.num_threads(), [&](size_t i) { return ws[i]->tiles(); },
+        [&](size_t i, int64_t t0, int64_t t1) { QMatMul(*ws[i], a, ys[i], ws[i]->rows, t0, t1, isa); });
   });
 }
 
