@@ -16,8 +16,7 @@
 #include <sstream>
 #include <string>
 
-#include <immintrin.h>
-
+#include "benchmarks/bandwidth.h"
 #include "common/kernels/cpu_ops.h"
 #include "common/models/model.h"
 #include "common/quant/expert_set.h"
@@ -25,30 +24,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-__attribute__((target("avx2"))) uint64_t ReadAvx2(const uint8_t* p, size_t n) {
-  __m256i acc = _mm256_setzero_si256();
-  for (size_t i = 0; i + 32 <= n; i += 32) {
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-  }
-  return static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
-}
-
-double ReadBandwidth(krasis::NumaThreadPool& pool) {
-  const size_t bytes = size_t{256} << 20;
-  std::vector<std::vector<uint8_t>> buf(static_cast<size_t>(pool.num_threads()));
-  pool.Run([&](const krasis::PoolWorker& w) { buf[static_cast<size_t>(w.global_index)].assign(bytes, 1); });
-  std::atomic<uint64_t> sink{0};
-  double best = 0;
-  for (int i = 0; i < 4; ++i) {
-    auto t0 = Clock::now();
-    pool.Run([&](const krasis::PoolWorker& w) {
-      sink ^= ReadAvx2(buf[static_cast<size_t>(w.global_index)].data(), bytes);
-    });
-    best = std::max(best, double(bytes) * pool.num_threads() / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9);
-  }
-  return best;
-}
 
 }  // namespace
 
@@ -101,7 +76,7 @@ int main(int argc, char** argv) {
   krasis::NumaThreadPool& pool = krasis::NumaThreadPool::Default();
   std::printf("model %s, everything quantizable in %s (ready in %.1f s), %d threads\n", model_dir.c_str(),
               format_name.c_str(), std::chrono::duration<double>(Clock::now() - t0).count(), pool.num_threads());
-  const double bandwidth = ReadBandwidth(pool);
+  const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
   std::printf("measured DRAM read bandwidth: %.1f GB/s\n", bandwidth);
   {
     // What one pool dispatch costs with nothing to do (the floor of every

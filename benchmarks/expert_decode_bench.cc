@@ -20,8 +20,8 @@
 #include <sstream>
 #include <string>
 
-#include <immintrin.h>
 
+#include "benchmarks/bandwidth.h"
 #include "common/quant/expert_set.h"
 #include "common/threading/numa_pool.h"
 
@@ -78,36 +78,6 @@ quant::QuantizedMatrix RandomMatrix(int64_t rows, int64_t cols, quant::QuantForm
   return m;
 }
 
-__attribute__((target("avx2"))) uint64_t ReadAvx2(const uint8_t* p, size_t n) {
-  __m256i acc = _mm256_setzero_si256();
-  for (size_t i = 0; i + 128 <= n; i += 128) {
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
-  }
-  return static_cast<uint64_t>(_mm256_extract_epi64(acc, 0));
-}
-
-// DRAM read bandwidth with every pool thread reading its own buffer (first
-// touched by itself), GB/s; the best of a few passes.
-double MeasureReadBandwidth(NumaThreadPool& pool, size_t bytes_per_thread) {
-  std::vector<std::vector<uint8_t>> buffers(static_cast<size_t>(pool.num_threads()));
-  pool.Run([&](const PoolWorker& w) { buffers[static_cast<size_t>(w.global_index)].assign(bytes_per_thread, 1); });
-  std::atomic<uint64_t> sink{0};
-  double best = 0.0;
-  for (int pass = 0; pass < 5; ++pass) {
-    auto t0 = Clock::now();
-    pool.Run([&](const PoolWorker& w) {
-      const auto& b = buffers[static_cast<size_t>(w.global_index)];
-      sink.fetch_xor(ReadAvx2(b.data(), b.size()));
-    });
-    double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, static_cast<double>(bytes_per_thread) * pool.num_threads() / s / 1e9);
-  }
-  return best;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -132,7 +102,7 @@ int main(int argc, char** argv) {
   NumaThreadPool& pool = NumaThreadPool::Default();
   std::printf("machine: %d threads on %d NUMA node(s); kernels: %s\n", pool.num_threads(), pool.num_nodes(),
               std::string(quant::IsaName(quant::BestIsa())).c_str());
-  const double bandwidth = MeasureReadBandwidth(pool, size_t{256} << 20);
+  const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
   std::printf("measured DRAM read bandwidth: %.1f GB/s\n", bandwidth);
   std::printf("shape %s: %d layers x %d experts (top-%d), hidden %ld, expert intermediate %ld\n\n",
               shape.name.c_str(), shape.layers, shape.experts, shape.top_k, static_cast<long>(shape.hidden),
