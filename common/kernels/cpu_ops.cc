@@ -85,31 +85,36 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void RowsAvx512(const float
   }
 }
 
-__attribute__((target("avx512f"))) float DotAvx512(const float* a, const float* b, int64_t n) {
+// a . b for a in float and b in D (widened as loaded).
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) float DotAvx512(const float* a, const std::byte* b, int64_t n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Load16<D>(b, i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), Load16<D>(b, i + 16), s1);
   }
   if (i + 16 <= n) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), Load16<D>(b, i), s0);
     i += 16;
   }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), Load16Masked<D>(b, i, n - i), s1);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-__attribute__((target("avx512f"))) void AxpyAvx512(float alpha, const float* x, float* y, int64_t n) {
+// y += alpha * x for x in D.
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void AxpyAvx512(float alpha, const std::byte* x, float* y,
+                                                                     int64_t n) {
   const __m512 a = _mm512_set1_ps(alpha);
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, Load16<D>(x, i), _mm512_loadu_ps(y + i)));
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, Load16Masked<D>(x, i, n - i), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
 
@@ -168,23 +173,25 @@ __attribute__((target("avx2,fma,f16c"))) void RowsAvx2(const float* x, int64_t i
   }
 }
 
-__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+template <DType D>
+__attribute__((target("avx2,fma,f16c"))) float DotAvx2(const float* a, const std::byte* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), Load8<D>(b, i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), Load8<D>(b, i + 8), s1);
   }
   float s = Sum8(_mm256_add_ps(s0, s1));
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * WidenScalar(D, b, i);
   return s;
 }
 
-__attribute__((target("avx2,fma"))) void AxpyAvx2(float alpha, const float* x, float* y, int64_t n) {
+template <DType D>
+__attribute__((target("avx2,fma,f16c"))) void AxpyAvx2(float alpha, const std::byte* x, float* y, int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += alpha * x[i];
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, Load8<D>(x, i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * WidenScalar(D, x, i);
 }
 
 // ----------------------------------------------------------------- scalar ---
@@ -229,30 +236,50 @@ RowsFn Rows(DType d, Isa isa, int nb) {
 // the pool would cost more than it saves.
 constexpr int64_t kParallelMacs = int64_t{1} << 16;
 
+template <DType D>
+float DotAs(const float* a, const std::byte* b, int64_t n, Isa isa) {
+  if (quant::HasAvx512(isa)) return DotAvx512<D>(a, b, n);
+  if (isa == Isa::kAvx2) return DotAvx2<D>(a, b, n);
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * WidenScalar(D, b, i);
+  return s;
+}
+
+template <DType D>
+void AxpyAs(float alpha, const std::byte* x, float* y, int64_t n, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    AxpyAvx512<D>(alpha, x, y, n);
+  } else if (isa == Isa::kAvx2) {
+    AxpyAvx2<D>(alpha, x, y, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] += alpha * WidenScalar(D, x, i);
+  }
+}
+
 }  // namespace
 
 namespace cpu {
 float Dot(const float* a, const float* b, int64_t n, Isa isa) {
-  if (quant::HasAvx512(isa)) return DotAvx512(a, b, n);
-  switch (isa) {
-    case Isa::kAvx2: return DotAvx2(a, b, n);
-    default: {
-      float s = 0.0f;
-      for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-      return s;
-    }
+  return DotAs<DType::kF32>(a, reinterpret_cast<const std::byte*>(b), n, isa);
+}
+
+float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, Isa isa) {
+  switch (b_dtype) {
+    case DType::kBF16: return DotAs<DType::kBF16>(a, b, n, isa);
+    case DType::kF16: return DotAs<DType::kF16>(a, b, n, isa);
+    default: return DotAs<DType::kF32>(a, b, n, isa);
   }
 }
 
 void Axpy(float alpha, const float* x, float* y, int64_t n, Isa isa) {
-  if (quant::HasAvx512(isa)) {
-    AxpyAvx512(alpha, x, y, n);
-    return;
-  }
-  switch (isa) {
-    case Isa::kAvx2: AxpyAvx2(alpha, x, y, n); return;
-    default:
-      for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+  AxpyAs<DType::kF32>(alpha, reinterpret_cast<const std::byte*>(x), y, n, isa);
+}
+
+void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, Isa isa) {
+  switch (x_dtype) {
+    case DType::kBF16: AxpyAs<DType::kBF16>(alpha, x, y, n, isa); return;
+    case DType::kF16: AxpyAs<DType::kF16>(alpha, x, y, n, isa); return;
+    default: AxpyAs<DType::kF32>(alpha, x, y, n, isa);
   }
 }
 
@@ -336,23 +363,25 @@ void CpuOps::SiluMul(const float* gate, const float* up, int64_t n, float* out) 
 void CpuOps::Attention(const AttentionArgs& a) const {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t positions = a.start_pos + a.n;
-  std::vector<const float*> row(static_cast<size_t>(positions));
+  const DType kv = a.kv_dtype;
+  const int64_t esize = static_cast<int64_t>(DTypeSize(kv));
+  std::vector<const std::byte*> row(static_cast<size_t>(positions));
   for (int64_t b = 0; b * a.block_size < positions; ++b) {
-    const float* base = a.block_row(b);
+    const std::byte* base = a.block_row(b);
     for (int64_t s = 0; s < a.block_size && b * a.block_size + s < positions; ++s) {
-      row[static_cast<size_t>(b * a.block_size + s)] = base + s * a.slot_stride;
+      row[static_cast<size_t>(b * a.block_size + s)] = base + s * a.slot_stride * esize;
     }
   }
   // One (token, head) pair: scores, softmax, weighted sum of values.
   auto one = [&](int64_t t, int64_t h, std::vector<float>& scores) {
     const int64_t last = a.start_pos + t;
     const float* q = a.q + (t * a.heads + h) * a.head_dim;
-    const int64_t koff = a.k_offset + (h / group) * a.head_dim;
-    const int64_t voff = a.v_offset + (h / group) * a.v_dim;
+    const int64_t koff = (a.k_offset + (h / group) * a.head_dim) * esize;
+    const int64_t voff = (a.v_offset + (h / group) * a.v_dim) * esize;
     scores.resize(static_cast<size_t>(last + 1));
     float m = -INFINITY;
     for (int64_t p = 0; p <= last; ++p) {
-      scores[static_cast<size_t>(p)] = cpu::Dot(q, row[static_cast<size_t>(p)] + koff, a.head_dim, isa_) * a.scale;
+      scores[static_cast<size_t>(p)] = cpu::Dot(q, row[static_cast<size_t>(p)] + koff, kv, a.head_dim, isa_) * a.scale;
       m = std::max(m, scores[static_cast<size_t>(p)]);
     }
     float sum = 0.0f;
@@ -365,7 +394,7 @@ void CpuOps::Attention(const AttentionArgs& a) const {
     std::fill(o, o + a.v_dim, 0.0f);
     const float inv = 1.0f / sum;
     for (int64_t p = 0; p <= last; ++p) {
-      cpu::Axpy(scores[static_cast<size_t>(p)] * inv, row[static_cast<size_t>(p)] + voff, o, a.v_dim, isa_);
+      cpu::Axpy(scores[static_cast<size_t>(p)] * inv, row[static_cast<size_t>(p)] + voff, kv, o, a.v_dim, isa_);
     }
   };
   const int64_t pairs = a.n * a.heads;

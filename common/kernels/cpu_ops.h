@@ -45,8 +45,12 @@ uint64_t DenseBytesRead();
 namespace cpu {
 // sum_i a[i] * b[i] in fp32 SIMD.
 float Dot(const float* a, const float* b, int64_t n, quant::Isa isa = quant::BestIsa());
+// The same with b stored as b_dtype (F32, BF16 or F16), widened as it is read.
+float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, quant::Isa isa = quant::BestIsa());
 // y[i] += alpha * x[i].
 void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+// The same with x stored as x_dtype (F32, BF16 or F16).
+void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
 // y[t, i] += bias[i] for rows t < n of `cols` values (nothing when bias.data is null).
 void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y);
 }  // namespace cpu

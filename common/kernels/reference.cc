@@ -39,9 +39,13 @@ void MatMul(const float* x, int64_t n, const TensorView& w, float* y, const Tens
 void Attention(const AttentionArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t positions = a.start_pos + a.n;
-  std::vector<const float*> row(static_cast<size_t>(positions));
+  // Every cached row widened to float up front (the reference favours clarity).
+  const int64_t row_elems = std::max(a.k_offset + a.kv_heads * a.head_dim, a.v_offset + a.kv_heads * a.v_dim);
+  const size_t esize = DTypeSize(a.kv_dtype);
+  std::vector<float> rows(static_cast<size_t>(positions * row_elems));
   for (int64_t p = 0; p < positions; ++p) {
-    row[static_cast<size_t>(p)] = a.block_row(p / a.block_size) + (p % a.block_size) * a.slot_stride;
+    const std::byte* src = a.block_row(p / a.block_size) + (p % a.block_size) * a.slot_stride * esize;
+    ConvertToFloat(a.kv_dtype, src, &rows[static_cast<size_t>(p * row_elems)], static_cast<size_t>(row_elems));
   }
   std::vector<float> scores(static_cast<size_t>(positions));
   std::vector<double> acc(static_cast<size_t>(a.v_dim));
@@ -51,7 +55,7 @@ void Attention(const AttentionArgs& a) {
       const float* q = a.q + (t * a.heads + h) * a.head_dim;
       const int64_t kvh = h / group;
       for (int64_t p = 0; p <= last; ++p) {
-        const float* k = row[static_cast<size_t>(p)] + a.k_offset + kvh * a.head_dim;
+        const float* k = &rows[static_cast<size_t>(p * row_elems + a.k_offset + kvh * a.head_dim)];
         double dot = 0.0;
         for (int64_t d = 0; d < a.head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
         scores[static_cast<size_t>(p)] = static_cast<float>(dot) * a.scale;
@@ -59,7 +63,7 @@ void Attention(const AttentionArgs& a) {
       Softmax(scores.data(), last + 1);
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t p = 0; p <= last; ++p) {
-        const float* v = row[static_cast<size_t>(p)] + a.v_offset + kvh * a.v_dim;
+        const float* v = &rows[static_cast<size_t>(p * row_elems + a.v_offset + kvh * a.v_dim)];
         for (int64_t d = 0; d < a.v_dim; ++d) acc[d] += static_cast<double>(scores[p]) * v[d];
       }
       float* o = a.out + (t * a.heads + h) * a.v_dim;

@@ -2,6 +2,7 @@
 #include "common/models/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/status/statusor.h"
 #include "common/status.h"
@@ -9,14 +10,16 @@
 namespace krasis {
 
 PagedKvCache::PagedKvCache(int64_t num_blocks, int64_t block_size,
-                           std::vector<int64_t> floats_per_token)
-    : num_blocks_(num_blocks), block_size_(block_size) {
+                           std::vector<int64_t> floats_per_token, DType dtype)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      dtype_(dtype == DType::kBF16 || dtype == DType::kF16 ? dtype : DType::kF32) {
   layer_floats_ = floats_per_token;
   for (int64_t f : floats_per_token) {
     layer_offset_.push_back(floats_per_slot_);
     floats_per_slot_ += f;
   }
-  storage_.assign(static_cast<size_t>(num_blocks * block_size * floats_per_slot_), 0.0f);
+  storage_.assign(static_cast<size_t>(num_blocks * block_size * floats_per_slot_) * ElementBytes(), std::byte{0});
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
 }
 
@@ -32,10 +35,27 @@ absl::StatusOr<int32_t> PagedKvCache::Allocate() {
 
 void PagedKvCache::Release(int32_t block) { free_.push_back(block); }
 
-float* PagedKvCache::Slot(int32_t block, int layer, int64_t slot) {
+std::byte* PagedKvCache::Slot(int32_t block, int layer, int64_t slot) {
   size_t index = (static_cast<size_t>(block) * block_size_ + slot) * floats_per_slot_ +
                  layer_offset_[layer];
-  return storage_.data() + index;
+  return storage_.data() + index * ElementBytes();
+}
+
+void PagedKvCache::Store(const float* src, int64_t count, std::byte* dst) const {
+  if (dtype_ == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
+    return;
+  }
+  auto* out = reinterpret_cast<uint16_t*>(dst);
+  if (dtype_ == DType::kBF16) {
+    for (int64_t i = 0; i < count; ++i) out[i] = FloatToBF16(src[i]);
+  } else {
+    for (int64_t i = 0; i < count; ++i) out[i] = FloatToF16(src[i]);
+  }
+}
+
+void PagedKvCache::Load(const std::byte* src, int64_t count, float* dst) const {
+  ConvertToFloat(dtype_, src, dst, static_cast<size_t>(count));
 }
 
 absl::Status SequenceState::Reserve(PagedKvCache& cache, int64_t total_tokens) {
@@ -50,16 +70,20 @@ absl::Status SequenceState::Reserve(PagedKvCache& cache, int64_t total_tokens) {
 void SequenceState::ReadRows(PagedKvCache& cache, int layer, int64_t first, int64_t count,
                              float* out) const {
   const int64_t f = cache.LayerFloats(layer);
-  for (int64_t t = 0; t < count; ++t) {
-    const float* slot = Slot(cache, layer, first + t);
-    std::copy(slot, slot + f, out + t * f);
-  }
+  for (int64_t t = 0; t < count; ++t) cache.Load(Slot(cache, layer, first + t), f, out + t * f);
 }
 
 void SequenceState::WriteRows(PagedKvCache& cache, int layer, int64_t first, int64_t count,
                               const float* in) const {
   const int64_t f = cache.LayerFloats(layer);
-  for (int64_t t = 0; t < count; ++t) std::copy(in + t * f, in + (t + 1) * f, Slot(cache, layer, first + t));
+  for (int64_t t = 0; t < count; ++t) StoreRow(cache, layer, first + t, 0, in + t * f, f);
+}
+
+absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name) {
+  if (name == "bf16" || name == "bfloat16") return DType::kBF16;
+  if (name == "f16" || name == "fp16" || name == "float16") return DType::kF16;
+  if (name == "f32" || name == "fp32" || name == "float32") return DType::kF32;
+  return absl::InvalidArgumentError(StrCat("--kv-cache-dtype ", name, ": expected bf16, f16 or f32"));
 }
 
 void SequenceState::Release(PagedKvCache& cache) {

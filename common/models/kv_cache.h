@@ -8,11 +8,18 @@
 //   MLA:  the compressed latent [kv_lora_rank] then the rope key [qk_rope_head_dim]
 //   linear attention (Gated DeltaNet): nothing; its recurrent and conv state live
 //   in the sequence (fixed size, independent of length).
-// Values are fp32 here; the decode worker's cache stores BF16/FP16.
+// Elements are stored as F32, BF16 or F16 (the cache's dtype; the workers use
+// BF16 by default, the reference tests F32). Everything outside the cache sees
+// floats: StoreRow/ReadRows/WriteRows convert (round to nearest even), and the
+// attention kernels widen the stored elements as they read them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "common/dtype.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -21,8 +28,10 @@ namespace krasis {
 
 class PagedKvCache {
  public:
-  // floats_per_token[l]: per-token floats of layer l (0 for linear-attention layers).
-  PagedKvCache(int64_t num_blocks, int64_t block_size, std::vector<int64_t> floats_per_token);
+  // floats_per_token[l]: per-token elements of layer l (0 for linear-attention
+  // layers). dtype: kF32, kBF16 or kF16 (anything else is treated as kF32).
+  PagedKvCache(int64_t num_blocks, int64_t block_size, std::vector<int64_t> floats_per_token,
+               DType dtype = DType::kF32);
 
   int64_t block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
@@ -32,13 +41,22 @@ class PagedKvCache {
   absl::StatusOr<int32_t> Allocate();
   void Release(int32_t block);
 
-  // The slot of layer `layer` for `slot` (0..block_size-1) in `block`.
-  float* Slot(int32_t block, int layer, int64_t slot);
-  // Floats between consecutive slots of a block (every layer's row of a token).
+  DType dtype() const { return dtype_; }
+  // Bytes of one stored element.
+  size_t ElementBytes() const { return DTypeSize(dtype_); }
+  // The slot of layer `layer` for `slot` (0..block_size-1) in `block`: the
+  // first of LayerFloats(layer) elements of dtype().
+  std::byte* Slot(int32_t block, int layer, int64_t slot);
+  // Elements between consecutive slots of a block (every layer's row of a token).
   int64_t SlotStride() const { return floats_per_slot_; }
-  // Floats per token that layer `layer` keeps.
+  // Elements per token that layer `layer` keeps.
   int64_t LayerFloats(int layer) const { return layer_floats_[layer]; }
   int num_layers() const { return static_cast<int>(layer_floats_.size()); }
+
+  // Converts `count` floats into the elements at `dst` / `count` elements at
+  // `src` into floats.
+  void Store(const float* src, int64_t count, std::byte* dst) const;
+  void Load(const std::byte* src, int64_t count, float* dst) const;
 
  private:
   int64_t num_blocks_;
@@ -46,9 +64,14 @@ class PagedKvCache {
   std::vector<int64_t> layer_floats_;
   std::vector<int64_t> layer_offset_;  // floats into a token's row
   int64_t floats_per_slot_ = 0;
-  std::vector<float> storage_;
+  DType dtype_;
+  std::vector<std::byte> storage_;
   std::vector<int32_t> free_;
 };
+
+// The --kv-cache-dtype flag's values: "bf16", "f16" or "f32" (also "bfloat16",
+// "float16", "fp16", "float32", "fp32"); kInvalidArgument naming the flag otherwise.
+absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name);
 
 // Per-layer recurrent state of a linear-attention layer.
 struct LinearState {
@@ -67,8 +90,13 @@ struct SequenceState {
   // Returns every block to `cache` and forgets the sequence.
   void Release(PagedKvCache& cache);
   // The slot of token `pos` in layer `layer`.
-  float* Slot(PagedKvCache& cache, int layer, int64_t pos) const {
+  std::byte* Slot(PagedKvCache& cache, int layer, int64_t pos) const {
     return cache.Slot(block_table[pos / cache.block_size()], layer, pos % cache.block_size());
+  }
+  // Stores `count` floats at element `offset` of token `pos`'s row in layer `layer`.
+  void StoreRow(PagedKvCache& cache, int layer, int64_t pos, int64_t offset, const float* src,
+                int64_t count) const {
+    cache.Store(src, count, Slot(cache, layer, pos) + offset * static_cast<int64_t>(cache.ElementBytes()));
   }
   // Copies layer `layer`'s rows of tokens [first, first + count) out of / into
   // the cache (count * cache.LayerFloats(layer) floats), for moving KV between

@@ -52,8 +52,9 @@ AttentionArgs PagedAttentionArgs(PagedKvCache& cache, const SequenceRows& r, int
   args.start_pos = r.start_pos;
   args.block_size = cache.block_size();
   args.slot_stride = cache.SlotStride();
+  args.kv_dtype = cache.dtype();
   const SequenceState* seq = r.seq;
-  args.block_row = [&cache, seq, layer](int64_t b) -> const float* {
+  args.block_row = [&cache, seq, layer](int64_t b) -> const std::byte* {
     return cache.Slot(seq->block_table[static_cast<size_t>(b)], layer, 0);
   };
   return args;
@@ -64,10 +65,11 @@ const Ops& DefaultOps() {
   return ops;
 }
 
-std::unique_ptr<PagedKvCache> DecoderModel::MakeCache(int64_t num_blocks, int64_t block_size) const {
+std::unique_ptr<PagedKvCache> DecoderModel::MakeCache(int64_t num_blocks, int64_t block_size,
+                                                      DType kv_dtype) const {
   std::vector<int64_t> floats;
   for (const auto& layer : layers) floats.push_back(layer.mixer->KvFloatsPerToken());
-  return std::make_unique<PagedKvCache>(num_blocks, block_size, std::move(floats));
+  return std::make_unique<PagedKvCache>(num_blocks, block_size, std::move(floats), kv_dtype);
 }
 
 void DecoderModel::InitSequence(SequenceState& seq) const {

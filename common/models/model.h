@@ -146,8 +146,9 @@ class DecoderModel {
   const ModelConfig& config() const { return config_; }
   const Ops& ops() const { return *ops_; }
 
-  // A cache sized for this model.
-  std::unique_ptr<PagedKvCache> MakeCache(int64_t num_blocks, int64_t block_size) const;
+  // A cache sized for this model, storing `kv_dtype` elements (F32, BF16, F16).
+  std::unique_ptr<PagedKvCache> MakeCache(int64_t num_blocks, int64_t block_size,
+                                          DType kv_dtype = DType::kF32) const;
   // Prepares an empty sequence (linear-attention state).
   void InitSequence(SequenceState& seq) const;
 

@@ -143,6 +143,8 @@ class DecodeEngine {
 
   // Floats per token that layer `layer` keeps (0 for linear-attention layers).
   int64_t LayerFloats(int layer) const { return kv_.cache().LayerFloats(layer); }
+  // What the KV cache stores (BF16, F16 or F32).
+  DType kv_dtype() const { return kv_.cache().dtype(); }
   int num_layers() const { return static_cast<int>(model_->layers.size()); }
 
  private:

@@ -27,25 +27,50 @@ SamplingOptions ToSamplingOptions(const v1::SamplingParams& p) {
   return o;
 }
 
-void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out) {
-  out->set_dtype(v1::DTYPE_F32);
+v1::DType KvWireDType(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16: return v1::DTYPE_BF16;
+    case DType::kF16: return v1::DTYPE_F16;
+    default: return v1::DTYPE_F32;
+  }
+}
+
+void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out, DType dtype) {
+  out->set_dtype(KvWireDType(dtype));
   out->clear_shape();
   for (int64_t d : shape) out->add_shape(d);
-  out->set_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  std::string* data = out->mutable_data();
+  if (dtype != DType::kBF16 && dtype != DType::kF16) {
+    data->assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+    return;
+  }
+  data->resize(values.size() * sizeof(uint16_t));
+  auto* bits = reinterpret_cast<uint16_t*>(data->data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    bits[i] = dtype == DType::kBF16 ? FloatToBF16(values[i]) : FloatToF16(values[i]);
+  }
 }
 
 absl::StatusOr<std::vector<float>> GetFloats(const v1::TensorData& data, std::string_view what) {
-  if (data.dtype() != v1::DTYPE_F32) return InvalidArgumentError(what, ": KV data must be F32");
-  if (data.data().size() % sizeof(float) != 0) {
-    return InvalidArgumentError(what, ": ", data.data().size(), " bytes is not a whole number of floats");
+  DType dtype;
+  switch (data.dtype()) {
+    case v1::DTYPE_F32: dtype = DType::kF32; break;
+    case v1::DTYPE_BF16: dtype = DType::kBF16; break;
+    case v1::DTYPE_F16: dtype = DType::kF16; break;
+    default: return InvalidArgumentError(what, ": KV data must be F32, BF16 or F16");
+  }
+  const size_t esize = DTypeSize(dtype);
+  if (data.data().size() % esize != 0) {
+    return InvalidArgumentError(what, ": ", data.data().size(), " bytes is not a whole number of ",
+                                DTypeName(dtype), " elements");
   }
   int64_t numel = 1;
   for (int64_t d : data.shape()) numel *= d;
-  if (numel * static_cast<int64_t>(sizeof(float)) != static_cast<int64_t>(data.data().size())) {
+  if (numel * static_cast<int64_t>(esize) != static_cast<int64_t>(data.data().size())) {
     return InvalidArgumentError(what, ": shape does not match ", data.data().size(), " bytes");
   }
-  std::vector<float> out(data.data().size() / sizeof(float));
-  std::memcpy(out.data(), data.data().data(), data.data().size());
+  std::vector<float> out(data.data().size() / esize);
+  ConvertToFloat(dtype, data.data().data(), out.data(), out.size());
   return out;
 }
 
@@ -270,7 +295,8 @@ grpc::Status DecodeService::ExportKv(grpc::ServerContext*, const v1::ExportKvReq
   h->set_block_size(static_cast<int32_t>(bs));
   h->mutable_token_ids()->Add(tokens.begin(), tokens.begin() + std::min<int64_t>(num_tokens, tokens.size()));
   h->set_num_layers(engine_->num_layers());
-  h->set_kv_dtype(v1::DTYPE_F32);
+  const DType kv_dtype = engine_->kv_dtype();
+  h->set_kv_dtype(KvWireDType(kv_dtype));
   for (const auto& hash : request->block_hashes()) h->add_prefix_block_hashes(hash);
   if (!writer->Write(head)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   int32_t blocks = 0, states = 0;
@@ -282,8 +308,8 @@ grpc::Status DecodeService::ExportKv(grpc::ServerContext*, const v1::ExportKvReq
         b->set_block_index(static_cast<int32_t>(first / bs));
         b->set_num_tokens(static_cast<int32_t>(count));
         b->set_layer(layer);
-        PutFloats(rows, {count, engine_->LayerFloats(layer)}, b->mutable_key());
-        bytes += rows.size() * sizeof(float);
+        PutFloats(rows, {count, engine_->LayerFloats(layer)}, b->mutable_key(), kv_dtype);
+        bytes += b->key().data().size();
         ++blocks;
         if (!writer->Write(msg)) return absl::CancelledError("client went away");
         return absl::OkStatus();

@@ -41,13 +41,20 @@ class DecodeService final : public v1::Decode::Service {
 // proto SamplingParams -> engine options (unset optional fields keep defaults).
 SamplingOptions ToSamplingOptions(const v1::SamplingParams& params);
 
-// KV rows on the wire: TensorData F32 [tokens, floats per token], little-endian.
+// KV rows on the wire: TensorData [tokens, elements per token] in the sender's
+// cache dtype (BF16, F16 or F32; KvHeader.kv_dtype says which), little-endian.
 // A KvBlock carries one layer's rows of tokens [block_index * block_size,
 // block_index * block_size + num_tokens) in `key`; `value` stays empty because a
 // Krasis cache row already holds everything the layer keeps per token (k then v
 // for GQA, latent then rope key for MLA). Linear-attention state travels as
 // F32 recurrent [heads, key_dim, value_dim] and conv [conv_dim, kernel - 1].
-void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out);
+// PutFloats narrows to `dtype` (F32, BF16 or F16; rounding to nearest even, so
+// values read from a cache of that dtype travel exactly); GetFloats widens any
+// of the three and rejects other dtypes and sizes that disagree with the shape.
+void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::TensorData* out,
+               DType dtype = DType::kF32);
 absl::StatusOr<std::vector<float>> GetFloats(const v1::TensorData& data, std::string_view what);
+// The wire spelling of a KV cache dtype (F32, BF16, F16).
+v1::DType KvWireDType(DType dtype);
 
 }  // namespace krasis

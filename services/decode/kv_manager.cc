@@ -14,13 +14,14 @@ KvManager::KvManager(const DecoderModel& model, const KvManagerOptions& options)
     floats_per_token += layer.mixer->KvFloatsPerToken();
     if (layer.mixer->KvFloatsPerToken() == 0) hybrid_ = true;
   }
-  bytes_per_block_ = std::max<int64_t>(1, floats_per_token * 4 * options.block_size);
+  bytes_per_block_ =
+      std::max<int64_t>(1, floats_per_token * static_cast<int64_t>(DTypeSize(options.kv_dtype)) * options.block_size);
   // A model whose layers all keep their state in the sequence (linear
   // attention only) stores nothing per block: cap the count, which only sizes
   // the bookkeeping (4M tokens of blocks).
   constexpr int64_t kMaxBlocks = int64_t{1} << 18;
   int64_t blocks = std::clamp<int64_t>(options.budget_bytes / bytes_per_block_, 1, kMaxBlocks);
-  cache_ = model.MakeCache(blocks, options.block_size);
+  cache_ = model.MakeCache(blocks, options.block_size, options.kv_dtype);
   meta_.resize(static_cast<size_t>(blocks));
   // The manager owns allocation: take every block out of the cache's own pool.
   for (int64_t i = 0; i < blocks; ++i) free_.push_back(*cache_->Allocate());

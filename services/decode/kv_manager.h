@@ -30,6 +30,7 @@ struct KvManagerOptions {
   int64_t block_size = 16;
   int64_t budget_bytes = 1ll << 30;  // KV RAM budget
   int64_t max_snapshots = 64;        // linear-state snapshots kept (hybrid models)
+  DType kv_dtype = DType::kBF16;     // what the cache stores: BF16, F16 or F32
 };
 
 struct KvStats {

@@ -18,7 +18,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("decode", "decode worker: CPU token generation over a paged KV cache");
   std::string model_dir, model_id, experts = "bf16", cache_dir, gguf;
-  std::string lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16";
+  std::string lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16", kv_dtype = "bf16";
   int64_t group_size = 128;
   krasis::EngineOptions options;
   int64_t budget_mb = 1024;
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
       ("gguf-experts", po::value(&gguf), "take the routed experts from this GGUF file (with --experts int8|int4)")
       ("block-size", po::value(&options.kv.block_size)->default_value(16), "KV block size in tokens")
       ("kv-budget-mb", po::value(&budget_mb)->default_value(budget_mb), "RAM for the KV cache, MiB")
+      ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype), "what the KV cache stores: bf16, f16 or f32")
       ("max-batch", po::value(&options.max_batch)->default_value(32), "sequences per step")
       ("prefill-chunk", po::value(&options.prefill_chunk)->default_value(256),
        "prompt tokens per sequence per step");
@@ -47,6 +48,12 @@ int main(int argc, char** argv) {
   if (auto code = cl.Parse(argc, argv)) return *code;
   if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
   options.kv.budget_bytes = budget_mb << 20;
+  if (auto dtype = krasis::ParseKvCacheDtype(kv_dtype); dtype.ok()) {
+    options.kv.kv_dtype = *dtype;
+  } else {
+    KLOG_ERROR("{}", std::string(dtype.status().message()));
+    return 2;
+  }
   if (options.kv.block_size < 1 || options.max_batch < 1 || options.prefill_chunk < 1 || budget_mb < 1) {
     KLOG_ERROR("--block-size, --kv-budget-mb, --max-batch and --prefill-chunk must be positive");
     return 2;

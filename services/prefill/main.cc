@@ -14,19 +14,26 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
-  std::string model_dir, model_id, backend = "cpu";
+  std::string model_dir, model_id, backend = "cpu", kv_dtype = "bf16";
   int64_t chunk = 512;
   cl.options().add_options()
       ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
       ("backend", po::value(&backend)->default_value(backend), "compute backend: cpu")
-      ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass");
+      ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass")
+      ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
+       "what the KV cache stores (and the KV sent to decode workers): bf16, f16 or f32");
   krasis::ModelSource source;
   krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
   if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
   if (backend != "cpu") {
     KLOG_ERROR("--backend {}: this build has the cpu backend only", backend);
+    return 2;
+  }
+  auto kv = krasis::ParseKvCacheDtype(kv_dtype);
+  if (!kv.ok()) {
+    KLOG_ERROR("{}", std::string(kv.status().message()));
     return 2;
   }
   if (chunk < 1) {
@@ -42,7 +49,7 @@ int main(int argc, char** argv) {
     }
     if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
     KLOG_INFO("model {} loaded from {} (backend {})", model_id, model_dir, backend);
-    engine = std::make_unique<krasis::PrefillEngine>(std::move(*model));
+    engine = std::make_unique<krasis::PrefillEngine>(std::move(*model), *kv);
   } else {
     KLOG_WARN("no --model given: serving health only");
   }

@@ -31,7 +31,7 @@ absl::StatusOr<PrefillResult> PrefillEngine::Run(std::span<const int32_t> tokens
   auto t0 = std::chrono::steady_clock::now();
 
   const int64_t block_size = 16;
-  auto cache = model_->MakeCache((n + block_size - 1) / block_size, block_size);
+  auto cache = model_->MakeCache((n + block_size - 1) / block_size, block_size, kv_dtype_);
   SequenceState seq;
   model_->InitSequence(seq);
   RETURN_IF_ERROR(seq.Reserve(*cache, n));

@@ -40,7 +40,13 @@ struct PrefillResult {
 
 class PrefillEngine {
  public:
-  explicit PrefillEngine(std::unique_ptr<DecoderModel> model) : model_(std::move(model)) {}
+  // kv_dtype: what the engine's own cache stores while it prefills (BF16, F16
+  // or F32), and so the rounding of the rows it ships. The same dtype as the
+  // decode worker's cache makes a prompt prefilled here bit-identical to one
+  // prefilled there.
+  explicit PrefillEngine(std::unique_ptr<DecoderModel> model, DType kv_dtype = DType::kBF16)
+      : model_(std::move(model)), kv_dtype_(kv_dtype) {}
+  DType kv_dtype() const { return kv_dtype_; }
 
   const ModelConfig& config() const { return model_->config(); }
   int num_layers() const { return static_cast<int>(model_->layers.size()); }
@@ -59,6 +65,7 @@ class PrefillEngine {
 
  private:
   std::unique_ptr<DecoderModel> model_;
+  DType kv_dtype_;
   std::mutex run_mu_;  // one prefill at a time
 };
 

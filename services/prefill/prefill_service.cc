@@ -166,7 +166,7 @@ absl::Status PrefillService::Run(grpc::ServerContext*, const v1::PrefillRequest&
     h->mutable_token_ids()->CopyFrom(request.token_ids());
     h->set_start_token(static_cast<int32_t>(cached));
     h->mutable_prefix_block_hashes()->CopyFrom(request.cached().block_hashes());
-    h->set_kv_dtype(v1::DTYPE_F32);
+    h->set_kv_dtype(KvWireDType(engine_->kv_dtype()));
     h->set_num_layers(engine_->num_layers());
     sender->Push(std::move(head));
   }
@@ -184,9 +184,9 @@ absl::Status PrefillService::Run(grpc::ServerContext*, const v1::PrefillRequest&
           b->set_num_tokens(static_cast<int32_t>(n));
           b->set_layer(layer);
           PutFloats(rows.subspan(static_cast<size_t>((start - first) * f), static_cast<size_t>(n * f)), {n, f},
-                    b->mutable_key());
+                    b->mutable_key(), engine_->kv_dtype());
           ++blocks_sent;
-          bytes_sent += static_cast<uint64_t>(n * f) * sizeof(float);
+          bytes_sent += b->key().data().size();
         }
         if (!sender->Push(std::move(msg))) return absl::UnavailableError("the KV stream to the decode worker broke");
         return absl::OkStatus();

@@ -123,7 +123,8 @@ TEST_F(DemoClusterTest, GreedyOutputEqualsKrasisCliOnBothPrefillPaths) {
   for (const auto& [prompt, remote] : {std::pair{shortp, false}, std::pair{longp, true}}) {
     const int n = 24;
     std::string out = Capture(std::string(KRASIS_BINARY_DIR) + "/bin/krasis-cli logits --model " + kDemo +
-                              " --tokens " + Join(prompt) + " --greedy " + std::to_string(n) + " --json");
+                              " --tokens " + Join(prompt) + " --greedy " + std::to_string(n) +
+                              " --kv-cache-dtype bf16 --json");
     json cli = json::parse(out, nullptr, false);
     ASSERT_FALSE(cli.is_discarded()) << out;
     std::vector<int32_t> greedy = cli["greedy"].get<std::vector<int32_t>>();

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "common/kernels/cpu_ops.h"
+#include "common/models/kv_cache.h"
 #include "common/kernels/reference.h"
 
 namespace krasis {
@@ -150,42 +151,68 @@ TEST_F(CpuOpsTest, AttentionMatchesReferenceOverPagedCache) {
   uint32_t seed = 200;
   for (Isa isa : Isas()) {
     CpuOps ops(pool_.get(), isa);
-    for (const AttentionCase& c : cases) {
-      SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " heads=" << c.heads << "/" << c.kv_heads
-                                      << " hd=" << c.head_dim << " n=" << c.n << " start=" << c.start_pos);
-      const int64_t positions = c.start_pos + c.n;
-      const int64_t row_floats = std::max(c.k_offset + c.kv_heads * c.head_dim, c.v_offset + c.kv_heads * c.v_dim);
-      const int64_t stride = row_floats + 3;  // other layers' floats between slots
-      const int64_t blocks = (positions + block_size - 1) / block_size;
-      std::vector<float> storage = Random(static_cast<size_t>((blocks + 2) * block_size * stride), ++seed);
-      // Blocks in a scrambled order, as a real block table has them.
-      std::vector<int64_t> table(static_cast<size_t>(blocks));
-      std::iota(table.begin(), table.end(), 0);
-      std::shuffle(table.begin(), table.end(), std::mt19937(seed));
-      for (auto& b : table) b += 1;
-      std::vector<float> q = Random(static_cast<size_t>(c.n * c.heads * c.head_dim), ++seed);
-      std::vector<float> got(static_cast<size_t>(c.n * c.heads * c.v_dim), NAN), want(got.size());
-      AttentionArgs args;
-      args.q = q.data();
-      args.n = c.n;
-      args.start_pos = c.start_pos;
-      args.heads = c.heads;
-      args.kv_heads = c.kv_heads;
-      args.head_dim = c.head_dim;
-      args.v_dim = c.v_dim;
-      args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-      args.block_size = block_size;
-      args.slot_stride = stride;
-      args.k_offset = c.k_offset;
-      args.v_offset = c.v_offset;
-      args.block_row = [&](int64_t b) -> const float* {
-        return storage.data() + table[static_cast<size_t>(b)] * block_size * stride;
-      };
-      args.out = got.data();
-      ops.Attention(args);
-      args.out = want.data();
-      ref::Attention(args);
-      EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-5);
+    for (DType kv : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (const AttentionCase& c : cases) {
+        SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " kv=" << DTypeName(kv) << " heads=" << c.heads
+                                        << "/" << c.kv_heads << " hd=" << c.head_dim << " n=" << c.n
+                                        << " start=" << c.start_pos);
+        const int64_t positions = c.start_pos + c.n;
+        const int64_t row_floats =
+            std::max(c.k_offset + c.kv_heads * c.head_dim, c.v_offset + c.kv_heads * c.v_dim);
+        const int64_t stride = row_floats + 3;  // other layers' elements between slots
+        const int64_t blocks = (positions + block_size - 1) / block_size;
+        // The cache as stored: random values narrowed to the cache's dtype.
+        std::vector<float> values = Random(static_cast<size_t>((blocks + 2) * block_size * stride), ++seed);
+        PagedKvCache narrow(1, 1, {static_cast<int64_t>(values.size())}, kv);
+        narrow.Store(values.data(), static_cast<int64_t>(values.size()), narrow.Slot(0, 0, 0));
+        const std::byte* storage = narrow.Slot(0, 0, 0);
+        const int64_t esize = static_cast<int64_t>(DTypeSize(kv));
+        // Blocks in a scrambled order, as a real block table has them.
+        std::vector<int64_t> table(static_cast<size_t>(blocks));
+        std::iota(table.begin(), table.end(), 0);
+        std::shuffle(table.begin(), table.end(), std::mt19937(seed));
+        for (auto& b : table) b += 1;
+        std::vector<float> q = Random(static_cast<size_t>(c.n * c.heads * c.head_dim), ++seed);
+        std::vector<float> got(static_cast<size_t>(c.n * c.heads * c.v_dim), NAN), want(got.size());
+        AttentionArgs args;
+        args.q = q.data();
+        args.n = c.n;
+        args.start_pos = c.start_pos;
+        args.heads = c.heads;
+        args.kv_heads = c.kv_heads;
+        args.head_dim = c.head_dim;
+        args.v_dim = c.v_dim;
+        args.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+        args.block_size = block_size;
+        args.slot_stride = stride;
+        args.k_offset = c.k_offset;
+        args.v_offset = c.v_offset;
+        args.kv_dtype = kv;
+        args.block_row = [&](int64_t b) -> const std::byte* {
+          return storage + table[static_cast<size_t>(b)] * block_size * stride * esize;
+        };
+        args.out = got.data();
+        ops.Attention(args);
+        args.out = want.data();
+        ref::Attention(args);
+        EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-5);
+        // The narrowed cache changes the result only by its rounding.
+        if (kv != DType::kF32) {
+          PagedKvCache wide(1, 1, {static_cast<int64_t>(values.size())}, DType::kF32);
+          wide.Store(values.data(), static_cast<int64_t>(values.size()), wide.Slot(0, 0, 0));
+          const std::byte* wide_storage = wide.Slot(0, 0, 0);
+          args.kv_dtype = DType::kF32;
+          args.block_row = [&](int64_t b) -> const std::byte* {
+            return wide_storage + table[static_cast<size_t>(b)] * block_size * stride * 4;
+          };
+          std::vector<float> exact(got.size());
+          args.out = exact.data();
+          ref::Attention(args);
+          const double rel = RelError(got.data(), exact.data(), got.size());
+          EXPECT_GT(rel, 0.0);
+          EXPECT_LT(rel, kv == DType::kBF16 ? 2e-2 : 3e-3);
+        }
+      }
     }
   }
 }

@@ -165,6 +165,40 @@ TEST_P(ModelFixtureTest, BatchedEqualsUnbatched) {
   }
 }
 
+// BF16 and F16 caches (what the workers store) change the logits only by their
+// rounding, and since every path reads keys and values back from the cache,
+// chunked prefill and token-by-token decode still equal one shot.
+TEST_P(ModelFixtureTest, SixteenBitKvCachesStayCloseToF32) {
+  std::vector<int32_t> prompt = Ids("long_prompt_ids");
+  SequenceState exact_seq;
+  std::vector<float> exact = Prefill(prompt, exact_seq);
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    cache_ = model_->MakeCache(256, 4, dtype);
+    EXPECT_EQ(cache_->dtype(), dtype);
+    SequenceState one, chunked;
+    std::vector<float> all = Prefill(prompt, one);
+    const double err = RelativeL2(all, exact);
+    EXPECT_GT(err, 0.0);
+    EXPECT_LT(err, dtype == DType::kBF16 ? 3e-2 : 5e-3);
+    RecordProperty(std::string(DTypeName(dtype)) + "_kv_rel_l2", std::to_string(err));
+    int same = 0;
+    for (size_t p = 0; p < prompt.size(); ++p) {
+      same += Argmax(&all[p * vocab_], vocab_) == Argmax(&exact[p * vocab_], vocab_);
+    }
+    EXPECT_GE(same, static_cast<int>(prompt.size()) * 9 / 10);
+    model_->InitSequence(chunked);
+    for (size_t start = 0; start < prompt.size(); start += 5) {
+      const size_t end = std::min(prompt.size(), start + 5);
+      std::vector<std::vector<float>> logits;
+      BatchItem item{&chunked, std::vector<int32_t>(prompt.begin() + start, prompt.begin() + end), true};
+      ASSERT_TRUE(model_->Forward(std::span(&item, 1), *cache_, &logits).ok());
+      std::vector<float> want(all.begin() + start * vocab_, all.begin() + end * vocab_);
+      EXPECT_LE(RelativeL2(logits[0], want), 1e-5) << "chunk at " << start;
+    }
+  }
+}
+
 TEST_P(ModelFixtureTest, BadTokensAndFullCacheAreErrors) {
   SequenceState seq;
   model_->InitSequence(seq);

@@ -76,6 +76,38 @@ class KvTransferTest : public ::testing::TestWithParam<std::string> {
   std::vector<int32_t> prompt_;
 };
 
+// KV on the wire travels in the cache's dtype: values already rounded to it
+// arrive exactly, at half the bytes of F32; anything else is refused by name.
+TEST(KvWireTest, SixteenBitRowsTravelExactlyAtHalfTheBytes) {
+  std::vector<float> rows = {1.0f, -2.5f, 3.140625f, 0.0f, -0.001953125f, 65504.0f};
+  for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    v1::TensorData data;
+    PutFloats(rows, {2, 3}, &data, dtype);
+    EXPECT_EQ(data.dtype(), KvWireDType(dtype));
+    EXPECT_EQ(data.data().size(), rows.size() * DTypeSize(dtype));
+    auto back = GetFloats(data, "rows");
+    ASSERT_TRUE(back.ok()) << back.status();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const float want = dtype == DType::kBF16  ? BF16ToFloat(FloatToBF16(rows[i]))
+                         : dtype == DType::kF16 ? F16ToFloat(FloatToF16(rows[i]))
+                                                : rows[i];
+      EXPECT_EQ((*back)[i], want) << i;
+    }
+  }
+  v1::TensorData data;
+  PutFloats(rows, {2, 3}, &data, DType::kBF16);
+  data.set_dtype(v1::DTYPE_I8);
+  auto wrong_type = GetFloats(data, "block 3");
+  ASSERT_FALSE(wrong_type.ok());
+  EXPECT_NE(wrong_type.status().message().find("block 3: KV data must be F32, BF16 or F16"), std::string::npos);
+  data.set_dtype(v1::DTYPE_BF16);
+  data.mutable_data()->pop_back();
+  EXPECT_EQ(GetFloats(data, "block 3").status().code(), absl::StatusCode::kInvalidArgument);
+  data.mutable_data()->pop_back();
+  EXPECT_EQ(GetFloats(data, "block 3").status().code(), absl::StatusCode::kInvalidArgument);  // shape says 6
+}
+
 TEST_P(KvTransferTest, PrefillThenGenerateEqualsLocal) {
   std::vector<int32_t> p(prompt_.begin(), prompt_.begin() + 37);
   std::vector<int32_t> local = Generate("local", p, 8, "");

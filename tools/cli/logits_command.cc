@@ -43,7 +43,7 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   const int64_t vocab = model->config().vocab_size;
   const int64_t total = static_cast<int64_t>(request.tokens.size()) + request.greedy;
   const int64_t block_size = 16;
-  auto cache = model->MakeCache((total + block_size - 1) / block_size + 1, block_size);
+  auto cache = model->MakeCache((total + block_size - 1) / block_size + 1, block_size, request.kv_dtype);
   SequenceState seq;
   model->InitSequence(seq);
   std::vector<std::vector<float>> logits;

@@ -22,6 +22,7 @@ struct LogitsRequest {
   // mapped when present); empty: quantize in memory.
   std::string cache_dir;
   WeightFormats weights;  // lm_head, dense MLP, shared experts
+  DType kv_dtype = DType::kF32;  // what the KV cache stores (F32: the exact reference)
 };
 
 struct LogitsResult {

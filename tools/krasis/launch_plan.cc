@@ -136,10 +136,12 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
   loader.argv.insert(loader.argv.end(), {"--model", options.model_dir});
   ASSIGN_OR_RETURN(ChildSpec decode, child("decode", plan.decode_address));
   decode.argv.insert(decode.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--kv-budget-mb",
-                                         std::to_string(options.kv_budget_mb), "--experts", options.experts,
+                                         std::to_string(options.kv_budget_mb), "--kv-cache-dtype",
+                                         options.kv_cache_dtype, "--experts", options.experts,
                                          "--cache-dir", (fs::path(options.home) / "cache").string()});
   ASSIGN_OR_RETURN(ChildSpec prefill, child("prefill", plan.prefill_address));
-  prefill.argv.insert(prefill.argv.end(), {"--model", options.model_dir, "--model-id", model_id});
+  prefill.argv.insert(prefill.argv.end(), {"--model", options.model_dir, "--model-id", model_id,
+                                           "--kv-cache-dtype", options.kv_cache_dtype});
   ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
   gateway.argv.insert(gateway.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--http-listen",
                                            plan.http_address, "--decode", plan.decode_address, "--prefill",

@@ -18,6 +18,7 @@ struct LaunchOptions {
   std::string model_dir;           // the model every worker serves
   std::string model_id;            // its API name (default: folder name)
   int64_t kv_budget_mb = 1024;     // decode worker KV cache
+  std::string kv_cache_dtype = "bf16";  // what both workers' KV caches store: bf16, f16, f32
   int64_t prefill_threshold = 512; // uncached prompt tokens sent to the prefill worker
   std::vector<std::string> api_keys;  // gateway API keys (none: no auth)
   std::string experts = "bf16";    // decode worker's routed experts: bf16, int8, int4

@@ -53,6 +53,8 @@ int Serve(int argc, char** argv) {
       ("port", po::value(&opts.port)->default_value(opts.port), "OpenAI REST port (0 picks a free port)")
       ("kv-budget-mb", po::value(&opts.kv_budget_mb)->default_value(opts.kv_budget_mb),
        "RAM for the decode worker's KV cache, MiB")
+      ("kv-cache-dtype", po::value(&opts.kv_cache_dtype)->default_value(opts.kv_cache_dtype),
+       "what the KV caches store (both workers, and the KV sent between them): bf16, f16 or f32")
       ("grpc-port", po::value(&opts.grpc_port)->default_value(opts.grpc_port),
        "port of the public gRPC Inference API (0 picks a free port)")
       ("prefill-threshold", po::value(&opts.prefill_threshold)->default_value(opts.prefill_threshold),

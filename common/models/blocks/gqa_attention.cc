@@ -79,9 +79,8 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
       const int64_t pos = r.start_pos + (t - r.first_row);
       rope.Apply(&query[t * heads_ * head_dim_], heads_, head_dim_, pos);
       rope.Apply(&k[t * kv_width], kv_heads_, head_dim_, pos);
-      float* slot = r.seq->Slot(cache, layer, pos);
-      std::copy(&k[t * kv_width], &k[(t + 1) * kv_width], slot);
-      std::copy(&v[t * kv_width], &v[(t + 1) * kv_width], slot + kv_width);
+      r.seq->StoreRow(cache, layer, pos, 0, &k[t * kv_width], kv_width);
+      r.seq->StoreRow(cache, layer, pos, kv_width, &v[t * kv_width], kv_width);
     }
     AttentionArgs args = PagedAttentionArgs(cache, r, layer);
     args.q = &query[r.first_row * heads_ * head_dim_];

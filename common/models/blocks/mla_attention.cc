@@ -189,10 +189,10 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   for (const SequenceRows& r : rows) {
     for (int64_t i = r.first_row; i < r.first_row + r.count; ++i) {
       const int64_t pos = r.start_pos + (i - r.first_row);
-      float* slot = r.seq->Slot(cache, layer, pos);
-      std::memcpy(slot, &latent[i * kv_lora_], sizeof(float) * kv_lora_);
-      std::memcpy(slot + kv_lora_, &kva[i * kva_dim + kv_lora_], sizeof(float) * rope_dim_);
-      rope_.Apply(slot + kv_lora_, 1, rope_dim_, pos);
+      float* k_pe = &kva[i * kva_dim + kv_lora_];
+      rope_.Apply(k_pe, 1, rope_dim_, pos);
+      r.seq->StoreRow(cache, layer, pos, 0, &latent[i * kv_lora_], kv_lora_);
+      r.seq->StoreRow(cache, layer, pos, kv_lora_, k_pe, rope_dim_);
       rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
     }
   }
