@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   std::string item;
   while (std::getline(list, item, ',')) {
     const int batch = std::stoi(item);
-    auto cache = (*model)->MakeCache(batch * 64, 16);
+    auto cache = (*model)->MakeCache(batch * 64, 16, krasis::DType::kBF16);  // what the decode worker stores
     std::vector<krasis::SequenceState> seqs(static_cast<size_t>(batch));
     std::vector<krasis::BatchItem> items(static_cast<size_t>(batch));
     for (int b = 0; b < batch; ++b) {

@@ -79,12 +79,32 @@ absl::StatusOr<Rope> MakeRope(const ModelConfig& config, int64_t rot_dim, bool i
   return rope;
 }
 
+namespace {
+float RopeCos(const Rope& r, int64_t pos, int64_t i) {
+  return std::cos(static_cast<float>(pos) * r.inv_freq[i]) * r.attention_factor;
+}
+float RopeSin(const Rope& r, int64_t pos, int64_t i) {
+  return std::sin(static_cast<float>(pos) * r.inv_freq[i]) * r.attention_factor;
+}
+}  // namespace
+
+std::vector<float> Rope::Table(int64_t start_pos, int64_t n) const {
+  const int64_t half = rot_dim / 2;
+  std::vector<float> t(static_cast<size_t>(n * rot_dim));
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      t[p * rot_dim + i] = RopeCos(*this, start_pos + p, i);
+      t[p * rot_dim + half + i] = RopeSin(*this, start_pos + p, i);
+    }
+  }
+  return t;
+}
+
 void Rope::Apply(float* x, int64_t heads, int64_t stride, int64_t pos) const {
   const int64_t half = rot_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
-    float angle = static_cast<float>(pos) * inv_freq[i];
-    float c = std::cos(angle) * attention_factor;
-    float s = std::sin(angle) * attention_factor;
+    float c = RopeCos(*this, pos, i);
+    float s = RopeSin(*this, pos, i);
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + h * stride;
       int64_t a = interleaved ? 2 * i : i;

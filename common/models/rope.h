@@ -21,6 +21,10 @@ struct Rope {
   // Rotates the first rot_dim dims of each of `heads` vectors (stride `stride`
   // floats apart) for position `pos`.
   void Apply(float* x, int64_t heads, int64_t stride, int64_t pos) const;
+  // For positions start_pos .. start_pos + n - 1: per position rot_dim / 2
+  // cosines then rot_dim / 2 sines, the very values Apply uses (the GPU
+  // kernel's table, cuda::LaunchRope).
+  std::vector<float> Table(int64_t start_pos, int64_t n) const;
 };
 
 // Builds the rope of `config` over `rot_dim` dims (its rope_theta, and YaRN when

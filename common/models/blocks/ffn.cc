@@ -216,47 +216,15 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
 
 
 void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const {
-  const int64_t per_group = num_experts / n_group;
-  std::vector<float> scores = logits;
-  std::vector<float> choice;
-  if (options.router == RouterKind::kSigmoidNoAuxTc) {
-    for (auto& s : scores) s = ref::Sigmoid(s);
-    choice = scores;
-    for (int64_t e = 0; e < num_experts; ++e) choice[e] += correction_bias[e];
-  } else {
-    ref::Softmax(scores.data(), num_experts);
-    choice = scores;
-  }
-  if (options.router != RouterKind::kSoftmaxTopK && n_group > 1) {
-    std::vector<float> group_score(static_cast<size_t>(n_group));
-    for (int64_t g = 0; g < n_group; ++g) {
-      std::span<const float> members(&choice[g * per_group], static_cast<size_t>(per_group));
-      if (options.router == RouterKind::kGroupLimited) {
-        group_score[g] = *std::max_element(members.begin(), members.end());
-      } else {
-        auto top2 = ref::TopK(members, 2);
-        group_score[g] = 0.0f;
-        for (int i : top2) group_score[g] += members[i];
-      }
-    }
-    auto keep = ref::TopK(group_score, static_cast<int>(topk_group));
-    std::vector<bool> kept(static_cast<size_t>(n_group), false);
-    for (int g : keep) kept[g] = true;
-    // Experts of dropped groups score 0, as transformers' masked_fill does.
-    for (int64_t e = 0; e < num_experts; ++e) {
-      if (!kept[e / per_group]) choice[e] = 0.0f;
-    }
-  }
-  *ids = ref::TopK(choice, static_cast<int>(top_k));
-  weights->clear();
-  for (int id : *ids) weights->push_back(scores[id]);
-  if (norm_topk_prob) {
-    double sum = 0.0;
-    for (float w : *weights) sum += w;
-    if (options.router == RouterKind::kSigmoidNoAuxTc) sum += 1e-20;
-    for (float& w : *weights) w = static_cast<float>(w / sum);
-  }
-  for (float& w : *weights) w *= routed_scaling;
+  RouterParams p;
+  p.kind = options.router;
+  p.num_experts = num_experts;
+  p.top_k = top_k;
+  p.n_group = n_group;
+  p.topk_group = topk_group;
+  p.norm_topk_prob = norm_topk_prob;
+  p.routed_scaling = routed_scaling;
+  ref::Route(p, logits.data(), correction_bias.data(), ids, weights);
 }
 
 void Moe::Forward(const float* x, int64_t n, float* out) const {

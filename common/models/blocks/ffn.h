@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/kernels/routing.h"
 #include "common/models/model.h"
 
 namespace krasis {
@@ -22,8 +23,6 @@ namespace krasis {
 absl::StatusOr<std::unique_ptr<FeedForward>> LoadDenseMlp(const Weights& weights,
                                                           const std::string& prefix, int64_t hidden,
                                                           int64_t intermediate, const Ops& ops);
-
-enum class RouterKind { kSoftmaxTopK, kGroupLimited, kSigmoidNoAuxTc };
 
 struct MoeOptions {
   RouterKind router = RouterKind::kSoftmaxTopK;

@@ -1,0 +1,113 @@
+// Row-wise and element-wise prefill kernels (see prefill_kernels.h): RMSNorm,
+// RoPE, SiLU-mul, BF16 narrowing, residual add.
+#include <cuda_bf16.h>
+
+#include "common/cuda/cuda_check.h"
+#include "common/cuda/launch.cuh"
+#include "common/cuda/prefill_kernels.h"
+
+namespace krasis::cuda {
+namespace {
+
+__device__ inline uint16_t Bf16Bits(float v) {
+  __nv_bfloat16 b = __float2bfloat16_rn(v);
+  return *reinterpret_cast<uint16_t*>(&b);
+}
+
+// One block per row.
+__global__ void RmsNormKernel(const float* x, int64_t dim, const float* w, float eps, bool zero_centred,
+                              float* out, uint16_t* out_bf16) {
+  const float* xr = x + blockIdx.x * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float y = xr[i] * inv * (zero_centred ? 1.0f + w[i] : w[i]);
+    if (out_bf16 != nullptr) out_bf16[blockIdx.x * dim + i] = Bf16Bits(y);
+    if (out != nullptr) out[blockIdx.x * dim + i] = y;
+  }
+}
+
+__global__ void RopeKernel(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_stride,
+                           int64_t rot_dim, bool interleaved, const float* cos_sin) {
+  const int64_t half = rot_dim / 2;
+  const int64_t total = tokens * heads * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = idx % half, h = (idx / half) % heads, t = idx / (half * heads);
+    const float c = cos_sin[t * rot_dim + i], s = cos_sin[t * rot_dim + half + i];
+    float* v = x + t * token_stride + h * head_stride;
+    const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    const float x1 = v[a], x2 = v[b];
+    v[a] = x1 * c - x2 * s;
+    v[b] = x2 * c + x1 * s;
+  }
+}
+
+__global__ void SiluMulKernel(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out) {
+  const int64_t total = rows * inter;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / inter, i = idx % inter;
+    const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i];
+    out[idx] = Bf16Bits(g / (1.0f + expf(-g)) * u);
+  }
+}
+
+__global__ void ToBf16Kernel(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = Bf16Bits(x[i]);
+  }
+}
+
+__global__ void AddKernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    y[i] += x[i];
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
+                           bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream) {
+  if (rows <= 0) return absl::OkStatus();
+  RmsNormKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0, stream>>>(x, dim, weight, eps, zero_centred, out,
+                                                                           out_bf16);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchRope(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_stride,
+                        int64_t rot_dim, bool interleaved, const float* cos_sin, cudaStream_t stream) {
+  if (tokens <= 0 || heads <= 0 || rot_dim <= 0) return absl::OkStatus();
+  if (rot_dim % 2 != 0) return InvalidArgumentError("LaunchRope: odd rot_dim ", rot_dim);
+  RopeKernel<<<GridFor(tokens * heads * rot_dim / 2), kBlockThreads, 0, stream>>>(
+      x, tokens, heads, token_stride, head_stride, rot_dim, interleaved, cos_sin);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchSiluMulBf16(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out,
+                               cudaStream_t stream) {
+  if (rows * inter <= 0) return absl::OkStatus();
+  SiluMulKernel<<<GridFor(rows * inter), kBlockThreads, 0, stream>>>(gate_up, rows, inter, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
+  if (count <= 0) return absl::OkStatus();
+  ToBf16Kernel<<<GridFor(count), kBlockThreads, 0, stream>>>(x, count, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchAdd(float* y, const float* x, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return absl::OkStatus();
+  AddKernel<<<GridFor(count), kBlockThreads, 0, stream>>>(y, x, count);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace krasis::cuda

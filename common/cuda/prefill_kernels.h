@@ -1,0 +1,88 @@
+// The CUDA kernels of GPU prefill, besides the matrix products (cuBLAS): norms,
+// rotary embeddings, activations, causal attention, MoE routing and the
+// gather / combine around the grouped expert GEMMs. Each has a plain reference
+// on the CPU (common/kernels/reference.h, routing.h, models/rope.h) and a test in
+// tests/gpu/ that compares the two on fresh random data.
+//
+// Conventions: every pointer is device memory; activations are float32
+// row-major, BF16 buffers (GEMM inputs) are uint16_t bit patterns; launchers
+// take the stream, never allocate or synchronise, and return the launch status.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/kernels/routing.h"
+
+namespace krasis::cuda {
+
+// RMSNorm over rows of `dim`: y = x / sqrt(mean(x^2) + eps) * (zero_centred ?
+// 1 + w : w). Writes `out` (float, may alias x) and/or `out_bf16` (either null).
+absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
+                           bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream);
+
+// Rotates the first rot_dim dims of `heads` vectors per token in place: token t's
+// head h starts at x + t * token_stride + h * head_stride. cos_sin holds, per
+// token, rot_dim / 2 cosines then rot_dim / 2 sines (attention factor included)
+// for that token's position. Pairing as models/rope.h: half (i, i + rot_dim/2)
+// or interleaved (2i, 2i + 1).
+absl::Status LaunchRope(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_stride,
+                        int64_t rot_dim, bool interleaved, const float* cos_sin, cudaStream_t stream);
+
+// out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i] as BF16, for rows of
+// [gate | up] (2 * inter floats).
+absl::Status LaunchSiluMulBf16(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out,
+                               cudaStream_t stream);
+
+// out[i] = bf16(x[i]), round to nearest even.
+absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
+
+// y[i] += x[i].
+absl::Status LaunchAdd(float* y, const float* x, int64_t count, cudaStream_t stream);
+
+// Causal attention of `n` new tokens at positions start_pos .. start_pos + n - 1
+// over keys/values of positions 0 .. start_pos + n - 1, FlashAttention-style:
+// tiles of keys stream through shared memory with an online softmax, nothing of
+// size n x positions is stored. q [n, heads, head_dim]; k [positions, kv_heads,
+// head_dim] and v [positions, kv_heads, v_dim] with rows `k_stride` / `v_stride`
+// floats apart; out [n, heads, v_dim]. Query head h reads kv head h / (heads /
+// kv_heads). head_dim and v_dim up to 256.
+struct AttentionShape {
+  int64_t n = 0, start_pos = 0, heads = 0, kv_heads = 0, head_dim = 0, v_dim = 0;
+  int64_t k_stride = 0, v_stride = 0;
+  float scale = 1.0f;
+};
+absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& shape,
+                                   float* out, cudaStream_t stream);
+
+// Routing of `n` tokens from their router logits [n, num_experts] (and the
+// correction bias [num_experts] for kSigmoidNoAuxTc): ids [n, top_k] best first
+// and weights [n, top_k], exactly as ref::Route. num_experts up to 1024.
+absl::Status LaunchRoute(const float* logits, int64_t n, const RouterParams& params, const float* correction_bias,
+                         int32_t* ids, float* weights, cudaStream_t stream);
+
+// Counts how many of the n * top_k choices go to each expert: counts[e]
+// (num_experts int32, zeroed first by the caller, e.g. cudaMemsetAsync).
+absl::Status LaunchCountExperts(const int32_t* ids, int64_t choices, int64_t num_experts, int32_t* counts,
+                                cudaStream_t stream);
+
+// Gives every choice c (= token * top_k + j) a row in its expert's segment of
+// the sorted batch: row_of_choice[c] = offsets[e] + a free slot there, and
+// token_of_row[row] = c / top_k. `cursor` (num_experts int32) must hold a copy of
+// offsets. Rows of one expert come in no fixed order (it does not matter: each
+// row is a separate product, and LaunchCombineExperts sums in choice order).
+absl::Status LaunchAssignRows(const int32_t* ids, int64_t choices, int64_t top_k, int32_t* cursor,
+                              int32_t* row_of_choice, int32_t* token_of_row, cudaStream_t stream);
+
+// out[r, :] = bf16(x[token_of_row[r], :]) for r < rows; x [tokens, dim].
+absl::Status LaunchGatherRowsBf16(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim,
+                                  uint16_t* out, cudaStream_t stream);
+
+// out[t, :] += sum_j weights[t, j] * y[row_of_choice[t * top_k + j], :] for
+// t < n, summed in j order; y [rows, dim].
+absl::Status LaunchCombineExperts(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
+                                  int64_t top_k, int64_t dim, float* out, cudaStream_t stream);
+
+}  // namespace krasis::cuda

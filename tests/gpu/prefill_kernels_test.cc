@@ -1,0 +1,334 @@
+// GPU test (ctest label gpu): every prefill kernel of common/cuda/prefill_kernels.h
+// against its CPU reference on fresh random data (a new seed each run, printed on
+// failure). Without a GPU every test here is skipped with a message that says so.
+#include "common/cuda/prefill_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "common/cuda/device.h"
+#include "common/kernels/reference.h"
+#include "common/kernels/routing.h"
+#include "common/models/rope.h"
+
+namespace krasis {
+namespace {
+
+// Device memory that frees itself.
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) { EXPECT_EQ(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)), cudaSuccess); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
+    EXPECT_EQ(cudaMemcpy(p_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* get() { return p_; }
+  std::vector<T> Download() {
+    std::vector<T> h(n_);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+class PrefillKernelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    auto gpus = ListGpus(&why);
+    ASSERT_TRUE(gpus.ok()) << gpus.status();
+    if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
+    seed_ = std::random_device{}();
+    RecordProperty("seed", std::to_string(seed_));
+  }
+
+  std::vector<float> Random(size_t n, float scale = 1.0f) {
+    std::mt19937 rng(++seed_);
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+  }
+
+  uint32_t seed_ = 0;
+};
+
+double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<float> Widen(const std::vector<uint16_t>& bits) {
+  std::vector<float> out(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) out[i] = BF16ToFloat(bits[i]);
+  return out;
+}
+
+TensorView F32View(const std::vector<float>& v) {
+  return TensorView{DType::kF32, {static_cast<int64_t>(v.size())}, reinterpret_cast<const std::byte*>(v.data())};
+}
+
+TEST_F(PrefillKernelsTest, RmsNormMatchesReference) {
+  for (bool zero_centred : {false, true}) {
+    const int64_t rows = 37, dim = 2048 + 7;
+    std::vector<float> x = Random(static_cast<size_t>(rows * dim), 3.0f), w = Random(static_cast<size_t>(dim));
+    std::vector<float> want(x.size());
+    ref::RmsNorm(x.data(), rows, dim, F32View(w), 1e-6f, zero_centred, want.data());
+    DeviceBuffer<float> dx(x), dw(w), out(x.size());
+    DeviceBuffer<uint16_t> out16(x.size());
+    ASSERT_TRUE(cuda::LaunchRmsNorm(dx.get(), rows, dim, dw.get(), 1e-6f, zero_centred, out.get(), out16.get(), nullptr).ok());
+    EXPECT_LT(RelError(out.Download(), want), 1e-5);
+    const double e16 = RelError(Widen(out16.Download()), want);
+    EXPECT_GT(e16, 1e-4);  // really narrowed
+    EXPECT_LT(e16, 5e-3);
+  }
+}
+
+TEST_F(PrefillKernelsTest, RopeMatchesReference) {
+  struct Case {
+    int64_t heads, head_dim, rot_dim;
+    bool interleaved;
+    float factor;
+  };
+  for (const Case& c : {Case{8, 128, 128, false, 1.0f}, Case{4, 256, 64, false, 1.0f}, Case{16, 192, 64, true, 1.3f}}) {
+    SCOPED_TRACE(testing::Message() << "head_dim " << c.head_dim << " rot " << c.rot_dim << " interleaved " << c.interleaved);
+    Rope rope;
+    rope.rot_dim = c.rot_dim;
+    rope.interleaved = c.interleaved;
+    rope.attention_factor = c.factor;
+    for (int64_t i = 0; i < c.rot_dim / 2; ++i) {
+      rope.inv_freq.push_back(std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(c.rot_dim)));
+    }
+    const int64_t n = 45, start = 1000;
+    // Tokens are rows of [heads, head_dim] plus 5 floats of something else.
+    const int64_t token_stride = c.heads * c.head_dim + 5;
+    std::vector<float> x = Random(static_cast<size_t>(n * token_stride)), want = x;
+    for (int64_t t = 0; t < n; ++t) rope.Apply(&want[t * token_stride], c.heads, c.head_dim, start + t);
+    DeviceBuffer<float> dx(x), table(rope.Table(start, n));
+    ASSERT_TRUE(cuda::LaunchRope(dx.get(), n, c.heads, token_stride, c.head_dim, c.rot_dim, c.interleaved, table.get(),
+                                 nullptr)
+                    .ok());
+    std::vector<float> got = dx.Download();
+    EXPECT_LT(RelError(got, want), 1e-6);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = c.heads * c.head_dim; i < token_stride; ++i) ASSERT_EQ(got[t * token_stride + i], x[t * token_stride + i]);
+    }
+  }
+}
+
+TEST_F(PrefillKernelsTest, SiluMulAndBf16AndAddMatchReference) {
+  const int64_t rows = 19, inter = 768;
+  std::vector<float> gu = Random(static_cast<size_t>(rows * 2 * inter), 2.0f);
+  std::vector<float> want(static_cast<size_t>(rows * inter));
+  for (int64_t r = 0; r < rows; ++r) {
+    ref::SiluMul(&gu[r * 2 * inter], &gu[r * 2 * inter + inter], inter, &want[r * inter]);
+  }
+  DeviceBuffer<float> dgu(gu);
+  DeviceBuffer<uint16_t> out(want.size());
+  ASSERT_TRUE(cuda::LaunchSiluMulBf16(dgu.get(), rows, inter, out.get(), nullptr).ok());
+  EXPECT_LT(RelError(Widen(out.Download()), want), 5e-3);
+
+  std::vector<float> x = Random(1000), y = Random(1000);
+  DeviceBuffer<float> dx(x), dy(y);
+  DeviceBuffer<uint16_t> narrow(x.size());
+  ASSERT_TRUE(cuda::LaunchToBf16(dx.get(), 1000, narrow.get(), nullptr).ok());
+  std::vector<uint16_t> bits = narrow.Download();
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(bits[i], FloatToBF16(x[i])) << i;
+  ASSERT_TRUE(cuda::LaunchAdd(dy.get(), dx.get(), 1000, nullptr).ok());
+  std::vector<float> sum = dy.Download();
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(sum[i], y[i] + x[i]) << i;
+}
+
+TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
+  struct Case {
+    int64_t heads, kv_heads, head_dim, v_dim, n, start_pos;
+  };
+  const Case cases[] = {
+      {8, 2, 64, 64, 100, 0},     // GQA, a whole prompt
+      {8, 2, 128, 128, 37, 50},   // a chunk after a cached prefix
+      {16, 16, 192, 128, 70, 0},  // MLA expanded: qk 192, v 128
+      {4, 1, 256, 256, 1, 300},   // one token, MQA, widest head
+      {32, 4, 128, 128, 513, 0},  // several query tiles and key tiles
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " d " << c.head_dim << "/"
+                                    << c.v_dim << " n " << c.n << " start " << c.start_pos);
+    const int64_t positions = c.start_pos + c.n;
+    // One row per position: keys [kv_heads, head_dim] then values [kv_heads, v_dim].
+    const int64_t row = c.kv_heads * (c.head_dim + c.v_dim);
+    std::vector<float> kv = Random(static_cast<size_t>(positions * row));
+    std::vector<float> q = Random(static_cast<size_t>(c.n * c.heads * c.head_dim));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    std::vector<float> want(static_cast<size_t>(c.n * c.heads * c.v_dim));
+    AttentionArgs args;
+    args.q = q.data();
+    args.n = c.n;
+    args.start_pos = c.start_pos;
+    args.heads = c.heads;
+    args.kv_heads = c.kv_heads;
+    args.head_dim = c.head_dim;
+    args.v_dim = c.v_dim;
+    args.scale = scale;
+    args.block_size = positions;
+    args.slot_stride = row;
+    args.k_offset = 0;
+    args.v_offset = c.kv_heads * c.head_dim;
+    args.block_row = [&](int64_t) { return reinterpret_cast<const std::byte*>(kv.data()); };
+    args.out = want.data();
+    ref::Attention(args);
+
+    DeviceBuffer<float> dq(q), dkv(kv), out(want.size());
+    cuda::AttentionShape s;
+    s.n = c.n;
+    s.start_pos = c.start_pos;
+    s.heads = c.heads;
+    s.kv_heads = c.kv_heads;
+    s.head_dim = c.head_dim;
+    s.v_dim = c.v_dim;
+    s.k_stride = s.v_stride = row;
+    s.scale = scale;
+    ASSERT_TRUE(cuda::LaunchCausalAttention(dq.get(), dkv.get(), dkv.get() + c.kv_heads * c.head_dim, s, out.get(),
+                                            nullptr)
+                    .ok());
+    EXPECT_LT(RelError(out.Download(), want), 1e-5);
+  }
+  cuda::AttentionShape bad;
+  bad.n = 1, bad.heads = 3, bad.kv_heads = 2, bad.head_dim = bad.v_dim = 64;
+  EXPECT_EQ(cuda::LaunchCausalAttention(nullptr, nullptr, nullptr, bad, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PrefillKernelsTest, RoutingMatchesReference) {
+  struct Case {
+    RouterKind kind;
+    int64_t experts, top_k, n_group, topk_group;
+    bool norm;
+    float scaling;
+  };
+  const Case cases[] = {
+      {RouterKind::kSoftmaxTopK, 128, 8, 1, 1, true, 1.0f},      // Qwen3-MoE
+      {RouterKind::kSoftmaxTopK, 512, 10, 1, 1, true, 1.0f},     // Qwen3-Coder-Next
+      {RouterKind::kSoftmaxTopK, 64, 6, 1, 1, false, 1.0f},      // DeepSeek-V2-Lite
+      {RouterKind::kGroupLimited, 160, 6, 8, 3, false, 16.0f},   // DeepSeek-V2
+      {RouterKind::kSigmoidNoAuxTc, 256, 8, 8, 4, true, 2.5f},   // DeepSeek-V3
+      {RouterKind::kSigmoidNoAuxTc, 128, 8, 1, 1, true, 1.0f},   // GLM-4.5-Air
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(c.kind) << " experts " << c.experts);
+    RouterParams p;
+    p.kind = c.kind;
+    p.num_experts = c.experts;
+    p.top_k = c.top_k;
+    p.n_group = c.n_group;
+    p.topk_group = c.topk_group;
+    p.norm_topk_prob = c.norm;
+    p.routed_scaling = c.scaling;
+    const int64_t n = 300;
+    std::vector<float> logits = Random(static_cast<size_t>(n * c.experts), 2.0f);
+    std::vector<float> bias = Random(static_cast<size_t>(c.experts), 0.1f);
+    DeviceBuffer<float> dl(logits), db(bias), weights(static_cast<size_t>(n * c.top_k));
+    DeviceBuffer<int32_t> ids(static_cast<size_t>(n * c.top_k));
+    ASSERT_TRUE(cuda::LaunchRoute(dl.get(), n, p, db.get(), ids.get(), weights.get(), nullptr).ok());
+    std::vector<int32_t> got_ids = ids.Download();
+    std::vector<float> got_w = weights.Download();
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<int> want_ids;
+      std::vector<float> want_w;
+      ref::Route(p, &logits[t * c.experts], bias.data(), &want_ids, &want_w);
+      for (int64_t j = 0; j < c.top_k; ++j) {
+        ASSERT_EQ(got_ids[t * c.top_k + j], want_ids[j]) << "token " << t << " choice " << j;
+        ASSERT_NEAR(got_w[t * c.top_k + j], want_w[j], 1e-5 * std::abs(want_w[j]) + 1e-7) << "token " << t;
+      }
+    }
+  }
+  RouterParams bad;
+  bad.num_experts = 2000, bad.top_k = 4;
+  EXPECT_EQ(cuda::LaunchRoute(nullptr, 1, bad, nullptr, nullptr, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Count, assign, gather, combine: the sorted batch holds every (token, expert)
+// choice exactly once, in its expert's segment, and the combine is the
+// weighted sum the CPU MoE computes.
+TEST_F(PrefillKernelsTest, ExpertSortGatherCombineMatchReference) {
+  const int64_t n = 333, top_k = 8, experts = 64, dim = 320;
+  std::mt19937 rng(++seed_);
+  // Skewed: low ids are popular, experts 48.. get nobody.
+  std::vector<double> popularity(static_cast<size_t>(experts), 0.0);
+  for (int64_t e = 0; e < 48; ++e) popularity[e] = 1.0 / (1.0 + static_cast<double>(e));
+  std::discrete_distribution<int> pick(popularity.begin(), popularity.end());
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<int32_t> chosen;
+    while (static_cast<int64_t>(chosen.size()) < top_k) {
+      const int32_t e = pick(rng);
+      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+    }
+    ids.insert(ids.end(), chosen.begin(), chosen.end());
+  }
+  const int64_t choices = n * top_k;
+  DeviceBuffer<int32_t> dids(ids), counts(static_cast<size_t>(experts));
+  ASSERT_EQ(cudaMemset(counts.get(), 0, sizeof(int32_t) * experts), cudaSuccess);
+  ASSERT_TRUE(cuda::LaunchCountExperts(dids.get(), choices, experts, counts.get(), nullptr).ok());
+  std::vector<int32_t> got_counts = counts.Download();
+  std::vector<int32_t> want_counts(static_cast<size_t>(experts), 0), offsets(static_cast<size_t>(experts), 0);
+  for (int32_t e : ids) ++want_counts[e];
+  ASSERT_EQ(got_counts, want_counts);
+  for (int64_t e = 1; e < experts; ++e) offsets[e] = offsets[e - 1] + want_counts[e - 1];
+
+  DeviceBuffer<int32_t> cursor(offsets), row_of_choice(static_cast<size_t>(choices)), token_of_row(static_cast<size_t>(choices));
+  ASSERT_TRUE(cuda::LaunchAssignRows(dids.get(), choices, top_k, cursor.get(), row_of_choice.get(), token_of_row.get(),
+                                     nullptr)
+                  .ok());
+  std::vector<int32_t> roc = row_of_choice.Download(), tor = token_of_row.Download();
+  std::vector<int> used(static_cast<size_t>(choices), 0);
+  for (int64_t c = 0; c < choices; ++c) {
+    const int32_t row = roc[c], e = ids[c];
+    ASSERT_GE(row, offsets[e]);
+    ASSERT_LT(row, offsets[e] + want_counts[e]);
+    ASSERT_EQ(tor[row], c / top_k);
+    ++used[row];
+  }
+  for (int u : used) ASSERT_EQ(u, 1);
+
+  std::vector<float> x = Random(static_cast<size_t>(n * dim));
+  DeviceBuffer<float> dx(x);
+  DeviceBuffer<uint16_t> gathered(static_cast<size_t>(choices * dim));
+  ASSERT_TRUE(cuda::LaunchGatherRowsBf16(dx.get(), token_of_row.get(), choices, dim, gathered.get(), nullptr).ok());
+  std::vector<uint16_t> g = gathered.Download();
+  for (int64_t r = 0; r < choices; r += 7) {
+    for (int64_t d = 0; d < dim; ++d) ASSERT_EQ(g[r * dim + d], FloatToBF16(x[tor[r] * dim + d])) << r;
+  }
+
+  std::vector<float> y = Random(static_cast<size_t>(choices * dim)), w = Random(static_cast<size_t>(choices));
+  std::vector<float> base = Random(static_cast<size_t>(n * dim)), want = base;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t row = roc[t * top_k + j];
+      for (int64_t d = 0; d < dim; ++d) want[t * dim + d] += w[t * top_k + j] * y[row * dim + d];
+    }
+  }
+  DeviceBuffer<float> dy(y), dw(w), out(base);
+  ASSERT_TRUE(cuda::LaunchCombineExperts(dy.get(), row_of_choice.get(), dw.get(), n, top_k, dim, out.get(), nullptr).ok());
+  EXPECT_LT(RelError(out.Download(), want), 1e-6);
+}
+
+}  // namespace
+}  // namespace krasis
