@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) CausalAttentionKernel(const float* q
 
   for (int idx = tid; idx < kQueries * d_qk; idx += kThreads) {
     const int qi = idx / d_qk, d = idx % d_qk;
-    qs[idx] = qi < rows ? q[((q0 + qi) * s.heads + h) * d_qk + d] : 0.0f;
+    qs[idx] = qi < rows ? q[(q0 + qi) * s.q_stride + h * d_qk + d] : 0.0f;
   }
   if (tid < kQueries) {
     row_max[tid] = -INFINITY;
@@ -127,11 +127,13 @@ absl::Status LaunchCausalAttention(const float* q, const float* k, const float* 
     return InvalidArgumentError("LaunchCausalAttention: unsupported shape (heads ", s.heads, "/", s.kv_heads,
                                 ", head_dim ", s.head_dim, ", v_dim ", s.v_dim, ")");
   }
+  AttentionShape shape = s;
+  if (shape.q_stride == 0) shape.q_stride = s.heads * s.head_dim;
   const size_t smem = SharedBytes(s.head_dim, s.v_dim);
   CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(CausalAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>((s.n + kQueries - 1) / kQueries), static_cast<unsigned>(s.heads));
-  CausalAttentionKernel<<<grid, kThreads, smem, stream>>>(q, k, v, s, out);
+  CausalAttentionKernel<<<grid, kThreads, smem, stream>>>(q, k, v, shape, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // Row-wise and element-wise prefill kernels (see prefill_kernels.h): RMSNorm,
 // RoPE, SiLU-mul, BF16 narrowing, residual add.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "common/cuda/cuda_check.h"
 #include "common/cuda/launch.cuh"
@@ -27,6 +28,17 @@ __global__ void RmsNormKernel(const float* x, int64_t dim, const float* w, float
     if (out_bf16 != nullptr) out_bf16[blockIdx.x * dim + i] = Bf16Bits(y);
     if (out != nullptr) out[blockIdx.x * dim + i] = y;
   }
+}
+
+// One block per (token, head) vector, in place.
+__global__ void HeadRmsNormKernel(float* x, int64_t heads, int64_t token_stride, int64_t dim, const float* w,
+                                  float eps, bool zero_centred) {
+  float* v = x + (blockIdx.x / heads) * token_stride + (blockIdx.x % heads) * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += v[i] * v[i];
+  ss = BlockSum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) v[i] = v[i] * inv * (zero_centred ? 1.0f + w[i] : w[i]);
 }
 
 __global__ void RopeKernel(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_stride,
@@ -61,6 +73,19 @@ __global__ void ToBf16Kernel(const float* x, int64_t n, uint16_t* out) {
   }
 }
 
+__global__ void AddBiasKernel(float* y, const float* bias, int64_t rows, int64_t cols, int64_t stride) {
+  const int64_t total = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    y[(i / cols) * stride + i % cols] += bias[i % cols];
+  }
+}
+
+__global__ void RoundKernel(bool bf16, float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = bf16 ? __bfloat162float(__float2bfloat16_rn(x[i])) : __half2float(__float2half_rn(x[i]));
+  }
+}
+
 __global__ void AddKernel(float* y, const float* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     y[i] += x[i];
@@ -74,6 +99,15 @@ absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const floa
   if (rows <= 0) return absl::OkStatus();
   RmsNormKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0, stream>>>(x, dim, weight, eps, zero_centred, out,
                                                                            out_bf16);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchHeadRmsNorm(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_dim,
+                               const float* weight, float eps, bool zero_centred, cudaStream_t stream) {
+  if (tokens * heads <= 0) return absl::OkStatus();
+  HeadRmsNormKernel<<<static_cast<unsigned>(tokens * heads), 64, 0, stream>>>(x, heads, token_stride, head_dim,
+                                                                               weight, eps, zero_centred);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -99,6 +133,21 @@ absl::Status LaunchSiluMulBf16(const float* gate_up, int64_t rows, int64_t inter
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
   if (count <= 0) return absl::OkStatus();
   ToBf16Kernel<<<GridFor(count), kBlockThreads, 0, stream>>>(x, count, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t cols, int64_t stride,
+                           cudaStream_t stream) {
+  if (rows * cols <= 0) return absl::OkStatus();
+  AddBiasKernel<<<GridFor(rows * cols), kBlockThreads, 0, stream>>>(y, bias, rows, cols, stride);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t stream) {
+  if (count <= 0 || (dtype != DType::kBF16 && dtype != DType::kF16)) return absl::OkStatus();
+  RoundKernel<<<GridFor(count), kBlockThreads, 0, stream>>>(dtype == DType::kBF16, x, count);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

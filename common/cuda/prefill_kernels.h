@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "common/dtype.h"
 #include "common/kernels/routing.h"
 
 namespace krasis::cuda {
@@ -22,6 +23,11 @@ namespace krasis::cuda {
 // 1 + w : w). Writes `out` (float, may alias x) and/or `out_bf16` (either null).
 absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
                            bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream);
+
+// The same per head, in place: `heads` vectors of head_dim per token, token t's
+// head h at x + t * token_stride + h * head_dim (QK norm).
+absl::Status LaunchHeadRmsNorm(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_dim,
+                               const float* weight, float eps, bool zero_centred, cudaStream_t stream);
 
 // Rotates the first rot_dim dims of `heads` vectors per token in place: token t's
 // head h starts at x + t * token_stride + h * head_stride. cos_sin holds, per
@@ -42,6 +48,14 @@ absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStre
 // y[i] += x[i].
 absl::Status LaunchAdd(float* y, const float* x, int64_t count, cudaStream_t stream);
 
+// y[r, c] += bias[c] for rows of `cols` floats `stride` apart.
+absl::Status LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t cols, int64_t stride,
+                           cudaStream_t stream);
+
+// x[i] = float(dtype(x[i])): rounds in place to BF16 or F16 (as a KV cache of
+// that dtype stores it; F32: nothing to do).
+absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t stream);
+
 // Causal attention of `n` new tokens at positions start_pos .. start_pos + n - 1
 // over keys/values of positions 0 .. start_pos + n - 1, FlashAttention-style:
 // tiles of keys stream through shared memory with an online softmax, nothing of
@@ -52,6 +66,7 @@ absl::Status LaunchAdd(float* y, const float* x, int64_t count, cudaStream_t str
 struct AttentionShape {
   int64_t n = 0, start_pos = 0, heads = 0, kv_heads = 0, head_dim = 0, v_dim = 0;
   int64_t k_stride = 0, v_stride = 0;
+  int64_t q_stride = 0;  // floats between tokens' queries (0: heads * head_dim)
   float scale = 1.0f;
 };
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& shape,

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "common/kernels/ops.h"
 #include "common/model_config.h"
+#include "common/models/block_desc.h"
 #include "common/models/blocks/projection.h"
 #include "common/models/kv_cache.h"
 #include "common/models/weight_format.h"
@@ -82,6 +83,9 @@ class Mixer {
     (void)formats;
     return absl::OkStatus();
   }
+  // What this block computes, for other backends (block_desc.h); nullopt when
+  // no other backend runs it.
+  virtual std::optional<MixerDesc> Describe() const { return std::nullopt; }
 };
 
 // Position-wise block of one layer: dense MLP or mixture of experts.
@@ -122,6 +126,8 @@ class FeedForward {
   }
   // Bytes of the quantized routed experts (0 when none).
   virtual uint64_t ExpertBytes() const { return 0; }
+  // What this block computes, for other backends (block_desc.h).
+  virtual std::optional<FfnDesc> Describe() const { return std::nullopt; }
 };
 
 struct DecoderLayer {

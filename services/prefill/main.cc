@@ -14,12 +14,15 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
-  std::string model_dir, model_id, backend = "cpu", kv_dtype = "bf16";
+  std::string model_dir, model_id, backend = "auto", kv_dtype = "bf16";
+  int cuda_device = 0;
   int64_t chunk = 512;
   cl.options().add_options()
       ("model", po::value(&model_dir), "model directory (config.json + safetensors)")
       ("model-id", po::value(&model_id), "name clients use for the model (default: folder name)")
-      ("backend", po::value(&backend)->default_value(backend), "compute backend: cpu")
+      ("backend", po::value(&backend)->default_value(backend),
+       "compute backend: auto (cuda when a GPU is present and the model's layers run there, else cpu), cpu or cuda")
+      ("cuda-device", po::value(&cuda_device)->default_value(cuda_device), "CUDA device index (backend cuda)")
       ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
        "what the KV cache stores (and the KV sent to decode workers): bf16, f16 or f32");
@@ -27,8 +30,8 @@ int main(int argc, char** argv) {
   krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
   if (!krasis::ResolveModelDirOrLog(source, model_id, &model_dir)) return 1;
-  if (backend != "cpu") {
-    KLOG_ERROR("--backend {}: this build has the cpu backend only", backend);
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    KLOG_ERROR("--backend {}: expected auto, cpu or cuda", backend);
     return 2;
   }
   auto kv = krasis::ParseKvCacheDtype(kv_dtype);
@@ -48,8 +51,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
-    KLOG_INFO("model {} loaded from {} (backend {})", model_id, model_dir, backend);
-    engine = std::make_unique<krasis::PrefillEngine>(std::move(*model), *kv);
+    std::string why;
+    auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, 0}, &why);
+    if (!chosen.ok()) {
+      KLOG_ERROR("cannot start the {} backend: {}", backend, std::string(chosen.status().message()));
+      return 1;
+    }
+    KLOG_INFO("model {} loaded from {}; {}", model_id, model_dir, why);
+    engine = std::make_unique<krasis::PrefillEngine>(std::move(*model), *kv, std::move(*chosen));
   } else {
     KLOG_WARN("no --model given: serving health only");
   }

@@ -60,24 +60,25 @@ absl::StatusOr<PrefillResult> PrefillEngine::Run(std::span<const int32_t> tokens
     seq.num_tokens = prefix.num_tokens;
   }
 
+  RETURN_IF_ERROR(backend_->Begin(seq, *cache, n));
   PrefillResult result;
   std::vector<float> rows;
   for (int64_t first = prefix.num_tokens; first < n; first += chunk_tokens) {
     if (cancelled != nullptr && cancelled->load()) return absl::CancelledError("prefill cancelled");
     const int64_t count = std::min(chunk_tokens, n - first);
-    BatchItem item{&seq, std::vector<int32_t>(tokens.begin() + first, tokens.begin() + first + count), false};
     absl::Status sent;
-    std::vector<std::vector<float>> logits;
+    std::vector<float> logits;
     auto on_layer = [&](int layer) {
       if (!sent.ok() || LayerFloats(layer) == 0) return;
       rows.resize(static_cast<size_t>(count * LayerFloats(layer)));
       seq.ReadRows(*cache, layer, first, count, rows.data());
       sent = out.rows(layer, first, count, rows);
     };
-    RETURN_IF_ERROR(model_->Forward(std::span(&item, 1), *cache, &logits, on_layer));
+    RETURN_IF_ERROR(backend_->Forward(tokens.subspan(static_cast<size_t>(first), static_cast<size_t>(count)), seq,
+                                      *cache, first + count == n ? &logits : nullptr, false, on_layer));
     RETURN_IF_ERROR(sent);
     result.computed_tokens += count;
-    if (first + count == n) result.last_logits = std::move(logits[0]);
+    if (first + count == n) result.last_logits = std::move(logits);
   }
   for (int l = 0; l < num_layers(); ++l) {
     if (LayerFloats(l) == 0) RETURN_IF_ERROR(out.linear(l, seq.linear[l]));

@@ -1,5 +1,6 @@
-// The prefill worker's engine (CPU backend; the CUDA backend arrives later):
-// runs the uncached part of a prompt through the model in chunks and hands each
+// The prefill worker's engine: runs the uncached part of a prompt through the
+// model in chunks, on a PrefillBackend (the CPU model, or its copy on a GPU:
+// common/models/prefill_backend.h), and hands each
 // layer's new KV rows to an output as soon as the layer finishes, so a sender
 // can ship them to the decode worker while later layers compute. A cached
 // prefix fetched from a decode worker seeds the computation. One prefill runs
@@ -16,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/models/model.h"
+#include "common/models/prefill_backend.h"
 
 namespace krasis {
 
@@ -44,9 +46,15 @@ class PrefillEngine {
   // or F32), and so the rounding of the rows it ships. The same dtype as the
   // decode worker's cache makes a prompt prefilled here bit-identical to one
   // prefilled there.
-  explicit PrefillEngine(std::unique_ptr<DecoderModel> model, DType kv_dtype = DType::kBF16)
-      : model_(std::move(model)), kv_dtype_(kv_dtype) {}
+  // backend: null runs on the CPU model itself; otherwise one made for *model
+  // (MakePrefillBackend), which the engine keeps alive with it.
+  explicit PrefillEngine(std::unique_ptr<DecoderModel> model, DType kv_dtype = DType::kBF16,
+                         std::unique_ptr<PrefillBackend> backend = nullptr)
+      : model_(std::move(model)),
+        kv_dtype_(kv_dtype),
+        backend_(backend != nullptr ? std::move(backend) : MakeCpuPrefillBackend(*model_)) {}
   DType kv_dtype() const { return kv_dtype_; }
+  const PrefillBackend& backend() const { return *backend_; }
 
   const ModelConfig& config() const { return model_->config(); }
   int num_layers() const { return static_cast<int>(model_->layers.size()); }
@@ -66,6 +74,7 @@ class PrefillEngine {
  private:
   std::unique_ptr<DecoderModel> model_;
   DType kv_dtype_;
+  std::unique_ptr<PrefillBackend> backend_;
   std::mutex run_mu_;  // one prefill at a time
 };
 

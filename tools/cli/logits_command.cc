@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "common/models/model.h"
+#include "common/models/prefill_backend.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -46,9 +47,13 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   auto cache = model->MakeCache((total + block_size - 1) / block_size + 1, block_size, request.kv_dtype);
   SequenceState seq;
   model->InitSequence(seq);
-  std::vector<std::vector<float>> logits;
-  BatchItem prefill{&seq, request.tokens, true};
-  RETURN_IF_ERROR(model->Forward(std::span(&prefill, 1), *cache, &logits));
+  if (request.backend != "cpu" && request.backend != "cuda") {
+    return InvalidArgumentError("--backend must be cpu or cuda, not '", request.backend, "'");
+  }
+  ASSIGN_OR_RETURN(auto backend, MakePrefillBackend(*model, {request.backend, 0, 0}));
+  RETURN_IF_ERROR(backend->Begin(seq, *cache, static_cast<int64_t>(request.tokens.size())));
+  std::vector<std::vector<float>> logits(1);
+  RETURN_IF_ERROR(backend->Forward(request.tokens, seq, *cache, &logits[0], true, nullptr));
   LogitsResult result;
   auto argmax = [&](const float* v) {
     return static_cast<int32_t>(std::max_element(v, v + vocab) - v);

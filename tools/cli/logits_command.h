@@ -1,5 +1,5 @@
-// `krasis-cli logits`: runs a model directory on given token ids with the
-// reference engine and prints the last position's logits, the argmax at every
+// `krasis-cli logits`: runs a model directory on given token ids (the prompt on
+// the CPU or CUDA prefill backend) and prints the last position's logits, the argmax at every
 // prompt position and an optional greedy continuation -- so anyone can check a
 // model (and the tests check the engine) from the command line.
 #pragma once
@@ -23,6 +23,10 @@ struct LogitsRequest {
   std::string cache_dir;
   WeightFormats weights;  // lm_head, dense MLP, shared experts
   DType kv_dtype = DType::kF32;  // what the KV cache stores (F32: the exact reference)
+  // Where the prompt is computed: "cpu" or "cuda" (the greedy continuation
+  // always decodes on the CPU, as the decode worker does, from the KV the
+  // prompt's backend wrote).
+  std::string backend = "cpu";
 };
 
 struct LogitsResult {

@@ -23,7 +23,7 @@ int Logits(int argc, char** argv) {
   std::string model, tokens, experts = "bf16", lm_head = "bf16", dense = "bf16", shared = "bf16", attention = "bf16";
   const char* home = std::getenv("HOME");
   std::string cache_dir = home != nullptr && *home != '\0' ? std::string(home) + "/.krasis/cache" : "";
-  std::string kv_dtype = "f32";
+  std::string kv_dtype = "f32", backend = "cpu";
   int greedy = 0;
   po::options_description desc("krasis-cli logits options");
   desc.add_options()
@@ -40,6 +40,8 @@ int Logits(int argc, char** argv) {
       ("shared-experts", po::value(&shared)->default_value(shared), "shared experts: bf16, int8 or int4")
       ("cache-dir", po::value(&cache_dir)->default_value(cache_dir),
        "conversion cache root for int8/int4 experts (built when missing, then mapped); 'none': quantize in memory")
+      ("backend", po::value(&backend)->default_value(backend),
+       "where the prompt runs: cpu or cuda (the GPU prefill backend); the greedy continuation decodes on the CPU")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
        "what the KV cache stores: f32 (the exact reference), bf16 or f16 (what the workers store; bf16 by default)")
       ("json", "print one JSON object {last_logits, argmax, greedy}");
@@ -47,7 +49,7 @@ int Logits(int argc, char** argv) {
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help")) {
-      std::cout << "usage: krasis-cli logits --model DIR --tokens 1,2,3 [--greedy N] [--experts bf16|int8|int4] [--json]\n\n"
+      std::cout << "usage: krasis-cli logits --model DIR --tokens 1,2,3 [--greedy N] [--experts bf16|int8|int4] [--backend cpu|cuda] [--json]\n\n"
                 << desc << "\n";
       return 0;
     }
@@ -77,7 +79,7 @@ int Logits(int argc, char** argv) {
     return 2;
   }
   auto result =
-      krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir, *weights, *kv});
+      krasis::RunLogits({model, *ids, greedy, *format, cache_dir == "none" ? "" : cache_dir, *weights, *kv, backend});
   if (!result.ok()) {
     std::cerr << "krasis-cli logits: " << result.status().message() << "\n";
     return 1;

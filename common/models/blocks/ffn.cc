@@ -37,6 +37,7 @@ struct ExpertWeights {
     ReleaseSource();
     return absl::OkStatus();
   }
+  MlpDesc Describe() const { return MlpDesc{gate, up, down, inter}; }
   // Unmaps the checkpoint pages of the three matrices (see ReleaseMappedPages).
   void ReleaseSource() const {
     for (const TensorView* v : {&gate, &up, &down}) ReleaseMappedPages({v->data, v->nbytes()});
@@ -78,6 +79,12 @@ class DenseMlp final : public FeedForward {
   absl::Status SetWeightFormats(const WeightFormats& formats) override {
     return mlp.Quantize(formats.dense_mlp, formats.group_size, formats.pool);
   }
+  std::optional<FfnDesc> Describe() const override {
+    FfnDesc d;
+    d.kind = FfnDesc::Kind::kDense;
+    d.dense = mlp.Describe();
+    return d;
+  }
   const Ops* ops = nullptr;
   ExpertWeights mlp;
 };
@@ -115,6 +122,28 @@ class Moe final : public FeedForward {
   }
   // Chosen experts and their weights for one token's router logits.
   void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
+  RouterParams Params() const {
+    RouterParams p;
+    p.kind = options.router;
+    p.num_experts = num_experts;
+    p.top_k = top_k;
+    p.n_group = n_group;
+    p.topk_group = topk_group;
+    p.norm_topk_prob = norm_topk_prob;
+    p.routed_scaling = routed_scaling;
+    return p;
+  }
+  std::optional<FfnDesc> Describe() const override {
+    FfnDesc d;
+    d.kind = FfnDesc::Kind::kMoe;
+    d.router = Params();
+    d.router_weight = router;
+    d.correction_bias = correction_bias;
+    for (const ExpertWeights& e : experts) d.experts.push_back(e.Describe());
+    if (shared.inter > 0) d.shared = shared.Describe();
+    if (options.shared_gate) d.shared_gate = shared_gate;
+    return d;
+  }
 };
 
 absl::StatusOr<quant::QuantizedMatrix> Moe::QuantizeFromGguf(const GgufFile& gguf, int64_t expert,
@@ -216,15 +245,7 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
 
 
 void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const {
-  RouterParams p;
-  p.kind = options.router;
-  p.num_experts = num_experts;
-  p.top_k = top_k;
-  p.n_group = n_group;
-  p.topk_group = topk_group;
-  p.norm_topk_prob = norm_topk_prob;
-  p.routed_scaling = routed_scaling;
-  ref::Route(p, logits.data(), correction_bias.data(), ids, weights);
+  ref::Route(Params(), logits.data(), correction_bias.data(), ids, weights);
 }
 
 void Moe::Forward(const float* x, int64_t n, float* out) const {

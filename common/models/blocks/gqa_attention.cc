@@ -37,6 +37,20 @@ class GqaAttention final : public Mixer {
     return absl::OkStatus();
   }
 
+  std::optional<MixerDesc> Describe() const override {
+    MixerDesc d;
+    d.kind = MixerDesc::Kind::kGqa;
+    GqaDesc& g = d.gqa;
+    g.hidden = hidden_, g.heads = heads_, g.kv_heads = kv_heads_, g.head_dim = head_dim_, g.eps = eps_;
+    g.qk_norm = options.qk_norm, g.zero_centred_qk_norm = options.zero_centred_qk_norm;
+    g.output_gate = options.output_gate;
+    g.rope = &rope;
+    g.q = q_proj.weight, g.k = k_proj.weight, g.v = v_proj.weight, g.o = o_proj.weight;
+    g.q_bias = q_proj.bias, g.k_bias = k_proj.bias, g.v_bias = v_proj.bias;
+    g.q_norm = q_norm, g.k_norm = k_norm;
+    return d;
+  }
+
   friend absl::StatusOr<std::unique_ptr<Mixer>> LoadGqaAttention(const ModelConfig&, const Weights&,
                                                                  const std::string&,
                                                                  const GqaOptions&, const Ops&);

@@ -1,0 +1,522 @@
+// The CUDA prefill backend (see cuda_model.h).
+#include "common/cuda/cuda_model.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "common/cuda/cuda_check.h"
+#include "common/cuda/prefill_kernels.h"
+#include "common/kernels/reference.h"
+#include "common/status.h"
+
+namespace krasis {
+namespace {
+
+absl::Status CublasStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return InternalError(what, " failed: ", cublasGetStatusString(s));
+}
+#define CUBLAS_RETURN_IF_ERROR(call) RETURN_IF_ERROR(CublasStatus((call), #call))
+
+// Device memory owned by one object. Reserve grows it (contents are not kept).
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  ~DeviceMemory() { Free(); }
+  DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+    if (this != &o) {
+      Free();
+      p_ = std::exchange(o.p_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    Free();
+    CUDA_RETURN_IF_ERROR(cudaMalloc(&p_, bytes));
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Free() {
+    if (p_ != nullptr) cudaFree(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+  }
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Pinned host memory, for copies the stream does asynchronously.
+class PinnedMemory {
+ public:
+  ~PinnedMemory() {
+    if (p_ != nullptr) cudaFreeHost(p_);
+  }
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    if (p_ != nullptr) cudaFreeHost(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&p_, bytes));
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Uploads the concatenation of `parts` (rows of matrices, or vectors) as BF16
+// or F32, widening/narrowing on the host as needed.
+absl::Status UploadBf16(std::initializer_list<const TensorView*> parts, DeviceMemory& dst) {
+  size_t total = 0;
+  for (const TensorView* p : parts) total += static_cast<size_t>(p->numel());
+  std::vector<uint16_t> host(total);
+  size_t at = 0;
+  for (const TensorView* p : parts) {
+    const size_t n = static_cast<size_t>(p->numel());
+    if (p->dtype == DType::kBF16) {
+      std::memcpy(&host[at], p->data, n * sizeof(uint16_t));
+    } else {
+      std::vector<float> f(n);
+      ConvertToFloat(p->dtype, p->data, f.data(), n);
+      for (size_t i = 0; i < n; ++i) host[at + i] = FloatToBF16(f[i]);
+    }
+    at += n;
+  }
+  RETURN_IF_ERROR(dst.Reserve(total * sizeof(uint16_t)));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(dst.as<void>(), host.data(), total * sizeof(uint16_t), cudaMemcpyHostToDevice));
+  return absl::OkStatus();
+}
+
+absl::Status UploadFloats(const std::vector<float>& host, DeviceMemory& dst) {
+  RETURN_IF_ERROR(dst.Reserve(std::max<size_t>(host.size(), 1) * sizeof(float)));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(dst.as<void>(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  return absl::OkStatus();
+}
+
+absl::Status UploadF32(std::initializer_list<const TensorView*> parts, DeviceMemory& dst) {
+  std::vector<float> host;
+  for (const TensorView* p : parts) {
+    std::vector<float> f = ToFloatVector(*p);
+    host.insert(host.end(), f.begin(), f.end());
+  }
+  return UploadFloats(host, dst);
+}
+
+struct GpuMlp {
+  DeviceMemory gate_up;  // BF16 [2 * inter, hidden]: gate rows then up rows
+  DeviceMemory down;     // BF16 [hidden, inter]
+  int64_t inter = 0;
+
+  absl::Status Upload(const MlpDesc& d) {
+    inter = d.inter;
+    if (inter == 0) return absl::OkStatus();
+    RETURN_IF_ERROR(UploadBf16({&d.gate, &d.up}, gate_up));
+    return UploadBf16({&d.down}, down);
+  }
+};
+
+struct GpuLayer {
+  DeviceMemory input_norm, post_norm;  // F32 [hidden]
+  // GQA
+  GqaDesc gqa;
+  int64_t q_width = 0, kv_width = 0, qkv_width = 0;
+  int rope = 0;                        // index into the backend's distinct ropes
+  DeviceMemory qkv;                    // BF16 [q + 2 kv, hidden]
+  DeviceMemory qkv_bias;               // F32 [q + 2 kv] (has_bias)
+  bool has_bias = false;
+  DeviceMemory o;                      // BF16 [hidden, heads * hd]
+  DeviceMemory q_norm, k_norm;         // F32 [hd]
+  int64_t kv_row = 0;                  // floats per token in the cache: k then v
+  DeviceMemory kv;                     // F32 [capacity, kv_row]: the sequence's keys and values
+  // Feed-forward
+  FfnDesc::Kind ffn_kind = FfnDesc::Kind::kDense;
+  GpuMlp dense;
+  RouterParams router;
+  DeviceMemory router_weight;          // F32 [experts, hidden]
+  DeviceMemory correction_bias;        // F32 [experts]
+  std::vector<GpuMlp> experts;
+  GpuMlp shared;
+};
+
+class CudaPrefillBackend final : public PrefillBackend {
+ public:
+  CudaPrefillBackend(const DecoderModel& model, const CudaBackendOptions& options)
+      : model_(model), options_(options) {}
+  ~CudaPrefillBackend() override {
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+  absl::Status Init();
+  absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) override;
+  absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
+                       std::vector<float>* logits, bool all_positions,
+                       const std::function<void(int layer)>& on_layer_done) override;
+
+ private:
+  // y[n, out] = x[n, in] W^T: BF16 inputs, F32 output and accumulation.
+  absl::Status Gemm(const uint16_t* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y,
+                    int64_t w_offset_rows = 0);
+  absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
+  absl::Status Mlp(const GpuMlp& m, const uint16_t* x, int64_t n, float* out);
+  absl::Status Moe(GpuLayer& L, int64_t n, float* out);
+  absl::Status ReserveWorkspace(int64_t n);
+
+  const DecoderModel& model_;
+  CudaBackendOptions options_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::vector<GpuLayer> layers_;
+  std::vector<const Rope*> ropes_;  // distinct ropes of the attention layers
+  DeviceMemory final_norm_, lm_head_;
+  int64_t hidden_ = 0, vocab_ = 0, capacity_ = 0;
+  int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
+  int64_t workspace_tokens_ = 0;
+  // Workspace for a chunk of workspace_tokens_ tokens.
+  DeviceMemory x_, xn_, xn16_, qkv_, attn_, attn16_, mix_, ffn_out_, shared_out_;
+  DeviceMemory gate_up_, act16_, rows16_, expert_out_;
+  DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
+  std::vector<DeviceMemory> rope_tables_;
+  DeviceMemory logits_;
+  PinnedMemory host_rows_;
+  std::vector<float> host_x_;
+};
+
+absl::Status CudaPrefillBackend::Init() {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
+  CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
+  const ModelConfig& c = model_.config();
+  hidden_ = c.hidden_size;
+  vocab_ = c.vocab_size;
+  layers_.resize(model_.layers.size());
+  for (size_t l = 0; l < model_.layers.size(); ++l) {
+    const DecoderLayer& src = model_.layers[l];
+    GpuLayer& L = layers_[l];
+    RETURN_IF_ERROR(UploadF32({&src.input_norm}, L.input_norm));
+    RETURN_IF_ERROR(UploadF32({&src.post_norm}, L.post_norm));
+    std::optional<MixerDesc> mixer = src.mixer->Describe();
+    if (!mixer.has_value() || mixer->kind != MixerDesc::Kind::kGqa) {
+      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l, "'s token mixer yet (",
+                                             !mixer ? "undescribed" : mixer->kind == MixerDesc::Kind::kMla
+                                                                          ? "multi-head latent attention"
+                                                                          : "Gated DeltaNet",
+                                             "); use --backend cpu"));
+    }
+    const GqaDesc& g = mixer->gqa;
+    if (g.output_gate) {
+      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
+                                             "'s output-gated attention yet; use --backend cpu"));
+    }
+    L.gqa = g;
+    L.q_width = g.heads * g.head_dim;
+    L.kv_width = g.kv_heads * g.head_dim;
+    L.qkv_width = L.q_width + 2 * L.kv_width;
+    L.kv_row = 2 * L.kv_width;
+    RETURN_IF_ERROR(UploadBf16({&g.q, &g.k, &g.v}, L.qkv));
+    RETURN_IF_ERROR(UploadBf16({&g.o}, L.o));
+    L.has_bias = g.q_bias.data != nullptr || g.k_bias.data != nullptr || g.v_bias.data != nullptr;
+    if (L.has_bias) {
+      std::vector<float> bias(static_cast<size_t>(L.qkv_width), 0.0f);
+      const std::pair<const TensorView*, int64_t> parts[] = {
+          {&g.q_bias, 0}, {&g.k_bias, L.q_width}, {&g.v_bias, L.q_width + L.kv_width}};
+      for (auto [view, at] : parts) {
+        if (view->data == nullptr) continue;
+        std::vector<float> b = ToFloatVector(*view);
+        std::copy(b.begin(), b.end(), bias.begin() + at);
+      }
+      RETURN_IF_ERROR(UploadFloats(bias, L.qkv_bias));
+    }
+    if (g.qk_norm) {
+      RETURN_IF_ERROR(UploadF32({&g.q_norm}, L.q_norm));
+      RETURN_IF_ERROR(UploadF32({&g.k_norm}, L.k_norm));
+    }
+    auto same = [&](const Rope* r) {
+      return r->rot_dim == g.rope->rot_dim && r->interleaved == g.rope->interleaved &&
+             r->attention_factor == g.rope->attention_factor && r->inv_freq == g.rope->inv_freq;
+    };
+    auto it = std::find_if(ropes_.begin(), ropes_.end(), same);
+    L.rope = static_cast<int>(it - ropes_.begin());
+    if (it == ropes_.end()) ropes_.push_back(g.rope);
+    max_qkv_ = std::max(max_qkv_, L.qkv_width);
+    max_attn_ = std::max(max_attn_, L.q_width);
+    max_kv_row_ = std::max(max_kv_row_, L.kv_row);
+
+    std::optional<FfnDesc> ffn = src.ffn->Describe();
+    if (!ffn.has_value()) return absl::UnimplementedError(StrCat("layer ", l, "'s feed-forward block is undescribed"));
+    L.ffn_kind = ffn->kind;
+    if (ffn->kind == FfnDesc::Kind::kDense) {
+      RETURN_IF_ERROR(L.dense.Upload(ffn->dense));
+      max_inter_ = std::max(max_inter_, L.dense.inter);
+      continue;
+    }
+    if (ffn->shared_gate.data != nullptr) {
+      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
+                                             "'s gated shared expert yet; use --backend cpu"));
+    }
+    L.router = ffn->router;
+    RETURN_IF_ERROR(UploadF32({&ffn->router_weight}, L.router_weight));
+    if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
+    L.experts.resize(ffn->experts.size());
+    for (size_t e = 0; e < ffn->experts.size(); ++e) {
+      RETURN_IF_ERROR(L.experts[e].Upload(ffn->experts[e]));
+      max_inter_ = std::max(max_inter_, L.experts[e].inter);
+    }
+    RETURN_IF_ERROR(L.shared.Upload(ffn->shared));
+    max_inter_ = std::max(max_inter_, L.shared.inter);
+    max_experts_ = std::max(max_experts_, L.router.num_experts);
+    max_top_k_ = std::max(max_top_k_, L.router.top_k);
+  }
+  RETURN_IF_ERROR(UploadF32({&model_.final_norm}, final_norm_));
+  RETURN_IF_ERROR(UploadBf16({&model_.lm_head.weight}, lm_head_));
+  rope_tables_.resize(ropes_.size());
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
+  if (n <= workspace_tokens_) return absl::OkStatus();
+  const size_t f = sizeof(float), h = sizeof(uint16_t);
+  const size_t N = static_cast<size_t>(n), H = static_cast<size_t>(hidden_);
+  const size_t rows = N * static_cast<size_t>(std::max<int64_t>(max_top_k_, 1));
+  const size_t inter = static_cast<size_t>(max_inter_);
+  for (auto [mem, bytes] : {std::pair{&x_, N * H * f}, {&xn_, N * H * f}, {&xn16_, N * H * h},
+                            {&qkv_, N * static_cast<size_t>(max_qkv_) * f}, {&attn_, N * static_cast<size_t>(max_attn_) * f},
+                            {&attn16_, N * static_cast<size_t>(max_attn_) * h}, {&mix_, N * H * f},
+                            {&ffn_out_, N * H * f}, {&shared_out_, N * H * f}, {&gate_up_, rows * 2 * inter * f},
+                            {&act16_, rows * inter * h}, {&rows16_, rows * H * h}, {&expert_out_, rows * H * f},
+                            {&router_logits_, N * static_cast<size_t>(max_experts_) * f},
+                            {&ids_, rows * sizeof(int32_t)}, {&weights_, rows * f},
+                            {&counts_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
+                            {&cursor_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
+                            {&row_of_choice_, rows * sizeof(int32_t)}, {&token_of_row_, rows * sizeof(int32_t)}}) {
+    RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
+  }
+  for (size_t r = 0; r < ropes_.size(); ++r) {
+    RETURN_IF_ERROR(rope_tables_[r].Reserve(N * static_cast<size_t>(ropes_[r]->rot_dim) * f + f));
+  }
+  RETURN_IF_ERROR(host_rows_.Reserve(N * static_cast<size_t>(max_kv_row_) * f + f));
+  workspace_tokens_ = n;
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  capacity_ = total_tokens;
+  std::vector<float> rows;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    GpuLayer& L = layers_[l];
+    RETURN_IF_ERROR(L.kv.Reserve(static_cast<size_t>(std::max<int64_t>(total_tokens, 1) * L.kv_row) * sizeof(float)));
+    if (seq.num_tokens > 0) {
+      rows.resize(static_cast<size_t>(seq.num_tokens * L.kv_row));
+      seq.ReadRows(cache, static_cast<int>(l), 0, seq.num_tokens, rows.data());
+      CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(L.kv.as<float>(), rows.data(), rows.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Gemm(const uint16_t* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in,
+                                      float* y, int64_t w_offset_rows) {
+  const float alpha = 1.0f, beta = 0.0f;
+  const uint16_t* wp = w.as<uint16_t>() + w_offset_rows * in;
+  CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
+                                      static_cast<int>(in), &alpha, wp, CUDA_R_16BF, static_cast<int>(in), x,
+                                      CUDA_R_16BF, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(out),
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start) {
+  const GqaDesc& g = L.gqa;
+  float* qkv = qkv_.as<float>();
+  RETURN_IF_ERROR(Gemm(xn16_.as<uint16_t>(), n, L.qkv, L.qkv_width, hidden_, qkv));
+  if (L.has_bias) RETURN_IF_ERROR(cuda::LaunchAddBias(qkv, L.qkv_bias.as<float>(), n, L.qkv_width, L.qkv_width, stream_));
+  if (g.qk_norm) {
+    RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv, n, g.heads, L.qkv_width, g.head_dim, L.q_norm.as<float>(), g.eps,
+                                            g.zero_centred_qk_norm, stream_));
+    RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv + L.q_width, n, g.kv_heads, L.qkv_width, g.head_dim,
+                                            L.k_norm.as<float>(), g.eps, g.zero_centred_qk_norm, stream_));
+  }
+  const Rope& rope = *ropes_[static_cast<size_t>(L.rope)];
+  const float* table = rope_tables_[static_cast<size_t>(L.rope)].as<float>();
+  RETURN_IF_ERROR(cuda::LaunchRope(qkv, n, g.heads, L.qkv_width, g.head_dim, rope.rot_dim, rope.interleaved, table,
+                                   stream_));
+  RETURN_IF_ERROR(cuda::LaunchRope(qkv + L.q_width, n, g.kv_heads, L.qkv_width, g.head_dim, rope.rot_dim,
+                                   rope.interleaved, table, stream_));
+  // The chunk's k and v (adjacent in a qkv row) become rows [start, start + n) of the store.
+  float* kv_new = L.kv.as<float>() + start * L.kv_row;
+  CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(kv_new, L.kv_row * sizeof(float), qkv + L.q_width, L.qkv_width * sizeof(float),
+                                         L.kv_row * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+  cuda::AttentionShape s;
+  s.n = n;
+  s.start_pos = start;
+  s.heads = g.heads;
+  s.kv_heads = g.kv_heads;
+  s.head_dim = s.v_dim = g.head_dim;
+  s.k_stride = s.v_stride = L.kv_row;
+  s.q_stride = L.qkv_width;
+  s.scale = 1.0f / std::sqrt(static_cast<float>(g.head_dim));
+  RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s, attn_.as<float>(),
+                                              stream_));
+  RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
+  return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
+}
+
+absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const uint16_t* x, int64_t n, float* out) {
+  RETURN_IF_ERROR(Gemm(x, n, m.gate_up, 2 * m.inter, hidden_, gate_up_.as<float>()));
+  RETURN_IF_ERROR(cuda::LaunchSiluMulBf16(gate_up_.as<float>(), n, m.inter, act16_.as<uint16_t>(), stream_));
+  return Gemm(act16_.as<uint16_t>(), n, m.down, hidden_, m.inter, out);
+}
+
+absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
+  const RouterParams& p = L.router;
+  const int64_t choices = n * p.top_k, experts = p.num_experts;
+  // Router logits in fp32 (routing is sensitive to near ties; the CPU computes them in fp32 too).
+  const float alpha = 1.0f, beta = 0.0f;
+  CUBLAS_RETURN_IF_ERROR(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(experts), static_cast<int>(n),
+                                     static_cast<int>(hidden_), &alpha, L.router_weight.as<float>(),
+                                     static_cast<int>(hidden_), xn_.as<float>(), static_cast<int>(hidden_), &beta,
+                                     router_logits_.as<float>(), static_cast<int>(experts)));
+  RETURN_IF_ERROR(cuda::LaunchRoute(router_logits_.as<float>(), n, p, L.correction_bias.as<float>(), ids_.as<int32_t>(),
+                                    weights_.as<float>(), stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(counts_.as<void>(), 0, static_cast<size_t>(experts) * sizeof(int32_t), stream_));
+  RETURN_IF_ERROR(cuda::LaunchCountExperts(ids_.as<int32_t>(), choices, experts, counts_.as<int32_t>(), stream_));
+  // The GEMM plan needs the counts on the host.
+  std::vector<int32_t> counts(static_cast<size_t>(experts)), offsets(static_cast<size_t>(experts));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.as<void>(), counts.size() * sizeof(int32_t),
+                                       cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  int32_t at = 0;
+  for (size_t e = 0; e < counts.size(); ++e) offsets[e] = at, at += counts[e];
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cursor_.as<void>(), offsets.data(), offsets.size() * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  RETURN_IF_ERROR(cuda::LaunchAssignRows(ids_.as<int32_t>(), choices, p.top_k, cursor_.as<int32_t>(),
+                                         row_of_choice_.as<int32_t>(), token_of_row_.as<int32_t>(), stream_));
+  RETURN_IF_ERROR(cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
+                                             rows16_.as<uint16_t>(), stream_));
+  const int64_t inter = L.experts.empty() ? 0 : L.experts[0].inter;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0) continue;
+    RETURN_IF_ERROR(Gemm(rows16_.as<uint16_t>() + offsets[e] * hidden_, counts[e], L.experts[e].gate_up, 2 * inter,
+                         hidden_, gate_up_.as<float>() + offsets[e] * 2 * inter));
+  }
+  RETURN_IF_ERROR(cuda::LaunchSiluMulBf16(gate_up_.as<float>(), choices, inter, act16_.as<uint16_t>(), stream_));
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0) continue;
+    RETURN_IF_ERROR(Gemm(act16_.as<uint16_t>() + offsets[e] * inter, counts[e], L.experts[e].down, hidden_, inter,
+                         expert_out_.as<float>() + offsets[e] * hidden_));
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
+  RETURN_IF_ERROR(cuda::LaunchCombineExperts(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(),
+                                             n, p.top_k, hidden_, out, stream_));
+  if (L.shared.inter > 0) {
+    // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
+    RETURN_IF_ERROR(Mlp(L.shared, xn16_.as<uint16_t>(), n, shared_out_.as<float>()));
+    RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
+                                         std::vector<float>* logits, bool all_positions,
+                                         const std::function<void(int layer)>& on_layer_done) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t start = seq.num_tokens;
+  if (n == 0) return InvalidArgumentError("empty batch item");
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= vocab_) return InvalidArgumentError("token id ", t, " is out of range [0, ", vocab_, ")");
+  }
+  if (start + n > capacity_) {
+    return absl::FailedPreconditionError(StrCat("the CUDA backend holds KV for ", capacity_, " tokens (Begin); ",
+                                                start + n, " needed"));
+  }
+  RETURN_IF_ERROR(seq.Reserve(cache, start + n));
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  RETURN_IF_ERROR(ReserveWorkspace(n));
+  const float eps = static_cast<float>(model_.config().rms_norm_eps);
+  const bool zc = model_.zero_centred_norms;
+
+  host_x_.resize(static_cast<size_t>(n * hidden_));
+  for (int64_t t = 0; t < n; ++t) ref::EmbeddingRow(model_.embed, tokens[t], &host_x_[t * hidden_]);
+  float* x = x_.as<float>();
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x, host_x_.data(), host_x_.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  for (size_t r = 0; r < ropes_.size(); ++r) {
+    std::vector<float> table = ropes_[r]->Table(start, n);
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_tables_[r].as<void>(), table.data(), table.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream_));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `table` goes out of scope
+  }
+
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    GpuLayer& L = layers_[l];
+    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x, n, hidden_, L.input_norm.as<float>(), eps, zc, nullptr,
+                                        xn16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(Attention(L, n, start));
+    // The new rows as the cache stores them (the CPU attends over rounded keys too),
+    // then into the host cache.
+    float* kv_new = L.kv.as<float>() + start * L.kv_row;
+    RETURN_IF_ERROR(cuda::LaunchRoundTo(cache.dtype(), kv_new, n * L.kv_row, stream_));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<float>(), kv_new, static_cast<size_t>(n * L.kv_row) * sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream_));
+    RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));
+    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x, n, hidden_, L.post_norm.as<float>(), eps, zc, xn_.as<float>(),
+                                        xn16_.as<uint16_t>(), stream_));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    seq.WriteRows(cache, static_cast<int>(l), start, n, host_rows_.as<float>());
+    if (on_layer_done) on_layer_done(static_cast<int>(l));
+    if (L.ffn_kind == FfnDesc::Kind::kDense) {
+      RETURN_IF_ERROR(Mlp(L.dense, xn16_.as<uint16_t>(), n, ffn_out_.as<float>()));
+    } else {
+      RETURN_IF_ERROR(Moe(L, n, ffn_out_.as<float>()));
+    }
+    RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
+  }
+  if (logits != nullptr) {
+    const int64_t rows = all_positions ? n : 1;
+    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x + (n - rows) * hidden_, rows, hidden_, final_norm_.as<float>(), eps, zc,
+                                        nullptr, xn16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(logits_.Reserve(static_cast<size_t>(rows * vocab_) * sizeof(float)));
+    RETURN_IF_ERROR(Gemm(xn16_.as<uint16_t>(), rows, lm_head_, vocab_, hidden_, logits_.as<float>()));
+    logits->resize(static_cast<size_t>(rows * vocab_));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), logits_.as<void>(), logits->size() * sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  seq.num_tokens += n;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
+                                                                       const CudaBackendOptions& options) {
+  auto backend = std::make_unique<CudaPrefillBackend>(model, options);
+  RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<PrefillBackend>(std::move(backend));
+}
+
+}  // namespace krasis

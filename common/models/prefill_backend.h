@@ -1,0 +1,55 @@
+// How a prompt is computed, one chunk of one sequence at a time: on the CPU with
+// the loaded model itself, or on a GPU with a copy of its weights there
+// (common/cuda/cuda_model.h). The prefill worker and `krasis-cli logits
+// --backend` choose one; both write the same KV rows into the same paged cache.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/models/model.h"
+
+namespace krasis {
+
+class PrefillBackend {
+ public:
+  virtual ~PrefillBackend() = default;
+  virtual std::string name() const = 0;
+  // Before the first chunk of a prompt of `total_tokens` tokens whose first
+  // seq.num_tokens rows (a cached prefix) are already in `cache`.
+  virtual absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) {
+    (void)seq, (void)cache, (void)total_tokens;
+    return absl::OkStatus();
+  }
+  // Runs the next `tokens` of `seq`: writes their KV rows (and linear state)
+  // into `cache`/`seq`, calling on_layer_done(layer) once each layer's rows are
+  // there; advances seq.num_tokens. `logits` (if not null) gets the last
+  // token's logits [vocab], or with all_positions every token's [n, vocab].
+  // Fails cleanly on bad token ids or a full cache.
+  virtual absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
+                               std::vector<float>* logits, bool all_positions,
+                               const std::function<void(int layer)>& on_layer_done) = 0;
+};
+
+// The CPU backend: DecoderModel::Forward (the model must outlive it).
+std::unique_ptr<PrefillBackend> MakeCpuPrefillBackend(const DecoderModel& model);
+
+// "auto" (CUDA when this build has it and a GPU is present, else CPU), "cpu" or
+// "cuda" (kFailedPrecondition naming the reason when unavailable). Options of
+// the CUDA backend come from `cuda_options` (see cuda_model.h); `why` (if
+// given) receives a line saying what was chosen and why.
+struct BackendChoice {
+  std::string name = "auto";
+  int device = 0;                   // CUDA device index
+  int64_t vram_budget_bytes = 0;    // 0: what is free minus a margin
+};
+absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const DecoderModel& model,
+                                                                   const BackendChoice& choice,
+                                                                   std::string* why = nullptr);
+
+}  // namespace krasis
