@@ -123,16 +123,21 @@ absl::Status UploadF32(std::initializer_list<const TensorView*> parts, DeviceMem
   return UploadFloats(host, dst);
 }
 
+// A GEMM weight: BF16, or F32 in the checking mode.
+absl::Status UploadWeight(std::initializer_list<const TensorView*> parts, DeviceMemory& dst, bool f32) {
+  return f32 ? UploadF32(parts, dst) : UploadBf16(parts, dst);
+}
+
 struct GpuMlp {
-  DeviceMemory gate_up;  // BF16 [2 * inter, hidden]: gate rows then up rows
-  DeviceMemory down;     // BF16 [hidden, inter]
+  DeviceMemory gate_up;  // BF16 (F32 in the checking mode) [2 * inter, hidden]: gate rows then up rows
+  DeviceMemory down;     // [hidden, inter]
   int64_t inter = 0;
 
-  absl::Status Upload(const MlpDesc& d) {
+  absl::Status Upload(const MlpDesc& d, bool f32) {
     inter = d.inter;
     if (inter == 0) return absl::OkStatus();
-    RETURN_IF_ERROR(UploadBf16({&d.gate, &d.up}, gate_up));
-    return UploadBf16({&d.down}, down);
+    RETURN_IF_ERROR(UploadWeight({&d.gate, &d.up}, gate_up, f32));
+    return UploadWeight({&d.down}, down, f32);
   }
 };
 
@@ -162,7 +167,11 @@ struct GpuLayer {
 class CudaPrefillBackend final : public PrefillBackend {
  public:
   CudaPrefillBackend(const DecoderModel& model, const CudaBackendOptions& options)
-      : model_(model), options_(options) {}
+      : model_(model),
+        options_(options),
+        f32_(options.precision == CudaBackendOptions::Precision::kF32),
+        act_type_(f32_ ? CUDA_R_32F : CUDA_R_16BF),
+        act_bytes_(f32_ ? sizeof(float) : sizeof(uint16_t)) {}
   ~CudaPrefillBackend() override {
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -176,16 +185,29 @@ class CudaPrefillBackend final : public PrefillBackend {
                        const std::function<void(int layer)>& on_layer_done) override;
 
  private:
-  // y[n, out] = x[n, in] W^T: BF16 inputs, F32 output and accumulation.
-  absl::Status Gemm(const uint16_t* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y,
-                    int64_t w_offset_rows = 0);
+  // y[n, out] = x[n, in] W^T: x and W in the GEMM input type (BF16, or F32),
+  // F32 output and accumulation.
+  absl::Status Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y);
+  // RMSNorm of `rows` rows of x into the GEMM input buffer xn_act (and, when
+  // want_f32, into xn_ as float too).
+  absl::Status Norm(const float* x, int64_t rows, const DeviceMemory& w, bool want_f32);
+  // Row `row` of a GEMM input buffer of `dim` columns.
+  void* ActRow(const DeviceMemory& m, int64_t row, int64_t dim) const {
+    return m.as<char>() + static_cast<size_t>(row * dim) * act_bytes_;
+  }
+  const void* xn_act() const { return f32_ ? xn_.as<void>() : xn16_.as<void>(); }
   absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
-  absl::Status Mlp(const GpuMlp& m, const uint16_t* x, int64_t n, float* out);
+  absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
   absl::Status ReserveWorkspace(int64_t n);
 
   const DecoderModel& model_;
   CudaBackendOptions options_;
+  const bool f32_;               // the fp32 checking mode
+  const cudaDataType act_type_;  // GEMM input type: CUDA_R_16BF, or CUDA_R_32F
+  const size_t act_bytes_;
+  float eps_ = 1e-6f;
+  bool zero_centred_ = false;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::vector<GpuLayer> layers_;
@@ -194,9 +216,10 @@ class CudaPrefillBackend final : public PrefillBackend {
   int64_t hidden_ = 0, vocab_ = 0, capacity_ = 0;
   int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
   int64_t workspace_tokens_ = 0;
-  // Workspace for a chunk of workspace_tokens_ tokens.
+  // Workspace for a chunk of workspace_tokens_ tokens. *16_ and act_/rows_act_
+  // hold GEMM inputs (BF16; unused or F32 in the checking mode).
   DeviceMemory x_, xn_, xn16_, qkv_, attn_, attn16_, mix_, ffn_out_, shared_out_;
-  DeviceMemory gate_up_, act16_, rows16_, expert_out_;
+  DeviceMemory gate_up_, act_, rows_act_, expert_out_;
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
   std::vector<DeviceMemory> rope_tables_;
   DeviceMemory logits_;
@@ -212,6 +235,8 @@ absl::Status CudaPrefillBackend::Init() {
   const ModelConfig& c = model_.config();
   hidden_ = c.hidden_size;
   vocab_ = c.vocab_size;
+  eps_ = static_cast<float>(c.rms_norm_eps);
+  zero_centred_ = model_.zero_centred_norms;
   layers_.resize(model_.layers.size());
   for (size_t l = 0; l < model_.layers.size(); ++l) {
     const DecoderLayer& src = model_.layers[l];
@@ -236,8 +261,8 @@ absl::Status CudaPrefillBackend::Init() {
     L.kv_width = g.kv_heads * g.head_dim;
     L.qkv_width = L.q_width + 2 * L.kv_width;
     L.kv_row = 2 * L.kv_width;
-    RETURN_IF_ERROR(UploadBf16({&g.q, &g.k, &g.v}, L.qkv));
-    RETURN_IF_ERROR(UploadBf16({&g.o}, L.o));
+    RETURN_IF_ERROR(UploadWeight({&g.q, &g.k, &g.v}, L.qkv, f32_));
+    RETURN_IF_ERROR(UploadWeight({&g.o}, L.o, f32_));
     L.has_bias = g.q_bias.data != nullptr || g.k_bias.data != nullptr || g.v_bias.data != nullptr;
     if (L.has_bias) {
       std::vector<float> bias(static_cast<size_t>(L.qkv_width), 0.0f);
@@ -269,7 +294,7 @@ absl::Status CudaPrefillBackend::Init() {
     if (!ffn.has_value()) return absl::UnimplementedError(StrCat("layer ", l, "'s feed-forward block is undescribed"));
     L.ffn_kind = ffn->kind;
     if (ffn->kind == FfnDesc::Kind::kDense) {
-      RETURN_IF_ERROR(L.dense.Upload(ffn->dense));
+      RETURN_IF_ERROR(L.dense.Upload(ffn->dense, f32_));
       max_inter_ = std::max(max_inter_, L.dense.inter);
       continue;
     }
@@ -282,16 +307,16 @@ absl::Status CudaPrefillBackend::Init() {
     if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
     L.experts.resize(ffn->experts.size());
     for (size_t e = 0; e < ffn->experts.size(); ++e) {
-      RETURN_IF_ERROR(L.experts[e].Upload(ffn->experts[e]));
+      RETURN_IF_ERROR(L.experts[e].Upload(ffn->experts[e], f32_));
       max_inter_ = std::max(max_inter_, L.experts[e].inter);
     }
-    RETURN_IF_ERROR(L.shared.Upload(ffn->shared));
+    RETURN_IF_ERROR(L.shared.Upload(ffn->shared, f32_));
     max_inter_ = std::max(max_inter_, L.shared.inter);
     max_experts_ = std::max(max_experts_, L.router.num_experts);
     max_top_k_ = std::max(max_top_k_, L.router.top_k);
   }
   RETURN_IF_ERROR(UploadF32({&model_.final_norm}, final_norm_));
-  RETURN_IF_ERROR(UploadBf16({&model_.lm_head.weight}, lm_head_));
+  RETURN_IF_ERROR(UploadWeight({&model_.lm_head.weight}, lm_head_, f32_));
   rope_tables_.resize(ropes_.size());
   return absl::OkStatus();
 }
@@ -306,7 +331,7 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&qkv_, N * static_cast<size_t>(max_qkv_) * f}, {&attn_, N * static_cast<size_t>(max_attn_) * f},
                             {&attn16_, N * static_cast<size_t>(max_attn_) * h}, {&mix_, N * H * f},
                             {&ffn_out_, N * H * f}, {&shared_out_, N * H * f}, {&gate_up_, rows * 2 * inter * f},
-                            {&act16_, rows * inter * h}, {&rows16_, rows * H * h}, {&expert_out_, rows * H * f},
+                            {&act_, rows * inter * f}, {&rows_act_, rows * H * f}, {&expert_out_, rows * H * f},
                             {&router_logits_, N * static_cast<size_t>(max_experts_) * f},
                             {&ids_, rows * sizeof(int32_t)}, {&weights_, rows * f},
                             {&counts_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
@@ -339,21 +364,27 @@ absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& c
   return absl::OkStatus();
 }
 
-absl::Status CudaPrefillBackend::Gemm(const uint16_t* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in,
-                                      float* y, int64_t w_offset_rows) {
+absl::Status CudaPrefillBackend::Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in,
+                                      float* y) {
   const float alpha = 1.0f, beta = 0.0f;
-  const uint16_t* wp = w.as<uint16_t>() + w_offset_rows * in;
+  // CUBLAS_COMPUTE_32F: fp32 accumulation, and for F32 inputs no TF32.
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
-                                      static_cast<int>(in), &alpha, wp, CUDA_R_16BF, static_cast<int>(in), x,
-                                      CUDA_R_16BF, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(out),
+                                      static_cast<int>(in), &alpha, w.as<void>(), act_type_, static_cast<int>(in), x,
+                                      act_type_, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(out),
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Norm(const float* x, int64_t rows, const DeviceMemory& w, bool want_f32) {
+  if (f32_) return cuda::LaunchRmsNorm(x, rows, hidden_, w.as<float>(), eps_, zero_centred_, xn_.as<float>(), nullptr, stream_);
+  return cuda::LaunchRmsNorm(x, rows, hidden_, w.as<float>(), eps_, zero_centred_, want_f32 ? xn_.as<float>() : nullptr,
+                             xn16_.as<uint16_t>(), stream_);
 }
 
 absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start) {
   const GqaDesc& g = L.gqa;
   float* qkv = qkv_.as<float>();
-  RETURN_IF_ERROR(Gemm(xn16_.as<uint16_t>(), n, L.qkv, L.qkv_width, hidden_, qkv));
+  RETURN_IF_ERROR(Gemm(xn_act(), n, L.qkv, L.qkv_width, hidden_, qkv));
   if (L.has_bias) RETURN_IF_ERROR(cuda::LaunchAddBias(qkv, L.qkv_bias.as<float>(), n, L.qkv_width, L.qkv_width, stream_));
   if (g.qk_norm) {
     RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv, n, g.heads, L.qkv_width, g.head_dim, L.q_norm.as<float>(), g.eps,
@@ -382,14 +413,16 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   s.scale = 1.0f / std::sqrt(static_cast<float>(g.head_dim));
   RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s, attn_.as<float>(),
                                               stream_));
+  if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
   RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
   return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
 }
 
-absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const uint16_t* x, int64_t n, float* out) {
+absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, float* out) {
   RETURN_IF_ERROR(Gemm(x, n, m.gate_up, 2 * m.inter, hidden_, gate_up_.as<float>()));
-  RETURN_IF_ERROR(cuda::LaunchSiluMulBf16(gate_up_.as<float>(), n, m.inter, act16_.as<uint16_t>(), stream_));
-  return Gemm(act16_.as<uint16_t>(), n, m.down, hidden_, m.inter, out);
+  RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), n, m.inter, act_.as<float>(), stream_)
+                       : cuda::LaunchSiluMulBf16(gate_up_.as<float>(), n, m.inter, act_.as<uint16_t>(), stream_));
+  return Gemm(act_.as<void>(), n, m.down, hidden_, m.inter, out);
 }
 
 absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
@@ -416,18 +449,21 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                        cudaMemcpyHostToDevice, stream_));
   RETURN_IF_ERROR(cuda::LaunchAssignRows(ids_.as<int32_t>(), choices, p.top_k, cursor_.as<int32_t>(),
                                          row_of_choice_.as<int32_t>(), token_of_row_.as<int32_t>(), stream_));
-  RETURN_IF_ERROR(cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
-                                             rows16_.as<uint16_t>(), stream_));
+  RETURN_IF_ERROR(f32_ ? cuda::LaunchGatherRows(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
+                                                 rows_act_.as<float>(), stream_)
+                       : cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
+                                                    rows_act_.as<uint16_t>(), stream_));
   const int64_t inter = L.experts.empty() ? 0 : L.experts[0].inter;
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    RETURN_IF_ERROR(Gemm(rows16_.as<uint16_t>() + offsets[e] * hidden_, counts[e], L.experts[e].gate_up, 2 * inter,
-                         hidden_, gate_up_.as<float>() + offsets[e] * 2 * inter));
+    RETURN_IF_ERROR(Gemm(ActRow(rows_act_, offsets[e], hidden_), counts[e], L.experts[e].gate_up, 2 * inter, hidden_,
+                         gate_up_.as<float>() + offsets[e] * 2 * inter));
   }
-  RETURN_IF_ERROR(cuda::LaunchSiluMulBf16(gate_up_.as<float>(), choices, inter, act16_.as<uint16_t>(), stream_));
+  RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), choices, inter, act_.as<float>(), stream_)
+                       : cuda::LaunchSiluMulBf16(gate_up_.as<float>(), choices, inter, act_.as<uint16_t>(), stream_));
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    RETURN_IF_ERROR(Gemm(act16_.as<uint16_t>() + offsets[e] * inter, counts[e], L.experts[e].down, hidden_, inter,
+    RETURN_IF_ERROR(Gemm(ActRow(act_, offsets[e], inter), counts[e], L.experts[e].down, hidden_, inter,
                          expert_out_.as<float>() + offsets[e] * hidden_));
   }
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
@@ -435,7 +471,7 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                              n, p.top_k, hidden_, out, stream_));
   if (L.shared.inter > 0) {
     // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
-    RETURN_IF_ERROR(Mlp(L.shared, xn16_.as<uint16_t>(), n, shared_out_.as<float>()));
+    RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
     RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
   }
   return absl::OkStatus();
@@ -457,8 +493,6 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(seq.Reserve(cache, start + n));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(ReserveWorkspace(n));
-  const float eps = static_cast<float>(model_.config().rms_norm_eps);
-  const bool zc = model_.zero_centred_norms;
 
   host_x_.resize(static_cast<size_t>(n * hidden_));
   for (int64_t t = 0; t < n; ++t) ref::EmbeddingRow(model_.embed, tokens[t], &host_x_[t * hidden_]);
@@ -473,8 +507,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
 
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
-    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x, n, hidden_, L.input_norm.as<float>(), eps, zc, nullptr,
-                                        xn16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
     RETURN_IF_ERROR(Attention(L, n, start));
     // The new rows as the cache stores them (the CPU attends over rounded keys too),
     // then into the host cache.
@@ -483,13 +516,12 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<float>(), kv_new, static_cast<size_t>(n * L.kv_row) * sizeof(float),
                                          cudaMemcpyDeviceToHost, stream_));
     RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));
-    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x, n, hidden_, L.post_norm.as<float>(), eps, zc, xn_.as<float>(),
-                                        xn16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(Norm(x, n, L.post_norm, true));
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     seq.WriteRows(cache, static_cast<int>(l), start, n, host_rows_.as<float>());
     if (on_layer_done) on_layer_done(static_cast<int>(l));
     if (L.ffn_kind == FfnDesc::Kind::kDense) {
-      RETURN_IF_ERROR(Mlp(L.dense, xn16_.as<uint16_t>(), n, ffn_out_.as<float>()));
+      RETURN_IF_ERROR(Mlp(L.dense, xn_act(), n, ffn_out_.as<float>()));
     } else {
       RETURN_IF_ERROR(Moe(L, n, ffn_out_.as<float>()));
     }
@@ -497,10 +529,9 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   }
   if (logits != nullptr) {
     const int64_t rows = all_positions ? n : 1;
-    RETURN_IF_ERROR(cuda::LaunchRmsNorm(x + (n - rows) * hidden_, rows, hidden_, final_norm_.as<float>(), eps, zc,
-                                        nullptr, xn16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(Norm(x + (n - rows) * hidden_, rows, final_norm_, false));
     RETURN_IF_ERROR(logits_.Reserve(static_cast<size_t>(rows * vocab_) * sizeof(float)));
-    RETURN_IF_ERROR(Gemm(xn16_.as<uint16_t>(), rows, lm_head_, vocab_, hidden_, logits_.as<float>()));
+    RETURN_IF_ERROR(Gemm(xn_act(), rows, lm_head_, vocab_, hidden_, logits_.as<float>()));
     logits->resize(static_cast<size_t>(rows * vocab_));
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), logits_.as<void>(), logits->size() * sizeof(float),
                                          cudaMemcpyDeviceToHost, stream_));

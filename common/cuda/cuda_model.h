@@ -21,6 +21,10 @@ namespace krasis {
 
 struct CudaBackendOptions {
   int device = 0;
+  // kBf16: weights and GEMM inputs in BF16 (what prefill runs with). kF32:
+  // weights and GEMM inputs in fp32, no TF32 -- the checking mode, which must
+  // match the CPU model to fp32 rounding (twice the weight memory).
+  enum class Precision { kBf16, kF32 } precision = Precision::kBf16;
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

@@ -57,13 +57,17 @@ __global__ void RopeKernel(float* x, int64_t tokens, int64_t heads, int64_t toke
   }
 }
 
-__global__ void SiluMulKernel(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out) {
+__device__ inline void Put(uint16_t* out, int64_t i, float v) { out[i] = Bf16Bits(v); }
+__device__ inline void Put(float* out, int64_t i, float v) { out[i] = v; }
+
+template <typename Out>
+__global__ void SiluMulKernel(const float* gate_up, int64_t rows, int64_t inter, Out* out) {
   const int64_t total = rows * inter;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / inter, i = idx % inter;
     const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i];
-    out[idx] = Bf16Bits(g / (1.0f + expf(-g)) * u);
+    Put(out, idx, g / (1.0f + expf(-g)) * u);
   }
 }
 
@@ -124,6 +128,13 @@ absl::Status LaunchRope(float* x, int64_t tokens, int64_t heads, int64_t token_s
 
 absl::Status LaunchSiluMulBf16(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out,
                                cudaStream_t stream) {
+  if (rows * inter <= 0) return absl::OkStatus();
+  SiluMulKernel<<<GridFor(rows * inter), kBlockThreads, 0, stream>>>(gate_up, rows, inter, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, float* out, cudaStream_t stream) {
   if (rows * inter <= 0) return absl::OkStatus();
   SiluMulKernel<<<GridFor(rows * inter), kBlockThreads, 0, stream>>>(gate_up, rows, inter, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -126,14 +126,19 @@ __global__ void AssignKernel(const int32_t* ids, int64_t choices, int64_t top_k,
   }
 }
 
-__global__ void GatherKernel(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim,
-                             uint16_t* out) {
+__device__ inline void Put(uint16_t* out, int64_t i, float v) {
+  __nv_bfloat16 b = __float2bfloat16_rn(v);
+  out[i] = *reinterpret_cast<uint16_t*>(&b);
+}
+__device__ inline void Put(float* out, int64_t i, float v) { out[i] = v; }
+
+template <typename Out>
+__global__ void GatherKernel(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim, Out* out) {
   const int64_t total = rows * dim;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / dim, d = idx % dim;
-    __nv_bfloat16 b = __float2bfloat16_rn(x[token_of_row[r] * dim + d]);
-    out[idx] = *reinterpret_cast<uint16_t*>(&b);
+    Put(out, idx, x[token_of_row[r] * dim + d]);
   }
 }
 
@@ -193,6 +198,14 @@ absl::Status LaunchAssignRows(const int32_t* ids, int64_t choices, int64_t top_k
 
 absl::Status LaunchGatherRowsBf16(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim,
                                   uint16_t* out, cudaStream_t stream) {
+  if (rows * dim <= 0) return absl::OkStatus();
+  GatherKernel<<<GridFor(rows * dim), kBlockThreads, 0, stream>>>(x, token_of_row, rows, dim, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim, float* out,
+                              cudaStream_t stream) {
   if (rows * dim <= 0) return absl::OkStatus();
   GatherKernel<<<GridFor(rows * dim), kBlockThreads, 0, stream>>>(x, token_of_row, rows, dim, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());

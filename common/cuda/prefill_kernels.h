@@ -41,6 +41,8 @@ absl::Status LaunchRope(float* x, int64_t tokens, int64_t heads, int64_t token_s
 // [gate | up] (2 * inter floats).
 absl::Status LaunchSiluMulBf16(const float* gate_up, int64_t rows, int64_t inter, uint16_t* out,
                                cudaStream_t stream);
+// The same in float (the backend's fp32 checking mode).
+absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, float* out, cudaStream_t stream);
 
 // out[i] = bf16(x[i]), round to nearest even.
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
@@ -94,6 +96,9 @@ absl::Status LaunchAssignRows(const int32_t* ids, int64_t choices, int64_t top_k
 // out[r, :] = bf16(x[token_of_row[r], :]) for r < rows; x [tokens, dim].
 absl::Status LaunchGatherRowsBf16(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim,
                                   uint16_t* out, cudaStream_t stream);
+// The same in float (the backend's fp32 checking mode).
+absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64_t rows, int64_t dim, float* out,
+                              cudaStream_t stream);
 
 // out[t, :] += sum_j weights[t, j] * y[row_of_choice[t * top_k + j], :] for
 // t < n, summed in j order; y [rows, dim].

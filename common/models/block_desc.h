@@ -27,7 +27,7 @@ struct GqaDesc {
 
 struct MixerDesc {
   enum class Kind { kGqa, kMla, kGatedDeltaNet } kind = Kind::kGqa;
-  GqaDesc gqa;
+  GqaDesc gqa;  // kGqa (MLA and Gated DeltaNet describe only their kind so far)
 };
 
 // One SwiGLU MLP: down(silu(gate x) * up x).

@@ -97,6 +97,11 @@ class GatedDeltaNet final : public Mixer {
  public:
   GatedDeltaNet(const Dims& dims, float norm_eps, const Ops& ops)
       : d_(dims), norm_eps_(norm_eps), ops_(&ops) {}
+  std::optional<MixerDesc> Describe() const override {
+    MixerDesc d;
+    d.kind = MixerDesc::Kind::kGatedDeltaNet;
+    return d;
+  }
 
   absl::Status Load(const Weights& weights, const std::string& prefix) {
     ASSIGN_OR_RETURN(in_proj_qkvz_.weight,

@@ -63,6 +63,11 @@ bool RopeInterleaved(const ModelConfig& config) {
 class MlaAttention final : public Mixer {
  public:
   explicit MlaAttention(const Ops& ops) : ops_(&ops) {}
+  std::optional<MixerDesc> Describe() const override {
+    MixerDesc d;
+    d.kind = MixerDesc::Kind::kMla;
+    return d;
+  }
 
   int64_t KvFloatsPerToken() const override { return kv_lora_ + rope_dim_; }
 
