@@ -123,6 +123,24 @@ absl::Status UploadF32(std::initializer_list<const TensorView*> parts, DeviceMem
   return UploadFloats(host, dst);
 }
 
+// The biases of a fused projection: parts of the given widths, zeros where a
+// part has none; *any says whether there was one at all (nothing uploaded if not).
+absl::Status UploadBias(std::initializer_list<std::pair<const TensorView*, int64_t>> parts, DeviceMemory& dst,
+                        bool* any) {
+  std::vector<float> bias;
+  *any = false;
+  for (auto [view, width] : parts) {
+    if (view->data == nullptr) {
+      bias.insert(bias.end(), static_cast<size_t>(width), 0.0f);
+      continue;
+    }
+    *any = true;
+    std::vector<float> b = ToFloatVector(*view);
+    bias.insert(bias.end(), b.begin(), b.end());
+  }
+  return *any ? UploadFloats(bias, dst) : absl::OkStatus();
+}
+
 // A GEMM weight: BF16, or F32 in the checking mode.
 absl::Status UploadWeight(std::initializer_list<const TensorView*> parts, DeviceMemory& dst, bool f32) {
   return f32 ? UploadF32(parts, dst) : UploadBf16(parts, dst);
@@ -143,15 +161,19 @@ struct GpuMlp {
 
 struct GpuLayer {
   DeviceMemory input_norm, post_norm;  // F32 [hidden]
-  // GQA
+  MixerDesc::Kind mixer_kind = MixerDesc::Kind::kGqa;
+  // GQA; MLA reuses the fields noted.
   GqaDesc gqa;
-  int64_t q_width = 0, kv_width = 0, qkv_width = 0;
+  MlaDesc mla;
+  int64_t q_width = 0, kv_width = 0, qkv_width = 0;  // MLA: q part (q_lora or heads * qk), -, q part + kv_a
   int rope = 0;                        // index into the backend's distinct ropes
-  DeviceMemory qkv;                    // BF16 [q + 2 kv, hidden]
-  DeviceMemory qkv_bias;               // F32 [q + 2 kv] (has_bias)
+  DeviceMemory qkv;                    // [q + 2 kv, hidden]; MLA: [q_a or q ; kv_a]
+  DeviceMemory qkv_bias;               // F32 [qkv_width] (has_bias)
   bool has_bias = false;
-  DeviceMemory o;                      // BF16 [hidden, heads * hd]
-  DeviceMemory q_norm, k_norm;         // F32 [hd]
+  DeviceMemory o;                      // [hidden, heads * hd]; MLA: [hidden, heads * v]
+  DeviceMemory o_bias;                 // F32 [hidden] (MLA, optional)
+  DeviceMemory q_norm, k_norm;         // F32 [hd]; MLA: q_a_layernorm, kv_a_layernorm
+  DeviceMemory q_b, kv_b;              // MLA: [heads * qk, q_lora], [heads * (nope + v), kv_lora]
   int64_t kv_row = 0;                  // floats per token in the cache: k then v
   DeviceMemory kv;                     // F32 [capacity, kv_row]: the sequence's keys and values
   // Feed-forward
@@ -179,6 +201,9 @@ class CudaPrefillBackend final : public PrefillBackend {
 
   std::string name() const override { return "cuda"; }
   absl::Status Init();
+  absl::Status InitGqa(GpuLayer& L, const GqaDesc& g);
+  absl::Status InitMla(GpuLayer& L, const MlaDesc& m);
+  int RopeIndex(const Rope* rope);
   absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) override;
   absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                        std::vector<float>* logits, bool all_positions,
@@ -197,6 +222,15 @@ class CudaPrefillBackend final : public PrefillBackend {
   }
   const void* xn_act() const { return f32_ ? xn_.as<void>() : xn16_.as<void>(); }
   absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
+  absl::Status Mla(GpuLayer& L, int64_t n, int64_t start);
+  // Stores the chunk's cache rows (`src`, rows `src_stride` floats apart) as
+  // rows [start, start + n) of the layer's on-card store, rounded as the cache
+  // stores them (attention then reads them as the CPU does).
+  absl::Status StoreRows(GpuLayer& L, const float* src, int64_t src_stride, int64_t n, int64_t start);
+  // The GEMM input form of n rows of `cols` floats (rows `stride` apart): the
+  // floats themselves in the checking mode, else BF16 in `scratch`.
+  absl::StatusOr<const void*> AsGemmInput(const float* x, int64_t n, int64_t cols, int64_t stride, DeviceMemory& f32,
+                                          DeviceMemory& bf16);
   absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
   absl::Status ReserveWorkspace(int64_t n);
@@ -215,6 +249,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory final_norm_, lm_head_;
   int64_t hidden_ = 0, vocab_ = 0, capacity_ = 0;
   int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
+  int64_t max_q_ = 0, max_q_lora_ = 0;  // MLA: heads * qk, q_lora
   int64_t workspace_tokens_ = 0;
   // Workspace for a chunk of workspace_tokens_ tokens. *16_ and act_/rows_act_
   // hold GEMM inputs (BF16; unused or F32 in the checking mode).
@@ -223,6 +258,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
   std::vector<DeviceMemory> rope_tables_;
   DeviceMemory logits_;
+  // MLA: queries, q_a, and per-position latents / expanded keys and values.
+  DeviceMemory q_, qa_, qa16_, lat_, lat16_, kvb_, k_, v_;
+  DType kv_dtype_ = DType::kF32;  // the cache's, for the current Forward
   PinnedMemory host_rows_;
   std::vector<float> host_x_;
 };
@@ -244,50 +282,18 @@ absl::Status CudaPrefillBackend::Init() {
     RETURN_IF_ERROR(UploadF32({&src.input_norm}, L.input_norm));
     RETURN_IF_ERROR(UploadF32({&src.post_norm}, L.post_norm));
     std::optional<MixerDesc> mixer = src.mixer->Describe();
-    if (!mixer.has_value() || mixer->kind != MixerDesc::Kind::kGqa) {
-      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l, "'s token mixer yet (",
-                                             !mixer ? "undescribed" : mixer->kind == MixerDesc::Kind::kMla
-                                                                          ? "multi-head latent attention"
-                                                                          : "Gated DeltaNet",
-                                             "); use --backend cpu"));
-    }
-    const GqaDesc& g = mixer->gqa;
-    if (g.output_gate) {
-      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
-                                             "'s output-gated attention yet; use --backend cpu"));
-    }
-    L.gqa = g;
-    L.q_width = g.heads * g.head_dim;
-    L.kv_width = g.kv_heads * g.head_dim;
-    L.qkv_width = L.q_width + 2 * L.kv_width;
-    L.kv_row = 2 * L.kv_width;
-    RETURN_IF_ERROR(UploadWeight({&g.q, &g.k, &g.v}, L.qkv, f32_));
-    RETURN_IF_ERROR(UploadWeight({&g.o}, L.o, f32_));
-    L.has_bias = g.q_bias.data != nullptr || g.k_bias.data != nullptr || g.v_bias.data != nullptr;
-    if (L.has_bias) {
-      std::vector<float> bias(static_cast<size_t>(L.qkv_width), 0.0f);
-      const std::pair<const TensorView*, int64_t> parts[] = {
-          {&g.q_bias, 0}, {&g.k_bias, L.q_width}, {&g.v_bias, L.q_width + L.kv_width}};
-      for (auto [view, at] : parts) {
-        if (view->data == nullptr) continue;
-        std::vector<float> b = ToFloatVector(*view);
-        std::copy(b.begin(), b.end(), bias.begin() + at);
+    if (mixer.has_value() && mixer->kind == MixerDesc::Kind::kGqa) {
+      if (mixer->gqa.output_gate) {
+        return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
+                                               "'s output-gated attention yet; use --backend cpu"));
       }
-      RETURN_IF_ERROR(UploadFloats(bias, L.qkv_bias));
+      RETURN_IF_ERROR(InitGqa(L, mixer->gqa));
+    } else if (mixer.has_value() && mixer->kind == MixerDesc::Kind::kMla) {
+      RETURN_IF_ERROR(InitMla(L, mixer->mla));
+    } else {
+      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l, "'s token mixer yet (",
+                                             !mixer ? "undescribed" : "Gated DeltaNet", "); use --backend cpu"));
     }
-    if (g.qk_norm) {
-      RETURN_IF_ERROR(UploadF32({&g.q_norm}, L.q_norm));
-      RETURN_IF_ERROR(UploadF32({&g.k_norm}, L.k_norm));
-    }
-    auto same = [&](const Rope* r) {
-      return r->rot_dim == g.rope->rot_dim && r->interleaved == g.rope->interleaved &&
-             r->attention_factor == g.rope->attention_factor && r->inv_freq == g.rope->inv_freq;
-    };
-    auto it = std::find_if(ropes_.begin(), ropes_.end(), same);
-    L.rope = static_cast<int>(it - ropes_.begin());
-    if (it == ropes_.end()) ropes_.push_back(g.rope);
-    max_qkv_ = std::max(max_qkv_, L.qkv_width);
-    max_attn_ = std::max(max_attn_, L.q_width);
     max_kv_row_ = std::max(max_kv_row_, L.kv_row);
 
     std::optional<FfnDesc> ffn = src.ffn->Describe();
@@ -321,6 +327,66 @@ absl::Status CudaPrefillBackend::Init() {
   return absl::OkStatus();
 }
 
+int CudaPrefillBackend::RopeIndex(const Rope* rope) {
+  auto same = [&](const Rope* r) {
+    return r->rot_dim == rope->rot_dim && r->interleaved == rope->interleaved &&
+           r->attention_factor == rope->attention_factor && r->inv_freq == rope->inv_freq;
+  };
+  auto it = std::find_if(ropes_.begin(), ropes_.end(), same);
+  if (it == ropes_.end()) {
+    ropes_.push_back(rope);
+    return static_cast<int>(ropes_.size()) - 1;
+  }
+  return static_cast<int>(it - ropes_.begin());
+}
+
+absl::Status CudaPrefillBackend::InitGqa(GpuLayer& L, const GqaDesc& g) {
+  L.mixer_kind = MixerDesc::Kind::kGqa;
+  L.gqa = g;
+  L.q_width = g.heads * g.head_dim;
+  L.kv_width = g.kv_heads * g.head_dim;
+  L.qkv_width = L.q_width + 2 * L.kv_width;
+  L.kv_row = 2 * L.kv_width;
+  RETURN_IF_ERROR(UploadWeight({&g.q, &g.k, &g.v}, L.qkv, f32_));
+  RETURN_IF_ERROR(UploadWeight({&g.o}, L.o, f32_));
+  RETURN_IF_ERROR(UploadBias({{&g.q_bias, L.q_width}, {&g.k_bias, L.kv_width}, {&g.v_bias, L.kv_width}}, L.qkv_bias,
+                             &L.has_bias));
+  if (g.qk_norm) {
+    RETURN_IF_ERROR(UploadF32({&g.q_norm}, L.q_norm));
+    RETURN_IF_ERROR(UploadF32({&g.k_norm}, L.k_norm));
+  }
+  L.rope = RopeIndex(g.rope);
+  max_qkv_ = std::max(max_qkv_, L.qkv_width);
+  max_attn_ = std::max(max_attn_, L.q_width);
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::InitMla(GpuLayer& L, const MlaDesc& m) {
+  L.mixer_kind = MixerDesc::Kind::kMla;
+  L.mla = m;
+  const int64_t qk = m.nope + m.rope_dim, kva = m.kv_lora + m.rope_dim;
+  L.q_width = m.q_lora > 0 ? m.q_lora : m.heads * qk;  // the q part of the first projection
+  L.qkv_width = L.q_width + kva;
+  L.kv_row = kva;
+  const TensorView& q_in = m.q_lora > 0 ? m.q_a : m.q;
+  RETURN_IF_ERROR(UploadWeight({&q_in, &m.kv_a}, L.qkv, f32_));
+  RETURN_IF_ERROR(UploadBias({{&m.q_a_bias, L.q_width}, {&m.kv_a_bias, kva}}, L.qkv_bias, &L.has_bias));
+  if (m.q_lora > 0) {
+    RETURN_IF_ERROR(UploadF32({&m.q_a_norm}, L.q_norm));
+    RETURN_IF_ERROR(UploadWeight({&m.q_b}, L.q_b, f32_));
+  }
+  RETURN_IF_ERROR(UploadF32({&m.kv_a_norm}, L.k_norm));
+  RETURN_IF_ERROR(UploadWeight({&m.kv_b}, L.kv_b, f32_));
+  RETURN_IF_ERROR(UploadWeight({&m.o}, L.o, f32_));
+  if (m.o_bias.data != nullptr) RETURN_IF_ERROR(UploadF32({&m.o_bias}, L.o_bias));
+  L.rope = RopeIndex(m.rope);
+  max_qkv_ = std::max(max_qkv_, L.qkv_width);
+  max_attn_ = std::max(max_attn_, m.heads * m.v_dim);
+  max_q_ = std::max(max_q_, m.heads * qk);
+  max_q_lora_ = std::max(max_q_lora_, m.q_lora);
+  return absl::OkStatus();
+}
+
 absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
   if (n <= workspace_tokens_) return absl::OkStatus();
   const size_t f = sizeof(float), h = sizeof(uint16_t);
@@ -336,7 +402,9 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&ids_, rows * sizeof(int32_t)}, {&weights_, rows * f},
                             {&counts_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
                             {&cursor_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
-                            {&row_of_choice_, rows * sizeof(int32_t)}, {&token_of_row_, rows * sizeof(int32_t)}}) {
+                            {&row_of_choice_, rows * sizeof(int32_t)}, {&token_of_row_, rows * sizeof(int32_t)},
+                            {&q_, N * static_cast<size_t>(max_q_) * f}, {&qa_, N * static_cast<size_t>(max_q_lora_) * f},
+                            {&qa16_, N * static_cast<size_t>(max_q_lora_) * h}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
   }
   for (size_t r = 0; r < ropes_.size(); ++r) {
@@ -399,9 +467,7 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   RETURN_IF_ERROR(cuda::LaunchRope(qkv + L.q_width, n, g.kv_heads, L.qkv_width, g.head_dim, rope.rot_dim,
                                    rope.interleaved, table, stream_));
   // The chunk's k and v (adjacent in a qkv row) become rows [start, start + n) of the store.
-  float* kv_new = L.kv.as<float>() + start * L.kv_row;
-  CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(kv_new, L.kv_row * sizeof(float), qkv + L.q_width, L.qkv_width * sizeof(float),
-                                         L.kv_row * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+  RETURN_IF_ERROR(StoreRows(L, qkv + L.q_width, L.qkv_width, n, start));
   cuda::AttentionShape s;
   s.n = n;
   s.start_pos = start;
@@ -416,6 +482,88 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
   RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
   return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
+}
+
+absl::Status CudaPrefillBackend::StoreRows(GpuLayer& L, const float* src, int64_t src_stride, int64_t n,
+                                           int64_t start) {
+  float* dst = L.kv.as<float>() + start * L.kv_row;
+  CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(dst, L.kv_row * sizeof(float), src, src_stride * sizeof(float),
+                                         L.kv_row * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+  return cuda::LaunchRoundTo(kv_dtype_, dst, n * L.kv_row, stream_);
+}
+
+absl::StatusOr<const void*> CudaPrefillBackend::AsGemmInput(const float* x, int64_t n, int64_t cols, int64_t stride,
+                                                            DeviceMemory& f32, DeviceMemory& bf16) {
+  const float* rows = x;
+  if (stride != cols) {
+    RETURN_IF_ERROR(f32.Reserve(static_cast<size_t>(n * cols) * sizeof(float)));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(f32.as<float>(), cols * sizeof(float), x, stride * sizeof(float),
+                                           cols * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+    rows = f32.as<float>();
+  }
+  if (f32_) return static_cast<const void*>(rows);
+  RETURN_IF_ERROR(bf16.Reserve(static_cast<size_t>(n * cols) * sizeof(uint16_t)));
+  RETURN_IF_ERROR(cuda::LaunchToBf16(rows, n * cols, bf16.as<uint16_t>(), stream_));
+  return static_cast<const void*>(bf16.as<uint16_t>());
+}
+
+// MLA in the expanded form (prefill computes many queries at once, so expanding
+// the latents through kv_b costs less than it saves): q from q_a/q_b or q_proj;
+// [latent | k_pe] from kv_a, normed and roped, into the store; then keys and
+// values of every position so far from kv_b, and plain causal attention with
+// head_dim nope + rope and v_dim.
+absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
+  const MlaDesc& m = L.mla;
+  const int64_t qk = m.nope + m.rope_dim, W = L.qkv_width, positions = start + n;
+  float* y = qkv_.as<float>();
+  RETURN_IF_ERROR(Gemm(xn_act(), n, L.qkv, W, hidden_, y));
+  if (L.has_bias) RETURN_IF_ERROR(cuda::LaunchAddBias(y, L.qkv_bias.as<float>(), n, W, W, stream_));
+  float* q = q_.as<float>();
+  if (m.q_lora > 0) {
+    RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(y, n, 1, W, m.q_lora, L.q_norm.as<float>(), m.latent_eps, false, stream_));
+    ASSIGN_OR_RETURN(const void* qa, AsGemmInput(y, n, m.q_lora, W, qa_, qa16_));
+    RETURN_IF_ERROR(Gemm(qa, n, L.q_b, m.heads * qk, m.q_lora, q));
+  } else {
+    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(q, m.heads * qk * sizeof(float), y, W * sizeof(float),
+                                           m.heads * qk * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+  }
+  float* kv_in = y + L.q_width;  // [latent | k_pe] per row
+  RETURN_IF_ERROR(
+      cuda::LaunchHeadRmsNorm(kv_in, n, 1, W, m.kv_lora, L.k_norm.as<float>(), m.latent_eps, false, stream_));
+  const float* table = rope_tables_[static_cast<size_t>(L.rope)].as<float>();
+  const bool interleaved = ropes_[static_cast<size_t>(L.rope)]->interleaved;
+  RETURN_IF_ERROR(cuda::LaunchRope(kv_in + m.kv_lora, n, 1, W, m.rope_dim, m.rope_dim, interleaved, table, stream_));
+  RETURN_IF_ERROR(cuda::LaunchRope(q + m.nope, n, m.heads, m.heads * qk, qk, m.rope_dim, interleaved, table, stream_));
+  RETURN_IF_ERROR(StoreRows(L, kv_in, W, n, start));
+
+  // Keys and values of every position so far.
+  const float* store = L.kv.as<float>();
+  ASSIGN_OR_RETURN(const void* latents, AsGemmInput(store, positions, m.kv_lora, L.kv_row, lat_, lat16_));
+  const size_t P = static_cast<size_t>(positions), H = static_cast<size_t>(m.heads);
+  RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * sizeof(float)));
+  RETURN_IF_ERROR(k_.Reserve(P * H * static_cast<size_t>(qk) * sizeof(float)));
+  RETURN_IF_ERROR(v_.Reserve(P * H * static_cast<size_t>(m.v_dim) * sizeof(float)));
+  RETURN_IF_ERROR(Gemm(latents, positions, L.kv_b, m.heads * (m.nope + m.v_dim), m.kv_lora, kvb_.as<float>()));
+  RETURN_IF_ERROR(cuda::LaunchMlaExpandKv(kvb_.as<float>(), store + m.kv_lora, L.kv_row, positions, m.heads, m.nope,
+                                          m.rope_dim, m.v_dim, k_.as<float>(), v_.as<float>(), stream_));
+  cuda::AttentionShape s;
+  s.n = n;
+  s.start_pos = start;
+  s.heads = s.kv_heads = m.heads;
+  s.head_dim = qk;
+  s.v_dim = m.v_dim;
+  s.k_stride = m.heads * qk;
+  s.v_stride = m.heads * m.v_dim;
+  s.q_stride = m.heads * qk;
+  s.scale = m.scale;
+  RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
+  ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
+                                                 attn16_));
+  RETURN_IF_ERROR(Gemm(attn, n, L.o, hidden_, m.heads * m.v_dim, mix_.as<float>()));
+  if (m.o_bias.data != nullptr) {
+    RETURN_IF_ERROR(cuda::LaunchAddBias(mix_.as<float>(), L.o_bias.as<float>(), n, hidden_, hidden_, stream_));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, float* out) {
@@ -493,6 +641,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(seq.Reserve(cache, start + n));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(ReserveWorkspace(n));
+  kv_dtype_ = cache.dtype();
 
   host_x_.resize(static_cast<size_t>(n * hidden_));
   for (int64_t t = 0; t < n; ++t) ref::EmbeddingRow(model_.embed, tokens[t], &host_x_[t * hidden_]);
@@ -508,11 +657,9 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
     RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
-    RETURN_IF_ERROR(Attention(L, n, start));
-    // The new rows as the cache stores them (the CPU attends over rounded keys too),
-    // then into the host cache.
-    float* kv_new = L.kv.as<float>() + start * L.kv_row;
-    RETURN_IF_ERROR(cuda::LaunchRoundTo(cache.dtype(), kv_new, n * L.kv_row, stream_));
+    RETURN_IF_ERROR(L.mixer_kind == MixerDesc::Kind::kGqa ? Attention(L, n, start) : Mla(L, n, start));
+    // The new rows (rounded as the cache stores them) into the host cache.
+    const float* kv_new = L.kv.as<float>() + start * L.kv_row;
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<float>(), kv_new, static_cast<size_t>(n * L.kv_row) * sizeof(float),
                                          cudaMemcpyDeviceToHost, stream_));
     RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));

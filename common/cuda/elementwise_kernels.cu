@@ -90,6 +90,22 @@ __global__ void RoundKernel(bool bf16, float* x, int64_t n) {
   }
 }
 
+__global__ void MlaExpandKernel(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
+                                int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v) {
+  const int64_t qk = nope + rope_dim, per_head = qk + v_dim, total = positions * heads * per_head;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = idx % per_head, ph = idx / per_head, p = ph / heads;
+    if (i < nope) {
+      k[ph * qk + i] = kvb[ph * (nope + v_dim) + i];
+    } else if (i < qk) {
+      k[ph * qk + i] = k_pe[p * k_pe_stride + (i - nope)];
+    } else {
+      v[ph * v_dim + (i - qk)] = kvb[ph * (nope + v_dim) + nope + (i - qk)];
+    }
+  }
+}
+
 __global__ void AddKernel(float* y, const float* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     y[i] += x[i];
@@ -159,6 +175,17 @@ absl::Status LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t co
 absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t stream) {
   if (count <= 0 || (dtype != DType::kBF16 && dtype != DType::kF16)) return absl::OkStatus();
   RoundKernel<<<GridFor(count), kBlockThreads, 0, stream>>>(dtype == DType::kBF16, x, count);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchMlaExpandKv(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
+                               int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v,
+                               cudaStream_t stream) {
+  const int64_t total = positions * heads * (nope + rope_dim + v_dim);
+  if (total <= 0) return absl::OkStatus();
+  MlaExpandKernel<<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
+                                                                 rope_dim, v_dim, k, v);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -58,6 +58,14 @@ absl::Status LaunchAddBias(float* y, const float* bias, int64_t rows, int64_t co
 // that dtype stores it; F32: nothing to do).
 absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t stream);
 
+// MLA's per-head keys and values for `positions` positions: kvb [positions,
+// heads, nope + v_dim] is kv_b_proj of the latents, k_pe the roped key of
+// position p at k_pe + p * k_pe_stride (rope_dim floats, shared by all heads).
+// k [positions, heads, nope + rope_dim] = [k_nope | k_pe]; v [positions, heads, v_dim].
+absl::Status LaunchMlaExpandKv(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
+                               int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v,
+                               cudaStream_t stream);
+
 // Causal attention of `n` new tokens at positions start_pos .. start_pos + n - 1
 // over keys/values of positions 0 .. start_pos + n - 1, FlashAttention-style:
 // tiles of keys stream through shared memory with an online softmax, nothing of

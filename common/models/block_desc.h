@@ -25,9 +25,25 @@ struct GqaDesc {
   TensorView q_norm, k_norm;              // [hd] (qk_norm)
 };
 
+// Multi-head latent attention (blocks/mla_attention.h). The cache row of a
+// token is [latent (kv_a_norm'ed) | k_pe (roped)], kv_lora + rope_dim floats.
+struct MlaDesc {
+  int64_t hidden = 0, heads = 0, q_lora = 0, kv_lora = 0, nope = 0, rope_dim = 0, v_dim = 0;
+  float scale = 1.0f;      // softmax scale (with YaRN's mscale^2)
+  float latent_eps = 1e-6f;  // q_a_layernorm / kv_a_layernorm eps
+  const Rope* rope = nullptr;
+  TensorView q;            // [heads * (nope + rope), hidden] (q_lora == 0)
+  TensorView q_a, q_a_bias, q_a_norm, q_b;  // [q_lora, hidden], [q_lora], [q_lora], [heads * (nope + rope), q_lora]
+  TensorView kv_a, kv_a_bias;               // [kv_lora + rope, hidden], [kv_lora + rope]
+  TensorView kv_a_norm;                     // [kv_lora]
+  TensorView kv_b;                          // [heads * (nope + v), kv_lora]
+  TensorView o, o_bias;                     // [hidden, heads * v], [hidden]
+};
+
 struct MixerDesc {
   enum class Kind { kGqa, kMla, kGatedDeltaNet } kind = Kind::kGqa;
-  GqaDesc gqa;  // kGqa (MLA and Gated DeltaNet describe only their kind so far)
+  GqaDesc gqa;  // kGqa
+  MlaDesc mla;  // kMla (Gated DeltaNet describes only its kind so far)
 };
 
 // One SwiGLU MLP: down(silu(gate x) * up x).

@@ -155,7 +155,12 @@ TEST_P(CudaModelTest, Bf16ModeStaysWithinBf16NoiseOfCpu) {
       std::vector<float> a(static_cast<size_t>(n * f)), b(a.size());
       cpu_seq.ReadRows(*cpu_cache, l, 0, n, a.data());
       gpu_seq.ReadRows(*gpu_cache, l, 0, n, b.data());
-      EXPECT_LT(RelL2(b.data(), a.data(), a.size()), 0.1) << "layer " << l << " KV";
+      // Per token, like the logits: a flipped expert choice moves later layers' rows of that token.
+      std::vector<double> per_token;
+      for (int64_t t = 0; t < n; ++t) per_token.push_back(RelL2(&b[t * f], &a[t * f], static_cast<size_t>(f)));
+      std::sort(per_token.begin(), per_token.end());
+      EXPECT_LT(per_token[per_token.size() / 2], 2e-2) << "layer " << l << " KV, median token";
+      EXPECT_LT(per_token[per_token.size() * 3 / 4], 5e-2) << "layer " << l << " KV, 3rd quartile token";
     }
   }
 }
@@ -220,7 +225,8 @@ TEST_P(CudaModelTest, BadInputIsAnError) {
   EXPECT_EQ(seq.num_tokens, 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(GqaArchitectures, CudaModelTest, ::testing::Values("qwen3_moe", "glm4_moe"),
+INSTANTIATE_TEST_SUITE_P(Architectures, CudaModelTest,
+                         ::testing::Values("qwen3_moe", "glm4_moe", "deepseek_v2", "deepseek_v3"),
                          [](const auto& info) { return info.param; });
 
 // Architectures with layers the backend does not run yet are refused by name.
@@ -229,9 +235,7 @@ TEST(CudaModelRefusalTest, NotYetSupportedLayersAreRefusedByName) {
   auto gpus = ListGpus(&why);
   ASSERT_TRUE(gpus.ok());
   if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
-  for (auto [arch, what] : {std::pair{"deepseek_v2", "multi-head latent attention"},
-                            std::pair{"deepseek_v3", "multi-head latent attention"},
-                            std::pair{"qwen3_next", "Gated DeltaNet"}}) {
+  for (auto [arch, what] : {std::pair{"qwen3_next", "Gated DeltaNet"}}) {
     auto model = LoadModel(FixtureDir(arch));
     ASSERT_TRUE(model.ok()) << model.status();
     auto backend = MakeCudaPrefillBackend(**model, {});

@@ -215,6 +215,26 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(PrefillKernelsTest, MlaExpandSplitsKvbAndSharesTheRopedKey) {
+  const int64_t positions = 37, heads = 4, nope = 128, rope = 64, v_dim = 128, stride = 512 + 64;
+  std::vector<float> kvb = Random(static_cast<size_t>(positions * heads * (nope + v_dim)));
+  std::vector<float> store = Random(static_cast<size_t>(positions * stride));
+  DeviceBuffer<float> dkvb(kvb), dstore(store), k(static_cast<size_t>(positions * heads * (nope + rope))),
+      v(static_cast<size_t>(positions * heads * v_dim));
+  ASSERT_TRUE(cuda::LaunchMlaExpandKv(dkvb.get(), dstore.get() + 512, stride, positions, heads, nope, rope, v_dim,
+                                      k.get(), v.get(), nullptr)
+                  .ok());
+  std::vector<float> hk = k.Download(), hv = v.Download();
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* row = &kvb[(p * heads + h) * (nope + v_dim)];
+      for (int64_t i = 0; i < nope; ++i) ASSERT_EQ(hk[(p * heads + h) * (nope + rope) + i], row[i]);
+      for (int64_t i = 0; i < rope; ++i) ASSERT_EQ(hk[(p * heads + h) * (nope + rope) + nope + i], store[p * stride + 512 + i]);
+      for (int64_t i = 0; i < v_dim; ++i) ASSERT_EQ(hv[(p * heads + h) * v_dim + i], row[nope + i]);
+    }
+  }
+}
+
 TEST_F(PrefillKernelsTest, RoutingMatchesReference) {
   struct Case {
     RouterKind kind;

@@ -66,6 +66,15 @@ class MlaAttention final : public Mixer {
   std::optional<MixerDesc> Describe() const override {
     MixerDesc d;
     d.kind = MixerDesc::Kind::kMla;
+    MlaDesc& m = d.mla;
+    m.hidden = hidden_, m.heads = heads_, m.q_lora = q_lora_, m.kv_lora = kv_lora_;
+    m.nope = nope_, m.rope_dim = rope_dim_, m.v_dim = v_dim_, m.scale = scale_, m.latent_eps = kLatentNormEps;
+    m.rope = &rope_;
+    m.q = q_proj_.weight;
+    m.q_a = q_a_proj_.weight, m.q_a_bias = q_a_proj_.bias, m.q_a_norm = q_a_norm_, m.q_b = q_b_proj_.weight;
+    m.kv_a = kv_a_proj_.weight, m.kv_a_bias = kv_a_proj_.bias, m.kv_a_norm = kv_a_norm_;
+    m.kv_b = kv_b_proj_;
+    m.o = o_proj_.weight, m.o_bias = o_proj_.bias;
     return d;
   }
 
