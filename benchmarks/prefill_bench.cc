@@ -1,0 +1,168 @@
+// prefill_bench: GPU prefill of a model directory (a random checkpoint of a real
+// shape, tools/make_random_checkpoint.py) at several prompt lengths, against
+// the measured ceilings of the machine. Prints one table:
+//
+//   tokens | seconds | tokens/s | TFLOP | compute ceiling s | % of ceiling | upload GB | PCIe ceiling s
+//
+// compute ceiling = the prompt's FLOPs (projections, experts actually routed to
+// on average: top-k per token, attention over the causal triangle, MLA's
+// re-expansion of the latents per chunk) / the measured cuBLAS BF16 GEMM rate.
+// With every weight resident nothing crosses PCIe during a prompt, so the PCIe
+// ceiling is 0 and compute is the ceiling. (Streaming experts under a VRAM
+// budget, with its PCIe ceiling, comes with placement.)
+//
+//   prefill_bench --model DIR [--tokens 512,4096,16384] [--chunk 4096] [--precision bf16|f32]
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include "common/cuda/cuda_model.h"
+#include "common/cuda/measure.h"
+#include "common/models/model.h"
+
+namespace po = boost::program_options;
+using krasis::DType;
+
+namespace {
+
+// FLOPs of one token through every layer's projections and experts (no
+// attention scores, no lm_head), and per-layer attention terms.
+struct FlopModel {
+  double per_token = 0;            // weights x 2
+  double attention_per_pair = 0;   // 2 * heads * (qk + v), summed over layers, per (query, key) pair
+  double mla_expand_per_pos = 0;   // kv_b re-expansion per cached position per chunk
+  double lm_head = 0;
+};
+
+FlopModel CountFlops(const krasis::DecoderModel& model) {
+  FlopModel f;
+  const double hidden = static_cast<double>(model.config().hidden_size);
+  for (const auto& layer : model.layers) {
+    auto mixer = layer.mixer->Describe();
+    if (mixer && mixer->kind == krasis::MixerDesc::Kind::kGqa) {
+      const auto& g = mixer->gqa;
+      const double q = double(g.heads * g.head_dim), kv = double(g.kv_heads * g.head_dim);
+      f.per_token += 2 * hidden * (q + 2 * kv) + 2 * q * hidden;
+      f.attention_per_pair += 2.0 * g.heads * (2 * g.head_dim);
+    } else if (mixer && mixer->kind == krasis::MixerDesc::Kind::kMla) {
+      const auto& m = mixer->mla;
+      const double qk = double(m.nope + m.rope_dim), kva = double(m.kv_lora + m.rope_dim);
+      f.per_token += 2 * hidden * ((m.q_lora > 0 ? m.q_lora : m.heads * qk) + kva) +
+                     (m.q_lora > 0 ? 2.0 * m.q_lora * m.heads * qk : 0.0) + 2.0 * m.heads * m.v_dim * hidden;
+      f.attention_per_pair += 2.0 * m.heads * (qk + m.v_dim);
+      f.mla_expand_per_pos += 2.0 * m.kv_lora * m.heads * (m.nope + m.v_dim);
+    }
+    auto ffn = layer.ffn->Describe();
+    if (!ffn) continue;
+    if (ffn->kind == krasis::FfnDesc::Kind::kDense) {
+      f.per_token += 6 * hidden * ffn->dense.inter;
+    } else {
+      const double inter = ffn->experts.empty() ? 0 : double(ffn->experts[0].inter);
+      f.per_token += 6 * hidden * inter * ffn->router.top_k + 6 * hidden * ffn->shared.inter +
+                     2 * hidden * ffn->router.num_experts;
+    }
+  }
+  f.lm_head = 2 * hidden * model.config().vocab_size;
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16";
+  int64_t chunk = 4096;
+  po::options_description desc("prefill_bench options");
+  desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
+      "tokens", po::value(&tokens_arg)->default_value(tokens_arg), "prompt lengths, comma separated")(
+      "chunk", po::value(&chunk)->default_value(chunk), "tokens per forward pass")(
+      "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "prefill_bench: " << e.what() << "\n";
+    return 2;
+  }
+  std::vector<int64_t> lengths;
+  for (size_t at = 0; at < tokens_arg.size();) {
+    size_t end = tokens_arg.find(',', at);
+    if (end == std::string::npos) end = tokens_arg.size();
+    lengths.push_back(std::stoll(tokens_arg.substr(at, end - at)));
+    at = end + 1;
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = krasis::LoadModel(model_dir);
+  if (!model.ok()) {
+    std::cerr << "cannot load " << model_dir << ": " << model.status() << "\n";
+    return 1;
+  }
+  krasis::CudaBackendOptions options;
+  options.precision = precision == "f32" ? krasis::CudaBackendOptions::Precision::kF32
+                                         : krasis::CudaBackendOptions::Precision::kBf16;
+  auto backend = krasis::MakeCudaPrefillBackend(**model, options);
+  if (!backend.ok()) {
+    std::cerr << "cannot start the CUDA backend: " << backend.status() << "\n";
+    return 1;
+  }
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto h2d = krasis::cuda::MeasurePinnedHostToDevice();
+  auto gemm = krasis::cuda::MeasureBf16Gemm();
+  if (!h2d.ok() || !gemm.ok()) {
+    std::cerr << "cannot measure the GPU: " << (h2d.ok() ? gemm.status() : h2d.status()) << "\n";
+    return 1;
+  }
+  const FlopModel flops = CountFlops(**model);
+  std::printf("model %s: %zu layers, loaded and uploaded in %.1f s (%s)\n", model_dir.c_str(), (*model)->layers.size(),
+              load_s, precision.c_str());
+  std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
+              *h2d, *gemm, static_cast<long long>(chunk));
+  std::printf("%8s | %8s | %9s | %7s | %12s | %6s | %9s | %12s\n", "tokens", "seconds", "tokens/s", "TFLOP",
+              "compute ceil", "% ceil", "upload GB", "PCIe ceil s");
+
+  const int64_t vocab = (*model)->config().vocab_size;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
+  // A short warm-up (cuBLAS heuristics, workspace growth).
+  std::vector<int64_t> runs = {std::min<int64_t>(512, lengths.front())};
+  runs.insert(runs.end(), lengths.begin(), lengths.end());
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const int64_t n = runs[r];
+    std::vector<int32_t> prompt(static_cast<size_t>(n));
+    for (auto& t : prompt) t = pick(rng);
+    auto cache = (*model)->MakeCache((n + 15) / 16, 16, DType::kBF16);
+    krasis::SequenceState seq;
+    (*model)->InitSequence(seq);
+    double expand = 0;
+    auto start = std::chrono::steady_clock::now();
+    absl::Status s = (*backend)->Begin(seq, *cache, n);
+    std::vector<float> logits;
+    for (int64_t first = 0; s.ok() && first < n; first += chunk) {
+      const int64_t count = std::min(chunk, n - first);
+      expand += static_cast<double>(first + count);
+      s = (*backend)->Forward(std::span(prompt).subspan(first, count), seq, *cache,
+                              first + count == n ? &logits : nullptr, false, nullptr);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!s.ok()) {
+      std::printf("%8lld | failed: %s\n", static_cast<long long>(n), std::string(s.message()).c_str());
+      continue;
+    }
+    if (r == 0) continue;  // the warm-up
+    const double total = flops.per_token * n + flops.attention_per_pair * (double(n) * (n + 1) / 2) +
+                         flops.mla_expand_per_pos * expand + flops.lm_head;
+    const double ceiling = total / (*gemm * 1e12);
+    std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %5.1f%% | %9.2f | %12.3f\n", static_cast<long long>(n),
+                secs, n / secs, total / 1e12, ceiling, 100.0 * ceiling / secs, 0.0, 0.0);
+  }
+  return 0;
+}
