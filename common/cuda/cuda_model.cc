@@ -477,6 +477,7 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   s.k_stride = s.v_stride = L.kv_row;
   s.q_stride = L.qkv_width;
   s.scale = 1.0f / std::sqrt(static_cast<float>(g.head_dim));
+  s.exact = f32_;
   RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s, attn_.as<float>(),
                                               stream_));
   if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
@@ -556,6 +557,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   s.v_stride = m.heads * m.v_dim;
   s.q_stride = m.heads * qk;
   s.scale = m.scale;
+  s.exact = f32_;
   RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
   ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
                                                  attn16_));

@@ -78,6 +78,10 @@ struct AttentionShape {
   int64_t k_stride = 0, v_stride = 0;
   int64_t q_stride = 0;  // floats between tokens' queries (0: heads * head_dim)
   float scale = 1.0f;
+  // false: tensor cores (BF16 Q, K, V and probabilities, fp32 accumulation and
+  // softmax) when head_dim and v_dim are multiples of 16; true: fp32 CUDA-core
+  // math throughout (the checking mode).
+  bool exact = false;
 };
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& shape,
                                    float* out, cudaStream_t stream);

@@ -166,6 +166,7 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
       {16, 16, 192, 128, 70, 0},  // MLA expanded: qk 192, v 128
       {4, 1, 256, 256, 1, 300},   // one token, MQA, widest head
       {32, 4, 128, 128, 513, 0},  // several query tiles and key tiles
+      {4, 2, 40, 40, 20, 5},      // head size not a multiple of 16: the fp32 kernel either way
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " d " << c.head_dim << "/"
@@ -204,10 +205,21 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
     s.v_dim = c.v_dim;
     s.k_stride = s.v_stride = row;
     s.scale = scale;
+    s.exact = true;
     ASSERT_TRUE(cuda::LaunchCausalAttention(dq.get(), dkv.get(), dkv.get() + c.kv_heads * c.head_dim, s, out.get(),
                                             nullptr)
                     .ok());
-    EXPECT_LT(RelError(out.Download(), want), 1e-5);
+    EXPECT_LT(RelError(out.Download(), want), 1e-5) << "fp32 kernel";
+    // Tensor cores: BF16 inputs and probabilities, so BF16-sized errors.
+    s.exact = false;
+    ASSERT_TRUE(cuda::LaunchCausalAttention(dq.get(), dkv.get(), dkv.get() + c.kv_heads * c.head_dim, s, out.get(),
+                                            nullptr)
+                    .ok());
+    const double tc = RelError(out.Download(), want);
+    EXPECT_LT(tc, 1e-2) << "tensor-core kernel";
+    if (c.head_dim % 16 == 0) {
+      EXPECT_GT(tc, 1e-5) << "the tensor-core kernel really ran";
+    }
   }
   cuda::AttentionShape bad;
   bad.n = 1, bad.heads = 3, bad.kv_heads = 2, bad.head_dim = bad.v_dim = 64;
