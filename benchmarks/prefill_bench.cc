@@ -74,12 +74,14 @@ FlopModel CountFlops(const krasis::DecoderModel& model) {
 
 int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16";
+  bool profile = false;
   int64_t chunk = 4096;
   po::options_description desc("prefill_bench options");
   desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
       "tokens", po::value(&tokens_arg)->default_value(tokens_arg), "prompt lengths, comma separated")(
       "chunk", po::value(&chunk)->default_value(chunk), "tokens per forward pass")(
-      "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)");
+      "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)")(
+      "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -109,6 +111,7 @@ int main(int argc, char** argv) {
   krasis::CudaBackendOptions options;
   options.precision = precision == "f32" ? krasis::CudaBackendOptions::Precision::kF32
                                          : krasis::CudaBackendOptions::Precision::kBf16;
+  options.profile = profile;
   auto backend = krasis::MakeCudaPrefillBackend(**model, options);
   if (!backend.ok()) {
     std::cerr << "cannot start the CUDA backend: " << backend.status() << "\n";
@@ -157,12 +160,18 @@ int main(int argc, char** argv) {
       std::printf("%8lld | failed: %s\n", static_cast<long long>(n), std::string(s.message()).c_str());
       continue;
     }
+    const auto stages = (*backend)->TakeProfile();
     if (r == 0) continue;  // the warm-up
     const double total = flops.per_token * n + flops.attention_per_pair * (double(n) * (n + 1) / 2) +
                          flops.mla_expand_per_pos * expand + flops.lm_head;
     const double ceiling = total / (*gemm * 1e12);
     std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %5.1f%% | %9.2f | %12.3f\n", static_cast<long long>(n),
                 secs, n / secs, total / 1e12, ceiling, 100.0 * ceiling / secs, 0.0, 0.0);
+    if (profile) {
+      std::printf("         |  ms:");
+      for (const auto& [name, ms] : stages) std::printf(" %s %.1f", name.c_str(), ms);
+      std::printf("\n");
+    }
   }
   return 0;
 }

@@ -5,8 +5,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "common/cuda/cuda_check.h"
@@ -223,6 +225,14 @@ class CudaPrefillBackend final : public PrefillBackend {
   const void* xn_act() const { return f32_ ? xn_.as<void>() : xn16_.as<void>(); }
   absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
   absl::Status Mla(GpuLayer& L, int64_t n, int64_t start);
+  std::vector<std::pair<std::string, double>> TakeProfile() override;
+
+  // Where a Forward's time goes (options_.profile).
+  enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExperts, kMlp, kLmHead, kStages };
+  // Adds the time since the last Lap to `stage`, after the stream drains.
+  absl::Status Lap(Stage stage);
+  double stage_ms_[kStages] = {};
+  std::chrono::steady_clock::time_point lap_;
   // Stores the chunk's cache rows (`src`, rows `src_stride` floats apart) as
   // rows [start, start + n) of the layer's on-card store, rounded as the cache
   // stores them (attention then reads them as the CPU does).
@@ -234,6 +244,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
   absl::Status ReserveWorkspace(int64_t n);
+  // MLA's buffers over every position so far, reserved before the first layer
+  // runs so that running out of memory happens before any row goes out.
+  absl::Status ReservePositions(int64_t positions);
 
   const DecoderModel& model_;
   CudaBackendOptions options_;
@@ -415,6 +428,21 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
   return absl::OkStatus();
 }
 
+absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
+  const size_t P = static_cast<size_t>(positions), f = sizeof(float);
+  for (const GpuLayer& L : layers_) {
+    if (L.mixer_kind != MixerDesc::Kind::kMla) continue;
+    const MlaDesc& m = L.mla;
+    const size_t H = static_cast<size_t>(m.heads);
+    RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * f));
+    RETURN_IF_ERROR(k_.Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * f));
+    RETURN_IF_ERROR(v_.Reserve(P * H * static_cast<size_t>(m.v_dim) * f));
+    RETURN_IF_ERROR(lat_.Reserve(P * static_cast<size_t>(m.kv_lora) * f));
+    if (!f32_) RETURN_IF_ERROR(lat16_.Reserve(P * static_cast<size_t>(m.kv_lora) * sizeof(uint16_t)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   capacity_ = total_tokens;
@@ -478,11 +506,30 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   s.q_stride = L.qkv_width;
   s.scale = 1.0f / std::sqrt(static_cast<float>(g.head_dim));
   s.exact = f32_;
+  RETURN_IF_ERROR(Lap(kMixerProj));
   RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s, attn_.as<float>(),
                                               stream_));
+  RETURN_IF_ERROR(Lap(kAttention));
   if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
   RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
   return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
+}
+
+absl::Status CudaPrefillBackend::Lap(Stage stage) {
+  if (!options_.profile) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  const auto now = std::chrono::steady_clock::now();
+  stage_ms_[stage] += std::chrono::duration<double, std::milli>(now - lap_).count();
+  lap_ = now;
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, double>> CudaPrefillBackend::TakeProfile() {
+  static const char* const kNames[kStages] = {"embed",  "mixer_proj", "attention", "kv_out",
+                                              "routing", "experts",   "mlp",       "lm_head"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int s = 0; s < kStages; ++s) out.emplace_back(kNames[s], std::exchange(stage_ms_[s], 0.0));
+  return out;
 }
 
 absl::Status CudaPrefillBackend::StoreRows(GpuLayer& L, const float* src, int64_t src_stride, int64_t n,
@@ -558,7 +605,9 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   s.q_stride = m.heads * qk;
   s.scale = m.scale;
   s.exact = f32_;
+  RETURN_IF_ERROR(Lap(kMixerProj));
   RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
+  RETURN_IF_ERROR(Lap(kAttention));
   ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
                                                  attn16_));
   RETURN_IF_ERROR(Gemm(attn, n, L.o, hidden_, m.heads * m.v_dim, mix_.as<float>()));
@@ -593,6 +642,7 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.as<void>(), counts.size() * sizeof(int32_t),
                                        cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  RETURN_IF_ERROR(Lap(kRouting));
   int32_t at = 0;
   for (size_t e = 0; e < counts.size(); ++e) offsets[e] = at, at += counts[e];
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cursor_.as<void>(), offsets.data(), offsets.size() * sizeof(int32_t),
@@ -619,10 +669,12 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
   RETURN_IF_ERROR(cuda::LaunchCombineExperts(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(),
                                              n, p.top_k, hidden_, out, stream_));
+  RETURN_IF_ERROR(Lap(kExperts));
   if (L.shared.inter > 0) {
     // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
     RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
     RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
+    RETURN_IF_ERROR(Lap(kMlp));
   }
   return absl::OkStatus();
 }
@@ -643,8 +695,10 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(seq.Reserve(cache, start + n));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(ReserveWorkspace(n));
+  RETURN_IF_ERROR(ReservePositions(start + n));
   kv_dtype_ = cache.dtype();
 
+  lap_ = std::chrono::steady_clock::now();
   host_x_.resize(static_cast<size_t>(n * hidden_));
   for (int64_t t = 0; t < n; ++t) ref::EmbeddingRow(model_.embed, tokens[t], &host_x_[t * hidden_]);
   float* x = x_.as<float>();
@@ -656,10 +710,12 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `table` goes out of scope
   }
 
+  RETURN_IF_ERROR(Lap(kEmbed));
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
     RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
     RETURN_IF_ERROR(L.mixer_kind == MixerDesc::Kind::kGqa ? Attention(L, n, start) : Mla(L, n, start));
+    RETURN_IF_ERROR(Lap(kMixerProj));
     // The new rows (rounded as the cache stores them) into the host cache.
     const float* kv_new = L.kv.as<float>() + start * L.kv_row;
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<float>(), kv_new, static_cast<size_t>(n * L.kv_row) * sizeof(float),
@@ -669,8 +725,10 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     seq.WriteRows(cache, static_cast<int>(l), start, n, host_rows_.as<float>());
     if (on_layer_done) on_layer_done(static_cast<int>(l));
+    RETURN_IF_ERROR(Lap(kKvOut));
     if (L.ffn_kind == FfnDesc::Kind::kDense) {
       RETURN_IF_ERROR(Mlp(L.dense, xn_act(), n, ffn_out_.as<float>()));
+      RETURN_IF_ERROR(Lap(kMlp));
     } else {
       RETURN_IF_ERROR(Moe(L, n, ffn_out_.as<float>()));
     }
@@ -686,6 +744,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
                                          cudaMemcpyDeviceToHost, stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  RETURN_IF_ERROR(Lap(kLmHead));
   seq.num_tokens += n;
   return absl::OkStatus();
 }

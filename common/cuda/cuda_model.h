@@ -25,6 +25,8 @@ struct CudaBackendOptions {
   // weights and GEMM inputs in fp32, no TF32 -- the checking mode, which must
   // match the CPU model to fp32 rounding (twice the weight memory).
   enum class Precision { kBf16, kF32 } precision = Precision::kBf16;
+  // Synchronise after each stage and add its time to TakeProfile() (benchmarks).
+  bool profile = false;
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

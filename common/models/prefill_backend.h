@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,6 +35,9 @@ class PrefillBackend {
   virtual absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                                std::vector<float>* logits, bool all_positions,
                                const std::function<void(int layer)>& on_layer_done) = 0;
+  // Milliseconds spent per stage since the last call (backends that profile;
+  // empty otherwise), then zeroed.
+  virtual std::vector<std::pair<std::string, double>> TakeProfile() { return {}; }
 };
 
 // The CPU backend: DecoderModel::Forward (the model must outlive it).

@@ -3,6 +3,7 @@
 
 #include <chrono>
 
+#include "common/logging.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -63,22 +64,35 @@ absl::StatusOr<PrefillResult> PrefillEngine::Run(std::span<const int32_t> tokens
   RETURN_IF_ERROR(backend_->Begin(seq, *cache, n));
   PrefillResult result;
   std::vector<float> rows;
-  for (int64_t first = prefix.num_tokens; first < n; first += chunk_tokens) {
+  for (int64_t first = prefix.num_tokens; first < n;) {
     if (cancelled != nullptr && cancelled->load()) return absl::CancelledError("prefill cancelled");
     const int64_t count = std::min(chunk_tokens, n - first);
     absl::Status sent;
     std::vector<float> logits;
+    int layers_out = 0;
     auto on_layer = [&](int layer) {
+      ++layers_out;
       if (!sent.ok() || LayerFloats(layer) == 0) return;
       rows.resize(static_cast<size_t>(count * LayerFloats(layer)));
       seq.ReadRows(*cache, layer, first, count, rows.data());
       sent = out.rows(layer, first, count, rows);
     };
-    RETURN_IF_ERROR(backend_->Forward(tokens.subspan(static_cast<size_t>(first), static_cast<size_t>(count)), seq,
-                                      *cache, first + count == n ? &logits : nullptr, false, on_layer));
+    absl::Status s = backend_->Forward(tokens.subspan(static_cast<size_t>(first), static_cast<size_t>(count)), seq,
+                                       *cache, first + count == n ? &logits : nullptr, false, on_layer);
+    if (s.code() == absl::StatusCode::kResourceExhausted && layers_out == 0 && count > align) {
+      // Out of (GPU) memory before any of the chunk's rows went out: the same
+      // tokens again in smaller chunks (still whole blocks of `align`).
+      chunk_tokens = std::max(align, (count / 2) / align * align);
+      ++result.smaller_chunk_retries;
+      KLOG_WARN("prefill chunk of {} tokens ran out of memory ({}); retrying with {}", count,
+                std::string(s.message()), chunk_tokens);
+      continue;
+    }
+    RETURN_IF_ERROR(s);
     RETURN_IF_ERROR(sent);
     result.computed_tokens += count;
     if (first + count == n) result.last_logits = std::move(logits);
+    first += count;
   }
   for (int l = 0; l < num_layers(); ++l) {
     if (LayerFloats(l) == 0) RETURN_IF_ERROR(out.linear(l, seq.linear[l]));

@@ -38,6 +38,7 @@ struct PrefillResult {
   std::vector<float> last_logits;  // [vocab] after the last prompt token
   int64_t computed_tokens = 0;
   double compute_ms = 0.0;
+  int smaller_chunk_retries = 0;  // chunks that ran out of memory and were redone smaller
 };
 
 class PrefillEngine {
@@ -66,7 +67,9 @@ class PrefillEngine {
   // `chunk_tokens` (rounded down to a multiple of `align`, so every chunk but
   // the last covers whole blocks of that size), streaming each layer's rows to
   // `out` and finally the linear-attention states. `cancelled` is polled
-  // between chunks (kCancelled).
+  // between chunks (kCancelled). A chunk that runs out of memory
+  // (kResourceExhausted) before any of its rows went out is redone in halves,
+  // down to `align` tokens; only then does the prefill fail.
   absl::StatusOr<PrefillResult> Run(std::span<const int32_t> tokens, const PrefixKv& prefix,
                                     const KvOutput& out, int64_t chunk_tokens, int64_t align,
                                     const std::atomic<bool>* cancelled = nullptr);

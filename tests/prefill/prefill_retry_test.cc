@@ -1,0 +1,111 @@
+// The prefill engine's answer to running out of (GPU) memory: a chunk that
+// fails with kResourceExhausted before any of its rows went out is redone in
+// halves, and the result equals an undisturbed run; when even the smallest
+// chunk fails, the prefill fails with that status instead of crashing or
+// hanging. A wrapper around the CPU backend plays the GPU that runs out.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "services/prefill/prefill_engine.h"
+
+namespace krasis {
+namespace {
+
+std::string Fixture(const std::string& arch) { return std::string(KRASIS_TEST_DATA_DIR) + "/models/" + arch; }
+
+// The CPU backend, except that chunks longer than `limit` tokens run out of memory.
+class SmallMemoryBackend final : public PrefillBackend {
+ public:
+  SmallMemoryBackend(const DecoderModel& model, int64_t limit, std::vector<int64_t>* sizes)
+      : cpu_(MakeCpuPrefillBackend(model)), limit_(limit), sizes_(sizes) {}
+  std::string name() const override { return "small-memory"; }
+  absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
+                       std::vector<float>* logits, bool all_positions,
+                       const std::function<void(int)>& on_layer_done) override {
+    sizes_->push_back(static_cast<int64_t>(tokens.size()));
+    if (static_cast<int64_t>(tokens.size()) > limit_) return absl::ResourceExhaustedError("out of memory (test)");
+    return cpu_->Forward(tokens, seq, cache, logits, all_positions, on_layer_done);
+  }
+
+ private:
+  std::unique_ptr<PrefillBackend> cpu_;
+  int64_t limit_;
+  std::vector<int64_t>* sizes_;
+};
+
+// Rows per (layer, first token) and the result of a prefill of `prompt`.
+struct Captured {
+  std::map<std::pair<int, int64_t>, std::vector<float>> rows;
+  absl::StatusOr<PrefillResult> result;
+};
+
+Captured Prefill(PrefillEngine& engine, const std::vector<int32_t>& prompt, int64_t chunk) {
+  Captured c;
+  KvOutput out{[&](int layer, int64_t first, int64_t count, std::span<const float> rows) {
+                 for (int64_t t = 0; t < count; ++t) {
+                   const size_t f = rows.size() / static_cast<size_t>(count);
+                   c.rows[{layer, first + t}].assign(rows.begin() + t * f, rows.begin() + (t + 1) * f);
+                 }
+                 return absl::OkStatus();
+               },
+               [](int, const LinearState&) { return absl::OkStatus(); }};
+  c.result = engine.Run(prompt, engine.EmptyPrefix(), out, chunk, 4);
+  return c;
+}
+
+TEST(PrefillRetryTest, OutOfMemoryChunksAreRedoneSmallerWithTheSameResult) {
+  std::ifstream in(Fixture("qwen3_moe") + "/reference.json");
+  const auto prompt = nlohmann::json::parse(in)["long_prompt_ids"].get<std::vector<int32_t>>();
+  PrefillEngine plain(*LoadModel(Fixture("qwen3_moe")));
+  Captured want = Prefill(plain, prompt, 32);
+  ASSERT_TRUE(want.result.ok()) << want.result.status();
+
+  auto model = *LoadModel(Fixture("qwen3_moe"));
+  std::vector<int64_t> sizes;
+  auto backend = std::make_unique<SmallMemoryBackend>(*model, 8, &sizes);
+  PrefillEngine small(std::move(model), DType::kBF16, std::move(backend));
+  Captured got = Prefill(small, prompt, 32);
+  ASSERT_TRUE(got.result.ok()) << got.result.status();
+  // 32 fails, 16 fails, then chunks of 8.
+  ASSERT_GE(sizes.size(), 3u);
+  EXPECT_EQ(sizes[0], 32);
+  EXPECT_EQ(sizes[1], 16);
+  EXPECT_EQ(sizes[2], 8);
+  EXPECT_EQ(got.result->smaller_chunk_retries, 2);
+  EXPECT_EQ(got.result->computed_tokens, static_cast<int64_t>(prompt.size()));
+  // Chunk sizes only regroup independent per-token work: equal to fp32 rounding.
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (std::abs(a[i] - b[i]) > 1e-5f * (1.0f + std::abs(b[i]))) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(close(got.result->last_logits, want.result->last_logits));
+  ASSERT_EQ(got.rows.size(), want.rows.size());
+  for (const auto& [key, row] : want.rows) {
+    ASSERT_TRUE(got.rows.count(key)) << "layer " << key.first << " token " << key.second;
+    EXPECT_TRUE(close(got.rows.at(key), row)) << "layer " << key.first << " token " << key.second;
+  }
+}
+
+TEST(PrefillRetryTest, WhenEvenTheSmallestChunkFailsThePrefillFails) {
+  auto model = *LoadModel(Fixture("qwen3_moe"));
+  std::vector<int64_t> sizes;
+  auto backend = std::make_unique<SmallMemoryBackend>(*model, 2, &sizes);
+  PrefillEngine engine(std::move(model), DType::kBF16, std::move(backend));
+  std::vector<int32_t> prompt(40, 5);
+  Captured got = Prefill(engine, prompt, 32);
+  ASSERT_FALSE(got.result.ok());
+  EXPECT_EQ(got.result.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(sizes.back(), 4);  // halved down to the alignment, no further
+  EXPECT_TRUE(got.rows.empty());
+}
+
+}  // namespace
+}  // namespace krasis
