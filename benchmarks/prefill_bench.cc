@@ -12,6 +12,7 @@
 // budget, with its PCIe ceiling, comes with placement.)
 //
 //   prefill_bench --model DIR [--tokens 512,4096,16384] [--chunk 4096] [--precision bf16|f32]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -135,8 +136,8 @@ int main(int argc, char** argv) {
   const int64_t vocab = (*model)->config().vocab_size;
   std::mt19937 rng(7);
   std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
-  // A short warm-up (cuBLAS heuristics, workspace growth).
-  std::vector<int64_t> runs = {std::min<int64_t>(512, lengths.front())};
+  // A warm-up of one chunk (cuBLAS kernels for the chunk's shapes load lazily; workspace growth).
+  std::vector<int64_t> runs = {std::min<int64_t>(chunk, *std::max_element(lengths.begin(), lengths.end()))};
   runs.insert(runs.end(), lengths.begin(), lengths.end());
   for (size_t r = 0; r < runs.size(); ++r) {
     const int64_t n = runs[r];

@@ -198,6 +198,7 @@ class CudaPrefillBackend final : public PrefillBackend {
         act_bytes_(f32_ ? sizeof(float) : sizeof(uint16_t)) {}
   ~CudaPrefillBackend() override {
     if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (rows_ready_ != nullptr) cudaEventDestroy(rows_ready_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -274,6 +275,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   // MLA: queries, q_a, and per-position latents / expanded keys and values.
   DeviceMemory q_, qa_, qa16_, lat_, lat16_, kvb_, k_, v_;
   DType kv_dtype_ = DType::kF32;  // the cache's, for the current Forward
+  DeviceMemory kv_out16_;          // a layer's new rows as BF16/F16, for the host cache
+  cudaEvent_t rows_ready_ = nullptr;  // they are in host_rows_
   PinnedMemory host_rows_;
   std::vector<float> host_x_;
 };
@@ -282,6 +285,7 @@ absl::Status CudaPrefillBackend::Init() {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&rows_ready_, cudaEventDisableTiming));
   CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
   const ModelConfig& c = model_.config();
   hidden_ = c.hidden_size;
@@ -417,7 +421,8 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&cursor_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
                             {&row_of_choice_, rows * sizeof(int32_t)}, {&token_of_row_, rows * sizeof(int32_t)},
                             {&q_, N * static_cast<size_t>(max_q_) * f}, {&qa_, N * static_cast<size_t>(max_q_lora_) * f},
-                            {&qa16_, N * static_cast<size_t>(max_q_lora_) * h}}) {
+                            {&qa16_, N * static_cast<size_t>(max_q_lora_) * h},
+                            {&kv_out16_, N * static_cast<size_t>(max_kv_row_) * h}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
   }
   for (size_t r = 0; r < ropes_.size(); ++r) {
@@ -716,16 +721,22 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
     RETURN_IF_ERROR(L.mixer_kind == MixerDesc::Kind::kGqa ? Attention(L, n, start) : Mla(L, n, start));
     RETURN_IF_ERROR(Lap(kMixerProj));
-    // The new rows (rounded as the cache stores them) into the host cache.
+    // The new rows, in the cache's dtype, start for the host cache; the host
+    // copies them into the cache slots while the card computes the
+    // feed-forward block (no full-stream wait per layer).
     const float* kv_new = L.kv.as<float>() + start * L.kv_row;
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<float>(), kv_new, static_cast<size_t>(n * L.kv_row) * sizeof(float),
-                                         cudaMemcpyDeviceToHost, stream_));
+    const size_t row_bytes = static_cast<size_t>(n * L.kv_row) * cache.ElementBytes();
+    if (cache.dtype() == DType::kF32) {
+      CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(host_rows_.as<void>(), kv_new, row_bytes, cudaMemcpyDeviceToHost, stream_));
+    } else {
+      RETURN_IF_ERROR(cuda::LaunchToHalf(cache.dtype(), kv_new, n * L.kv_row, kv_out16_.as<uint16_t>(), stream_));
+      CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(host_rows_.as<void>(), kv_out16_.as<void>(), row_bytes, cudaMemcpyDeviceToHost, stream_));
+    }
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_ready_, stream_));
     RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));
     RETURN_IF_ERROR(Norm(x, n, L.post_norm, true));
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    seq.WriteRows(cache, static_cast<int>(l), start, n, host_rows_.as<float>());
-    if (on_layer_done) on_layer_done(static_cast<int>(l));
-    RETURN_IF_ERROR(Lap(kKvOut));
     if (L.ffn_kind == FfnDesc::Kind::kDense) {
       RETURN_IF_ERROR(Mlp(L.dense, xn_act(), n, ffn_out_.as<float>()));
       RETURN_IF_ERROR(Lap(kMlp));
@@ -733,6 +744,10 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
       RETURN_IF_ERROR(Moe(L, n, ffn_out_.as<float>()));
     }
     RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
+    CUDA_RETURN_IF_ERROR(cudaEventSynchronize(rows_ready_));
+    seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
+    if (on_layer_done) on_layer_done(static_cast<int>(l));
+    RETURN_IF_ERROR(Lap(kKvOut));
   }
   if (logits != nullptr) {
     const int64_t rows = all_positions ? n : 1;

@@ -106,6 +106,13 @@ __global__ void MlaExpandKernel(const float* kvb, const float* k_pe, int64_t k_p
   }
 }
 
+__global__ void ToF16Kernel(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    __half h = __float2half_rn(x[i]);
+    out[i] = *reinterpret_cast<uint16_t*>(&h);
+  }
+}
+
 __global__ void AddKernel(float* y, const float* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     y[i] += x[i];
@@ -186,6 +193,15 @@ absl::Status LaunchMlaExpandKv(const float* kvb, const float* k_pe, int64_t k_pe
   if (total <= 0) return absl::OkStatus();
   MlaExpandKernel<<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
                                                                  rope_dim, v_dim, k, v);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchToHalf(DType dtype, const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
+  if (dtype == DType::kBF16) return LaunchToBf16(x, count, out, stream);
+  if (dtype != DType::kF16) return InvalidArgumentError("LaunchToHalf: ", DTypeName(dtype), " is not BF16 or F16");
+  if (count <= 0) return absl::OkStatus();
+  ToF16Kernel<<<GridFor(count), kBlockThreads, 0, stream>>>(x, count, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -46,6 +46,8 @@ absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, fl
 
 // out[i] = bf16(x[i]), round to nearest even.
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
+// out[i] = dtype(x[i]) for dtype BF16 or F16 (the bit patterns of a KV cache of that dtype).
+absl::Status LaunchToHalf(DType dtype, const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
 
 // y[i] += x[i].
 absl::Status LaunchAdd(float* y, const float* x, int64_t count, cudaStream_t stream);

@@ -86,6 +86,12 @@ absl::StatusOr<DType> ParseKvCacheDtype(const std::string& name) {
   return absl::InvalidArgumentError(StrCat("--kv-cache-dtype ", name, ": expected bf16, f16 or f32"));
 }
 
+void SequenceState::WriteRawRows(PagedKvCache& cache, int layer, int64_t first, int64_t count,
+                                 const std::byte* in) const {
+  const size_t row = static_cast<size_t>(cache.LayerFloats(layer)) * cache.ElementBytes();
+  for (int64_t t = 0; t < count; ++t) std::memcpy(Slot(cache, layer, first + t), in + t * row, row);
+}
+
 void SequenceState::Release(PagedKvCache& cache) {
   for (int32_t b : block_table) cache.Release(b);
   block_table.clear();

@@ -103,6 +103,9 @@ struct SequenceState {
   // workers.
   void ReadRows(PagedKvCache& cache, int layer, int64_t first, int64_t count, float* out) const;
   void WriteRows(PagedKvCache& cache, int layer, int64_t first, int64_t count, const float* in) const;
+  // The same from elements already in the cache's dtype (count * LayerFloats(layer)
+  // of them), copied without conversion.
+  void WriteRawRows(PagedKvCache& cache, int layer, int64_t first, int64_t count, const std::byte* in) const;
 };
 
 }  // namespace krasis

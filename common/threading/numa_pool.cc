@@ -133,14 +133,16 @@ void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
 }
 
 NumaThreadPool& NumaThreadPool::Default() {
+  // Both live until the process ends and are never destroyed: workers may
+  // still be starting (binding themselves through the topology) when main
+  // returns, and a topology destroyed under them crashed `krasis-cli` at exit.
   static NumaThreadPool* pool = [] {
-    static std::unique_ptr<Topology> topology;
     auto t = Topology::Detect();
     if (!t.ok()) {
       KLOG_WARN("topology detection failed ({}); using one NUMA node", t.status().ToString());
       t = Topology::FromSynthetic("pack:1 core:1 pu:1");
     }
-    topology = std::move(*t);
+    Topology* topology = t->release();
     PoolOptions options;
     if (const char* env = std::getenv("KRASIS_THREADS")) options.max_threads = std::atoi(env);
     auto p = Create(*topology, options);
