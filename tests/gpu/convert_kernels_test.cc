@@ -12,18 +12,14 @@
 
 #include "common/cuda/cuda_check.h"
 #include "common/cuda/device.h"
+#include "tests/gpu/gpu_test_util.h"
 
 namespace krasis {
 namespace {
 
 class GpuTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string why;
-    auto gpus = ListGpus(&why);
-    ASSERT_TRUE(gpus.ok()) << gpus.status();
-    if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
-  }
+  void SetUp() override { KRASIS_SKIP_WITHOUT_GPU(); }
 };
 
 template <typename T>

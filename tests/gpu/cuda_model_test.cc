@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/cuda/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "common/models/model.h"
 
 namespace krasis {
@@ -44,10 +45,7 @@ float Top2Gap(const float* v, int64_t n) {
 class CudaModelTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    std::string why;
-    auto gpus = ListGpus(&why);
-    ASSERT_TRUE(gpus.ok()) << gpus.status();
-    if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
+    KRASIS_SKIP_WITHOUT_GPU();
     auto model = LoadModel(FixtureDir(GetParam()));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
@@ -231,10 +229,7 @@ INSTANTIATE_TEST_SUITE_P(Architectures, CudaModelTest,
 
 // Architectures with layers the backend does not run yet are refused by name.
 TEST(CudaModelRefusalTest, NotYetSupportedLayersAreRefusedByName) {
-  std::string why;
-  auto gpus = ListGpus(&why);
-  ASSERT_TRUE(gpus.ok());
-  if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
+  KRASIS_SKIP_WITHOUT_GPU();
   for (auto [arch, what] : {std::pair{"qwen3_next", "Gated DeltaNet"}}) {
     auto model = LoadModel(FixtureDir(arch));
     ASSERT_TRUE(model.ok()) << model.status();

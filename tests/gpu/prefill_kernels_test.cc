@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cuda/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "common/kernels/reference.h"
 #include "common/kernels/routing.h"
 #include "common/models/rope.h"
@@ -46,10 +47,7 @@ class DeviceBuffer {
 class PrefillKernelsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string why;
-    auto gpus = ListGpus(&why);
-    ASSERT_TRUE(gpus.ok()) << gpus.status();
-    if (gpus->empty()) GTEST_SKIP() << "no CUDA GPU on this host (" << why << "): gpu test not run";
+    KRASIS_SKIP_WITHOUT_GPU();
     seed_ = std::random_device{}();
     RecordProperty("seed", std::to_string(seed_));
   }
