@@ -1,0 +1,119 @@
+// GPU weight placement under a VRAM budget (see gpu_placement.h).
+#include "common/models/gpu_placement.h"
+
+#include <algorithm>
+#include <cctype>
+#include <numeric>
+
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+
+namespace krasis {
+
+namespace {
+
+double Gib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 30); }
+
+int64_t MatrixBytes(const TensorView& t) { return t.data == nullptr ? 0 : t.numel() * 2; }
+int64_t VectorBytes(const TensorView& t) { return t.data == nullptr ? 0 : t.numel() * 4; }
+int64_t MlpBytes(const MlpDesc& m) { return m.inter == 0 ? 0 : MatrixBytes(m.gate) + MatrixBytes(m.up) + MatrixBytes(m.down); }
+
+}  // namespace
+
+absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in) {
+  GpuPlacement plan;
+  const size_t n = in.layers.size();
+  plan.experts_resident.assign(n, true);
+  int64_t fixed = in.fixed_bytes, experts = 0, largest = 0;
+  for (const GpuLayerBytes& l : in.layers) {
+    fixed += l.resident;
+    experts += l.experts;
+    largest = std::max(largest, l.experts);
+  }
+  if (fixed + experts <= in.budget_bytes) {
+    plan.all_resident = true;
+    plan.device_bytes = fixed + experts;
+    return plan;
+  }
+  // Streaming: two buffers, each as large as the largest layer's experts.
+  const int64_t buffers = 2 * largest;
+  if (fixed + buffers > in.budget_bytes) {
+    return absl::ResourceExhaustedError(StrCat(
+        "the VRAM budget of ", absl::StrFormat("%.2f", Gib(in.budget_bytes)), " GiB is too small: the non-expert weights, "
+        "KV and workspace need ", absl::StrFormat("%.2f", Gib(fixed)), " GiB and two buffers for streaming experts ",
+        absl::StrFormat("%.2f", Gib(buffers)), " GiB more"));
+  }
+  int64_t room = in.budget_bytes - fixed - buffers;
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return in.layers[a].experts > in.layers[b].experts; });
+  for (size_t l : order) {
+    if (in.layers[l].experts == 0) continue;
+    if (in.layers[l].experts <= room) {
+      room -= in.layers[l].experts;
+    } else {
+      plan.experts_resident[l] = false;
+      plan.streamed_bytes += in.layers[l].experts;
+    }
+  }
+  plan.stream_buffer_bytes = largest;
+  plan.device_bytes = in.budget_bytes - room;
+  return plan;
+}
+
+std::vector<GpuLayerBytes> GpuLayerSizes(const DecoderModel& model) {
+  std::vector<GpuLayerBytes> out;
+  for (const DecoderLayer& layer : model.layers) {
+    GpuLayerBytes b;
+    b.resident = VectorBytes(layer.input_norm) + VectorBytes(layer.post_norm);
+    if (auto m = layer.mixer->Describe()) {
+      if (m->kind == MixerDesc::Kind::kGqa) {
+        const GqaDesc& g = m->gqa;
+        b.resident += MatrixBytes(g.q) + MatrixBytes(g.k) + MatrixBytes(g.v) + MatrixBytes(g.o) +
+                      VectorBytes(g.q_bias) + VectorBytes(g.k_bias) + VectorBytes(g.v_bias) + VectorBytes(g.q_norm) +
+                      VectorBytes(g.k_norm);
+      } else if (m->kind == MixerDesc::Kind::kMla) {
+        const MlaDesc& d = m->mla;
+        b.resident += MatrixBytes(d.q) + MatrixBytes(d.q_a) + MatrixBytes(d.q_b) + MatrixBytes(d.kv_a) +
+                      MatrixBytes(d.kv_b) + MatrixBytes(d.o) + VectorBytes(d.q_a_norm) + VectorBytes(d.kv_a_norm) +
+                      VectorBytes(d.q_a_bias) + VectorBytes(d.kv_a_bias) + VectorBytes(d.o_bias);
+      }
+    }
+    if (auto f = layer.ffn->Describe()) {
+      if (f->kind == FfnDesc::Kind::kDense) {
+        b.resident += MlpBytes(f->dense);
+      } else {
+        b.resident += VectorBytes(f->router_weight) + MlpBytes(f->shared) + VectorBytes(f->shared_gate) +
+                      static_cast<int64_t>(f->correction_bias.size()) * 4;
+        for (const MlpDesc& e : f->experts) b.experts += MlpBytes(e);
+      }
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> ParseByteSize(const std::string& text, const std::string& flag) {
+  auto bad = [&] {
+    return InvalidArgumentError(flag, " ", text, ": expected a size such as 24G, 16000M or 1073741824");
+  };
+  size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0 || i > 18) return bad();
+  int64_t value = std::stoll(text.substr(0, i));
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.ends_with("IB")) unit.resize(unit.size() - 2);
+  else if (unit.ends_with("B")) unit.resize(unit.size() - 1);
+  int shift = 0;
+  if (unit == "K") shift = 10;
+  else if (unit == "M") shift = 20;
+  else if (unit == "G") shift = 30;
+  else if (unit == "T") shift = 40;
+  else if (!unit.empty()) return bad();
+  if (value > (INT64_MAX >> shift)) return bad();
+  return value << shift;
+}
+
+}  // namespace krasis

@@ -1,0 +1,53 @@
+// Where a model's weights live during GPU prefill under a VRAM budget
+// (`--vram-budget`): everything on the card when it fits; otherwise every
+// non-expert weight (attention, norms, routers, shared experts, dense MLPs,
+// lm_head), the prompt's KV and the workspace stay resident, as many layers'
+// routed experts as fit stay resident too, and the other layers' routed
+// experts stream from pinned host RAM through two buffers (one filling over
+// PCIe while the other's layer computes). Pure arithmetic, no CUDA: the CUDA
+// backend applies the plan; tests check it anywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/models/model.h"
+
+namespace krasis {
+
+struct GpuLayerBytes {
+  int64_t resident = 0;  // norms, token mixer, router, shared expert or dense MLP
+  int64_t experts = 0;   // all routed experts of the layer (0 for dense layers)
+};
+
+struct GpuPlacementInput {
+  int64_t budget_bytes = 0;     // what the backend may allocate on the card
+  int64_t fixed_bytes = 0;      // embedding-free extras: lm_head, KV of the longest prompt, workspace
+  std::vector<GpuLayerBytes> layers;
+};
+
+struct GpuPlacement {
+  bool all_resident = false;
+  std::vector<bool> experts_resident;  // per layer: its routed experts stay on the card
+  int64_t stream_buffer_bytes = 0;     // each of the two streaming buffers (0 when nothing streams)
+  int64_t streamed_bytes = 0;          // routed-expert bytes that cross PCIe per chunk
+  int64_t device_bytes = 0;            // what the plan allocates in all
+};
+
+// The plan for `input`; kResourceExhausted saying how much is needed when even
+// the non-expert weights plus two streaming buffers do not fit. Layers whose
+// experts stay resident are chosen largest first (each saves its bytes of
+// PCIe traffic on every chunk).
+absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& input);
+
+// The bytes each layer of `model` needs on the card with its matrices in BF16
+// (norm vectors and biases in F32), as the CUDA backend uploads them.
+std::vector<GpuLayerBytes> GpuLayerSizes(const DecoderModel& model);
+
+// "24G", "16000M", "512K", "1073741824" (binary units, optional "B"/"iB") ->
+// bytes; kInvalidArgument naming `flag` otherwise.
+absl::StatusOr<int64_t> ParseByteSize(const std::string& text, const std::string& flag);
+
+}  // namespace krasis

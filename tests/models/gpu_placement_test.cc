@@ -1,0 +1,94 @@
+// GPU weight placement under a VRAM budget: all resident when it fits; else
+// the largest layers' experts resident in what is left after the fixed part
+// and two streaming buffers, the rest streamed; a budget too small for that is
+// an error that says how much is needed. Sizes of a real fixture, and the
+// --vram-budget parser.
+#include "common/models/gpu_placement.h"
+
+#include <gtest/gtest.h>
+
+namespace krasis {
+namespace {
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+// A dense first layer and six MoE layers of uneven expert sizes: 330 MiB fixed
+// (100 extra + 50 + 6 x 30), 600 MiB of experts, the largest layer 120 MiB.
+GpuPlacementInput Input(int64_t budget) {
+  GpuPlacementInput in;
+  in.budget_bytes = budget;
+  in.fixed_bytes = 100 * kMiB;  // lm_head, KV, workspace
+  in.layers = {{50 * kMiB, 0},           {30 * kMiB, 100 * kMiB}, {30 * kMiB, 120 * kMiB}, {30 * kMiB, 100 * kMiB},
+               {30 * kMiB, 80 * kMiB},   {30 * kMiB, 100 * kMiB}, {30 * kMiB, 100 * kMiB}};
+  return in;
+}
+
+TEST(GpuPlacementTest, EverythingResidentWhenItFits) {
+  auto plan = PlanGpuPlacement(Input(930 * kMiB));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->all_resident);
+  EXPECT_EQ(plan->streamed_bytes, 0);
+  EXPECT_EQ(plan->stream_buffer_bytes, 0);
+  EXPECT_EQ(plan->device_bytes, 930 * kMiB);
+  EXPECT_EQ(plan->experts_resident, std::vector<bool>(7, true));
+}
+
+TEST(GpuPlacementTest, LargestLayersStayResidentAndTheRestStream) {
+  // 929 - 330 fixed - 2 x 120 buffers leaves 359 MiB: the 120 MiB layer, then
+  // the first two 100 MiB layers; 39 MiB is left, too little for any other.
+  auto plan = PlanGpuPlacement(Input(929 * kMiB));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_FALSE(plan->all_resident);
+  EXPECT_EQ(plan->stream_buffer_bytes, 120 * kMiB);
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, true, true, true, false, false, false}));
+  EXPECT_EQ(plan->streamed_bytes, 280 * kMiB);
+  EXPECT_EQ(plan->device_bytes, 890 * kMiB);
+
+  // Nothing left over: every MoE layer streams.
+  plan = PlanGpuPlacement(Input(570 * kMiB));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, false, false, false, false, false}));
+  EXPECT_EQ(plan->streamed_bytes, 600 * kMiB);
+  EXPECT_EQ(plan->device_bytes, 570 * kMiB);
+}
+
+TEST(GpuPlacementTest, TooSmallABudgetSaysWhatIsNeeded) {
+  auto plan = PlanGpuPlacement(Input(569 * kMiB));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(plan.status().message().find("0.32 GiB"), std::string::npos) << plan.status();  // the fixed part
+  EXPECT_NE(plan.status().message().find("0.23 GiB"), std::string::npos) << plan.status();  // two buffers
+}
+
+TEST(GpuPlacementTest, LayerSizesOfAFixtureCountEveryTensorOnce) {
+  auto model = LoadModel(std::string(KRASIS_TEST_DATA_DIR) + "/models/deepseek_v2");
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::vector<GpuLayerBytes> sizes = GpuLayerSizes(**model);
+  ASSERT_EQ(sizes.size(), (*model)->layers.size());
+  const ModelConfig& c = (*model)->config();
+  for (size_t l = 0; l < sizes.size(); ++l) {
+    EXPECT_GT(sizes[l].resident, 0);
+    if (c.IsMoeLayer(static_cast<int>(l))) {
+      // Every routed expert: gate, up and down of moe_intermediate_size x hidden, in BF16.
+      EXPECT_EQ(sizes[l].experts, c.num_experts * 3 * c.moe_intermediate_size * c.hidden_size * 2) << l;
+    } else {
+      EXPECT_EQ(sizes[l].experts, 0) << l;
+    }
+  }
+}
+
+TEST(GpuPlacementTest, ParsesByteSizes) {
+  EXPECT_EQ(*ParseByteSize("24G", "--vram-budget"), int64_t{24} << 30);
+  EXPECT_EQ(*ParseByteSize("16000M", "--vram-budget"), int64_t{16000} << 20);
+  EXPECT_EQ(*ParseByteSize("512KiB", "--vram-budget"), int64_t{512} << 10);
+  EXPECT_EQ(*ParseByteSize("2gb", "--vram-budget"), int64_t{2} << 30);
+  EXPECT_EQ(*ParseByteSize("1073741824", "--vram-budget"), int64_t{1} << 30);
+  for (const char* bad : {"", "G", "12X", "-5G", "1.5G", "99999999999999999999"}) {
+    auto r = ParseByteSize(bad, "--vram-budget");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("--vram-budget"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace krasis
