@@ -5,6 +5,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace krasis {
@@ -141,6 +142,20 @@ uint8_t FloatToF8E4M3(float value, bool saturate) {
   // 464 < a < 480 rounds to S.1111.111, the NaN pattern, exactly as torch does.
   if (bits > 0x7E) bits = saturate ? 0x7E : 0x7F;
   return sign | bits;
+}
+
+void ConvertFromFloat(DType dtype, const float* src, void* dst, size_t count) {
+  auto* out = static_cast<uint16_t*>(dst);
+  switch (dtype) {
+    case DType::kBF16:
+      for (size_t i = 0; i < count; ++i) out[i] = FloatToBF16(src[i]);
+      return;
+    case DType::kF16:
+      for (size_t i = 0; i < count; ++i) out[i] = FloatToF16(src[i]);
+      return;
+    default:
+      std::memcpy(dst, src, count * sizeof(float));
+  }
 }
 
 void ConvertToFloat(DType dtype, const void* src, float* dst, size_t count) {

@@ -48,4 +48,9 @@ uint8_t FloatToF8E4M3(float value, bool saturate = false);
 // convert by value.
 void ConvertToFloat(DType dtype, const void* src, float* dst, size_t count);
 
+// The inverse for the float types a KV cache or a GPU upload stores: `count`
+// floats at `src` to F32, BF16 or F16 at `dst` (round to nearest even); any
+// other dtype is written as F32.
+void ConvertFromFloat(DType dtype, const float* src, void* dst, size_t count);
+
 }  // namespace krasis

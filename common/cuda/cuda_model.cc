@@ -101,7 +101,7 @@ absl::Status UploadBf16(std::initializer_list<const TensorView*> parts, DeviceMe
     } else {
       std::vector<float> f(n);
       ConvertToFloat(p->dtype, p->data, f.data(), n);
-      for (size_t i = 0; i < n; ++i) host[at + i] = FloatToBF16(f[i]);
+      ConvertFromFloat(DType::kBF16, f.data(), &host[at], n);
     }
     at += n;
   }

@@ -42,16 +42,7 @@ std::byte* PagedKvCache::Slot(int32_t block, int layer, int64_t slot) {
 }
 
 void PagedKvCache::Store(const float* src, int64_t count, std::byte* dst) const {
-  if (dtype_ == DType::kF32) {
-    std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
-    return;
-  }
-  auto* out = reinterpret_cast<uint16_t*>(dst);
-  if (dtype_ == DType::kBF16) {
-    for (int64_t i = 0; i < count; ++i) out[i] = FloatToBF16(src[i]);
-  } else {
-    for (int64_t i = 0; i < count; ++i) out[i] = FloatToF16(src[i]);
-  }
+  ConvertFromFloat(dtype_, src, dst, static_cast<size_t>(count));
 }
 
 void PagedKvCache::Load(const std::byte* src, int64_t count, float* dst) const {

@@ -39,16 +39,10 @@ void PutFloats(std::span<const float> values, std::vector<int64_t> shape, v1::Te
   out->set_dtype(KvWireDType(dtype));
   out->clear_shape();
   for (int64_t d : shape) out->add_shape(d);
+  const DType wire = dtype == DType::kBF16 || dtype == DType::kF16 ? dtype : DType::kF32;
   std::string* data = out->mutable_data();
-  if (dtype != DType::kBF16 && dtype != DType::kF16) {
-    data->assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-    return;
-  }
-  data->resize(values.size() * sizeof(uint16_t));
-  auto* bits = reinterpret_cast<uint16_t*>(data->data());
-  for (size_t i = 0; i < values.size(); ++i) {
-    bits[i] = dtype == DType::kBF16 ? FloatToBF16(values[i]) : FloatToF16(values[i]);
-  }
+  data->resize(values.size() * DTypeSize(wire));
+  ConvertFromFloat(wire, values.data(), data->data(), values.size());
 }
 
 absl::StatusOr<std::vector<float>> GetFloats(const v1::TensorData& data, std::string_view what) {
