@@ -7,11 +7,14 @@
 // compute ceiling = the prompt's FLOPs (projections, experts actually routed to
 // on average: top-k per token, attention over the causal triangle, MLA's
 // re-expansion of the latents per chunk) / the measured cuBLAS BF16 GEMM rate.
-// With every weight resident nothing crosses PCIe during a prompt, so the PCIe
-// ceiling is 0 and compute is the ceiling. (Streaming experts under a VRAM
-// budget, with its PCIe ceiling, comes with placement.)
+// PCIe ceiling = the routed-expert bytes streamed over the prompt (every
+// streamed layer's experts once per chunk) / the measured pinned host-to-device
+// rate; 0 with everything resident. The ratio is against the lower of the two
+// ceilings (the larger time).
 //
 //   prefill_bench --model DIR [--tokens 512,4096,16384] [--chunk 4096] [--precision bf16|f32]
+//                 [--experts bf16|int8|int4 [--cache-dir DIR]] [--vram-budget 16G | --budget-expert-fraction 0.333]
+//                 [--pinning register|ring] [--profile]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +26,7 @@
 
 #include "common/cuda/cuda_model.h"
 #include "common/cuda/measure.h"
+#include "common/models/gpu_placement.h"
 #include "common/models/model.h"
 
 namespace po = boost::program_options;
@@ -74,7 +78,9 @@ FlopModel CountFlops(const krasis::DecoderModel& model) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16";
+  std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
+      pinning = "register";
+  double budget_fraction = 0;
   bool profile = false;
   int64_t chunk = 4096;
   po::options_description desc("prefill_bench options");
@@ -82,7 +88,13 @@ int main(int argc, char** argv) {
       "tokens", po::value(&tokens_arg)->default_value(tokens_arg), "prompt lengths, comma separated")(
       "chunk", po::value(&chunk)->default_value(chunk), "tokens per forward pass")(
       "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)")(
-      "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)");
+      "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)")(
+      "experts", po::value(&experts)->default_value(experts), "routed experts: bf16 (as stored), int8 or int4")(
+      "cache-dir", po::value(&cache_dir), "conversion cache root for int8/int4 experts (default: quantize in memory)")(
+      "vram-budget", po::value(&budget_arg), "GPU memory budget, e.g. 10G (default: free minus 1 GiB)")(
+      "budget-expert-fraction", po::value(&budget_fraction),
+      "budget = this fraction of the model's BF16 routed-expert bytes (e.g. 0.333)")(
+      "pinning", po::value(&pinning)->default_value(pinning), "streamed experts: register or ring");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -113,7 +125,47 @@ int main(int argc, char** argv) {
   options.precision = precision == "f32" ? krasis::CudaBackendOptions::Precision::kF32
                                          : krasis::CudaBackendOptions::Precision::kBf16;
   options.profile = profile;
-  auto backend = krasis::MakeCudaPrefillBackend(**model, options);
+  options.plan_chunk_tokens = chunk;
+  options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
+  options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
+  int64_t bf16_expert_bytes = 0;
+  for (const auto& l : krasis::GpuLayerSizes(**model)) bf16_expert_bytes += l.experts;
+  if (budget_fraction > 0) options.vram_budget_bytes = static_cast<int64_t>(budget_fraction * bf16_expert_bytes);
+  if (!budget_arg.empty()) {
+    auto b = krasis::ParseByteSize(budget_arg, "--vram-budget");
+    if (!b.ok()) {
+      std::cerr << b.status().message() << "\n";
+      return 2;
+    }
+    options.vram_budget_bytes = *b;
+  }
+  auto format = krasis::ParseExpertFormat(experts);
+  if (!format) {
+    std::cerr << "prefill_bench: --experts must be bf16, int8 or int4\n";
+    return 2;
+  }
+  if (*format != krasis::ExpertFormat::kBf16) {
+    krasis::ExpertOptions eo;
+    eo.format = *format;
+    if (!cache_dir.empty()) {
+      auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
+      if (!cached.ok()) {
+        std::cerr << cached.status() << "\n";
+        return 1;
+      }
+      eo = *cached;
+    }
+    const auto q0 = std::chrono::steady_clock::now();
+    if (auto st = krasis::SetExpertFormat(**model, eo); !st.ok()) {
+      std::cerr << "cannot quantize the experts: " << st << "\n";
+      return 1;
+    }
+    std::printf("experts %s ready in %.1f s\n", experts.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - q0).count());
+  }
+  t0 = std::chrono::steady_clock::now();
+  krasis::CudaBackendInfo info;
+  auto backend = krasis::MakeCudaPrefillBackend(**model, options, &info);
   if (!backend.ok()) {
     std::cerr << "cannot start the CUDA backend: " << backend.status() << "\n";
     return 1;
@@ -126,12 +178,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   const FlopModel flops = CountFlops(**model);
-  std::printf("model %s: %zu layers, loaded and uploaded in %.1f s (%s)\n", model_dir.c_str(), (*model)->layers.size(),
-              load_s, precision.c_str());
+  const double gb = 1e9;
+  std::printf("model %s: %zu layers, uploaded in %.1f s (%s); routed experts %s: BF16 size %.2f GB\n",
+              model_dir.c_str(), (*model)->layers.size(), load_s, precision.c_str(), info.expert_format.c_str(),
+              bf16_expert_bytes / gb);
+  std::printf("VRAM budget %.2f GB: %d of %d MoE layers' experts resident (%.2f GB), %d streamed (%.2f GB per chunk, "
+              "staging %.2f GB, pinning %s)\n",
+              info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
+              info.resident_expert_bytes / gb, info.streamed_layers, info.streamed_expert_bytes / gb,
+              info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-");
   std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
               *h2d, *gemm, static_cast<long long>(chunk));
-  std::printf("%8s | %8s | %9s | %7s | %12s | %6s | %9s | %12s\n", "tokens", "seconds", "tokens/s", "TFLOP",
-              "compute ceil", "% ceil", "upload GB", "PCIe ceil s");
+  std::printf("%8s | %8s | %9s | %7s | %12s | %9s | %11s | %8s\n", "tokens", "seconds", "tokens/s", "TFLOP",
+              "compute ceil", "stream GB", "PCIe ceil", "% lower");
 
   const int64_t vocab = (*model)->config().vocab_size;
   std::mt19937 rng(7);
@@ -166,8 +225,11 @@ int main(int argc, char** argv) {
     const double total = flops.per_token * n + flops.attention_per_pair * (double(n) * (n + 1) / 2) +
                          flops.mla_expand_per_pos * expand + flops.lm_head;
     const double ceiling = total / (*gemm * 1e12);
-    std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %5.1f%% | %9.2f | %12.3f\n", static_cast<long long>(n),
-                secs, n / secs, total / 1e12, ceiling, 100.0 * ceiling / secs, 0.0, 0.0);
+    const double chunks = static_cast<double>((n + chunk - 1) / chunk);
+    const double streamed = chunks * static_cast<double>(info.streamed_expert_bytes);
+    const double pcie = streamed / (*h2d * 1e9);
+    std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %9.2f | %9.3f s | %7.1f%%\n", static_cast<long long>(n),
+                secs, n / secs, total / 1e12, ceiling, streamed / gb, pcie, 100.0 * std::max(ceiling, pcie) / secs);
     if (profile) {
       std::printf("         |  ms:");
       for (const auto& [name, ms] : stages) std::printf(" %s %.1f", name.c_str(), ms);

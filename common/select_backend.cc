@@ -2,6 +2,7 @@
 // whether this build has the CUDA backend (KRASIS_HAVE_CUDA).
 #include "common/models/prefill_backend.h"
 #include "common/status.h"
+#include "absl/strings/str_format.h"
 
 #if KRASIS_HAVE_CUDA
 #include "common/cuda/cuda_model.h"
@@ -34,13 +35,32 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
   }
   CudaBackendOptions options;
   options.device = choice.device;
-  auto cuda = MakeCudaPrefillBackend(model, options);
+  options.vram_budget_bytes = choice.vram_budget_bytes;
+  if (choice.stream_pinning != "register" && choice.stream_pinning != "ring") {
+    return InvalidArgumentError("--stream-pinning ", choice.stream_pinning, ": expected register or ring");
+  }
+  options.pinning = choice.stream_pinning == "ring" ? cuda::Pinning::kRing : cuda::Pinning::kRegister;
+  CudaBackendInfo info;
+  auto cuda = MakeCudaPrefillBackend(model, options, &info);
   if (!cuda.ok()) {
     if (choice.name == "cuda" || cuda.status().code() != absl::StatusCode::kUnimplemented) return cuda.status();
     say(StrCat("cpu backend: ", cuda.status().message()));
     return MakeCpuPrefillBackend(model);
   }
-  say(StrCat("cuda backend on ", gpus[static_cast<size_t>(choice.device)].name));
+  const double gib = 1 << 30;
+  std::string experts;
+  if (info.moe_layers > 0) {
+    experts = StrCat("; routed experts ", info.expert_format, ": ", info.moe_layers - info.streamed_layers, " of ",
+                     info.moe_layers, " layers resident (", absl::StrFormat("%.2f", info.resident_expert_bytes / gib),
+                     " GiB)");
+    if (info.streamed_layers > 0) {
+      absl::StrAppend(&experts, ", ", info.streamed_layers, " streamed from host RAM (",
+                      absl::StrFormat("%.2f", info.streamed_expert_bytes / gib), " GiB per chunk, pinning ",
+                      info.pinning, ")");
+    }
+  }
+  say(StrCat("cuda backend on ", gpus[static_cast<size_t>(choice.device)].name, " (VRAM budget ",
+             absl::StrFormat("%.2f", info.budget_bytes / gib), " GiB", experts, ")"));
   return cuda;
 #else
   if (choice.name == "cuda") return absl::FailedPreconditionError("--backend cuda: this build has no CUDA (nvcc was not found)");

@@ -12,8 +12,12 @@
 #include <vector>
 
 #include "common/cuda/cuda_check.h"
+#include "common/cuda/device_memory.h"
+#include "common/cuda/expert_store.h"
 #include "common/cuda/prefill_kernels.h"
 #include "common/kernels/reference.h"
+#include "common/models/gpu_placement.h"
+#include "common/quant/expert_set.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -24,68 +28,6 @@ absl::Status CublasStatus(cublasStatus_t s, const char* what) {
   return InternalError(what, " failed: ", cublasGetStatusString(s));
 }
 #define CUBLAS_RETURN_IF_ERROR(call) RETURN_IF_ERROR(CublasStatus((call), #call))
-
-// Device memory owned by one object. Reserve grows it (contents are not kept).
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  ~DeviceMemory() { Free(); }
-  DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
-    if (this != &o) {
-      Free();
-      p_ = std::exchange(o.p_, nullptr);
-      bytes_ = std::exchange(o.bytes_, 0);
-    }
-    return *this;
-  }
-  absl::Status Reserve(size_t bytes) {
-    if (bytes <= bytes_) return absl::OkStatus();
-    Free();
-    CUDA_RETURN_IF_ERROR(cudaMalloc(&p_, bytes));
-    bytes_ = bytes;
-    return absl::OkStatus();
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void Free() {
-    if (p_ != nullptr) cudaFree(p_);
-    p_ = nullptr;
-    bytes_ = 0;
-  }
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// Pinned host memory, for copies the stream does asynchronously.
-class PinnedMemory {
- public:
-  ~PinnedMemory() {
-    if (p_ != nullptr) cudaFreeHost(p_);
-  }
-  absl::Status Reserve(size_t bytes) {
-    if (bytes <= bytes_) return absl::OkStatus();
-    if (p_ != nullptr) cudaFreeHost(p_);
-    p_ = nullptr;
-    bytes_ = 0;
-    CUDA_RETURN_IF_ERROR(cudaMallocHost(&p_, bytes));
-    bytes_ = bytes;
-    return absl::OkStatus();
-  }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 // Uploads the concatenation of `parts` (rows of matrices, or vectors) as BF16
 // or F32, widening/narrowing on the host as needed.
@@ -184,15 +126,16 @@ struct GpuLayer {
   RouterParams router;
   DeviceMemory router_weight;          // F32 [experts, hidden]
   DeviceMemory correction_bias;        // F32 [experts]
-  std::vector<GpuMlp> experts;
+  int64_t expert_inter = 0;           // routed experts: in the backend's ExpertStore
   GpuMlp shared;
 };
 
 class CudaPrefillBackend final : public PrefillBackend {
  public:
-  CudaPrefillBackend(const DecoderModel& model, const CudaBackendOptions& options)
+  CudaPrefillBackend(const DecoderModel& model, const CudaBackendOptions& options, CudaBackendInfo* info)
       : model_(model),
         options_(options),
+        info_(info),
         f32_(options.precision == CudaBackendOptions::Precision::kF32),
         act_type_(f32_ ? CUDA_R_32F : CUDA_R_16BF),
         act_bytes_(f32_ ? sizeof(float) : sizeof(uint16_t)) {}
@@ -204,6 +147,9 @@ class CudaPrefillBackend final : public PrefillBackend {
 
   std::string name() const override { return "cuda"; }
   absl::Status Init();
+  // Which layers' routed experts stay on the card (the rest stream), from the
+  // VRAM budget and what is already allocated.
+  absl::StatusOr<std::vector<bool>> PlaceExperts(const std::vector<cuda::ExpertLayout>& layouts, size_t free_at_start);
   absl::Status InitGqa(GpuLayer& L, const GqaDesc& g);
   absl::Status InitMla(GpuLayer& L, const MlaDesc& m);
   int RopeIndex(const Rope* rope);
@@ -215,7 +161,14 @@ class CudaPrefillBackend final : public PrefillBackend {
  private:
   // y[n, out] = x[n, in] W^T: x and W in the GEMM input type (BF16, or F32),
   // F32 output and accumulation.
-  absl::Status Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y);
+  absl::Status Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y) {
+    return GemmPtr(x, n, w.as<void>(), out, in, y, out);
+  }
+  // The same with W anywhere and y's rows ldy floats apart.
+  absl::Status GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, float* y, int64_t ldy);
+  // A routed expert's matrix in the GEMM input form: the stored bytes at `base`
+  // themselves when they already are (BF16 as stored), else converted into wscratch_.
+  absl::StatusOr<const void*> ExpertMatrix(const cuda::StoredMatrix& m, const char* base);
   // RMSNorm of `rows` rows of x into the GEMM input buffer xn_act (and, when
   // want_f32, into xn_ as float too).
   absl::Status Norm(const float* x, int64_t rows, const DeviceMemory& w, bool want_f32);
@@ -229,7 +182,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   std::vector<std::pair<std::string, double>> TakeProfile() override;
 
   // Where a Forward's time goes (options_.profile).
-  enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExperts, kMlp, kLmHead, kStages };
+  enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExpertWait, kExperts, kMlp, kLmHead, kStages };
   // Adds the time since the last Lap to `stage`, after the stream drains.
   absl::Status Lap(Stage stage);
   double stage_ms_[kStages] = {};
@@ -251,6 +204,9 @@ class CudaPrefillBackend final : public PrefillBackend {
 
   const DecoderModel& model_;
   CudaBackendOptions options_;
+  CudaBackendInfo* info_ = nullptr;
+  cuda::ExpertStore experts_;
+  DeviceMemory wscratch_;  // one expert matrix in the GEMM input form
   const bool f32_;               // the fp32 checking mode
   const cudaDataType act_type_;  // GEMM input type: CUDA_R_16BF, or CUDA_R_32F
   const size_t act_bytes_;
@@ -283,6 +239,9 @@ class CudaPrefillBackend final : public PrefillBackend {
 
 absl::Status CudaPrefillBackend::Init() {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  size_t free_at_start = 0, total = 0;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_at_start, &total));
+  std::vector<cuda::ExpertLayout> layouts(model_.layers.size());
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
   CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&rows_ready_, cudaEventDisableTiming));
@@ -328,11 +287,9 @@ absl::Status CudaPrefillBackend::Init() {
     L.router = ffn->router;
     RETURN_IF_ERROR(UploadF32({&ffn->router_weight}, L.router_weight));
     if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
-    L.experts.resize(ffn->experts.size());
-    for (size_t e = 0; e < ffn->experts.size(); ++e) {
-      RETURN_IF_ERROR(L.experts[e].Upload(ffn->experts[e], f32_));
-      max_inter_ = std::max(max_inter_, L.experts[e].inter);
-    }
+    ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_));
+    L.expert_inter = layouts[l].inter;
+    max_inter_ = std::max(max_inter_, L.expert_inter);
     RETURN_IF_ERROR(L.shared.Upload(ffn->shared, f32_));
     max_inter_ = std::max(max_inter_, L.shared.inter);
     max_experts_ = std::max(max_experts_, L.router.num_experts);
@@ -341,7 +298,72 @@ absl::Status CudaPrefillBackend::Init() {
   RETURN_IF_ERROR(UploadF32({&model_.final_norm}, final_norm_));
   RETURN_IF_ERROR(UploadWeight({&model_.lm_head.weight}, lm_head_, f32_));
   rope_tables_.resize(ropes_.size());
+  size_t scratch = 0;
+  for (const cuda::ExpertLayout& e : layouts) scratch = std::max<size_t>(scratch, static_cast<size_t>(e.inter * hidden_));
+  RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(scratch, 1) * act_bytes_));
+  ASSIGN_OR_RETURN(std::vector<bool> resident, PlaceExperts(layouts, free_at_start));
+  RETURN_IF_ERROR(experts_.Init(std::move(layouts), resident, options_.pinning));
+  if (info_ != nullptr) {
+    const int64_t budget = info_->budget_bytes;  // set by PlaceExperts
+    *info_ = {};
+    info_->budget_bytes = budget;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const cuda::ExpertLayout& e = experts_.layout(l);
+      if (e.experts.empty()) continue;
+      ++info_->moe_layers;
+      info_->expert_format = e.format;
+      (experts_.streamed(l) ? info_->streamed_expert_bytes : info_->resident_expert_bytes) +=
+          static_cast<int64_t>(e.bytes);
+    }
+    info_->streamed_layers = experts_.streamed_layers();
+    info_->staging_bytes = static_cast<int64_t>(2 * experts_.staging_bytes());
+    info_->pinning = cuda::PinningName(experts_.pinning());
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::vector<cuda::ExpertLayout>& layouts,
+                                                                   size_t free_at_start) {
+  size_t free_now = 0, total = 0;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_now, &total));
+  constexpr int64_t kMargin = int64_t{1} << 30;
+  const int64_t budget = options_.vram_budget_bytes > 0 ? options_.vram_budget_bytes
+                                                         : static_cast<int64_t>(free_at_start) - kMargin;
+  // What the plan must leave room for besides the experts: the weights uploaded
+  // so far, a chunk's workspace, and the prompt's KV (and MLA's per-position
+  // buffers) for plan_context_tokens.
+  const int64_t chunk = options_.plan_chunk_tokens, context = options_.plan_context_tokens;
+  const int64_t rows = chunk * std::max<int64_t>(max_top_k_, 1);
+  int64_t workspace = chunk * hidden_ * 4 * 6 + chunk * (max_qkv_ + 2 * max_attn_ + max_q_ + 2 * max_q_lora_) * 4 +
+                      rows * (3 * max_inter_ + 2 * hidden_) * 4 + chunk * max_experts_ * 4;
+  int64_t positions = 0, mla_per_position = 0;
+  for (const GpuLayer& L : layers_) {
+    positions += context * L.kv_row * 4;
+    if (L.mixer_kind == MixerDesc::Kind::kMla) {
+      const MlaDesc& m = L.mla;
+      mla_per_position = std::max(mla_per_position, m.heads * (2 * m.nope + m.rope_dim + 2 * m.v_dim) * 4 + m.kv_lora * 6);
+    }
+  }
+  positions += context * mla_per_position;
+  GpuPlacementInput in;
+  in.budget_bytes = budget;
+  in.fixed_bytes = static_cast<int64_t>(free_at_start - free_now) + workspace + positions;
+  for (const cuda::ExpertLayout& e : layouts) in.layers.push_back({0, static_cast<int64_t>(e.bytes)});
+  auto plan = PlanGpuPlacement(in);
+  if (!plan.ok()) {
+    return absl::ResourceExhaustedError(StrCat(plan.status().message(), " (", chunk, "-token chunks, room for ",
+                                               context, " tokens of KV)"));
+  }
+  if (info_ != nullptr) info_->budget_bytes = budget;
+  std::vector<bool> resident = plan->experts_resident;
+  if (options_.max_resident_expert_layers >= 0) {
+    int kept = 0;
+    for (size_t l = 0; l < resident.size(); ++l) {
+      if (layouts[l].experts.empty() || !resident[l]) continue;
+      resident[l] = kept++ < options_.max_resident_expert_layers;
+    }
+  }
+  return resident;
 }
 
 int CudaPrefillBackend::RopeIndex(const Rope* rope) {
@@ -465,13 +487,13 @@ absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& c
   return absl::OkStatus();
 }
 
-absl::Status CudaPrefillBackend::Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in,
-                                      float* y) {
+absl::Status CudaPrefillBackend::GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, float* y,
+                                         int64_t ldy) {
   const float alpha = 1.0f, beta = 0.0f;
   // CUBLAS_COMPUTE_32F: fp32 accumulation, and for F32 inputs no TF32.
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
-                                      static_cast<int>(in), &alpha, w.as<void>(), act_type_, static_cast<int>(in), x,
-                                      act_type_, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(out),
+                                      static_cast<int>(in), &alpha, w, act_type_, static_cast<int>(in), x,
+                                      act_type_, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(ldy),
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
 }
@@ -530,8 +552,8 @@ absl::Status CudaPrefillBackend::Lap(Stage stage) {
 }
 
 std::vector<std::pair<std::string, double>> CudaPrefillBackend::TakeProfile() {
-  static const char* const kNames[kStages] = {"embed",  "mixer_proj", "attention", "kv_out",
-                                              "routing", "experts",   "mlp",       "lm_head"};
+  static const char* const kNames[kStages] = {"embed",       "mixer_proj", "attention", "kv_out", "routing",
+                                              "expert_wait", "experts",    "mlp",       "lm_head"};
   std::vector<std::pair<std::string, double>> out;
   for (int s = 0; s < kStages; ++s) out.emplace_back(kNames[s], std::exchange(stage_ms_[s], 0.0));
   return out;
@@ -629,6 +651,20 @@ absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, 
   return Gemm(act_.as<void>(), n, m.down, hidden_, m.inter, out);
 }
 
+absl::StatusOr<const void*> CudaPrefillBackend::ExpertMatrix(const cuda::StoredMatrix& m, const char* base) {
+  const char* at = base + m.offset;
+  if (m.quant == 0 && !f32_ && m.dtype == DType::kBF16) return static_cast<const void*>(at);
+  if (m.quant == 0) {
+    RETURN_IF_ERROR(cuda::LaunchMaterializeDense(m.dtype, at, m.rows * m.cols, f32_, wscratch_.as<void>(), stream_));
+  } else {
+    RETURN_IF_ERROR(cuda::LaunchDequantTiled(m.quant == static_cast<int>(quant::QuantFormat::kInt4),
+                                             reinterpret_cast<const uint8_t*>(at),
+                                             reinterpret_cast<const float*>(base + m.scales_offset), m.rows, m.cols,
+                                             m.group, f32_, wscratch_.as<void>(), stream_));
+  }
+  return static_cast<const void*>(wscratch_.as<void>());
+}
+
 absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   const RouterParams& p = L.router;
   const int64_t choices = n * p.top_k, experts = p.num_experts;
@@ -658,19 +694,29 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                                  rows_act_.as<float>(), stream_)
                        : cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                     rows_act_.as<uint16_t>(), stream_));
-  const int64_t inter = L.experts.empty() ? 0 : L.experts[0].inter;
+  const int64_t inter = L.expert_inter;
+  const size_t layer = static_cast<size_t>(&L - layers_.data());
+  const cuda::ExpertLayout& layout = experts_.layout(layer);
+  ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, stream_));
+  RETURN_IF_ERROR(Lap(kExpertWait));
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    RETURN_IF_ERROR(Gemm(ActRow(rows_act_, offsets[e], hidden_), counts[e], L.experts[e].gate_up, 2 * inter, hidden_,
-                         gate_up_.as<float>() + offsets[e] * 2 * inter));
+    // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul reads them.
+    for (int k = 0; k < 2; ++k) {
+      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][static_cast<size_t>(k)], base));
+      RETURN_IF_ERROR(GemmPtr(ActRow(rows_act_, offsets[e], hidden_), counts[e], w, inter, hidden_,
+                              gate_up_.as<float>() + offsets[e] * 2 * inter + k * inter, 2 * inter));
+    }
   }
   RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), choices, inter, act_.as<float>(), stream_)
                        : cuda::LaunchSiluMulBf16(gate_up_.as<float>(), choices, inter, act_.as<uint16_t>(), stream_));
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    RETURN_IF_ERROR(Gemm(ActRow(act_, offsets[e], inter), counts[e], L.experts[e].down, hidden_, inter,
-                         expert_out_.as<float>() + offsets[e] * hidden_));
+    ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][2], base));
+    RETURN_IF_ERROR(GemmPtr(ActRow(act_, offsets[e], inter), counts[e], w, hidden_, inter,
+                            expert_out_.as<float>() + offsets[e] * hidden_, hidden_));
   }
+  RETURN_IF_ERROR(experts_.Release(layer, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
   RETURN_IF_ERROR(cuda::LaunchCombineExperts(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(),
                                              n, p.top_k, hidden_, out, stream_));
@@ -715,6 +761,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `table` goes out of scope
   }
 
+  RETURN_IF_ERROR(experts_.Prefetch());
   RETURN_IF_ERROR(Lap(kEmbed));
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
@@ -767,8 +814,9 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
-                                                                       const CudaBackendOptions& options) {
-  auto backend = std::make_unique<CudaPrefillBackend>(model, options);
+                                                                       const CudaBackendOptions& options,
+                                                                       CudaBackendInfo* info) {
+  auto backend = std::make_unique<CudaPrefillBackend>(model, options, info);
   RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<PrefillBackend>(std::move(backend));
 }

@@ -1,20 +1,28 @@
 // The CUDA prefill backend: a copy of a loaded DecoderModel's weights on one GPU
-// (BF16, uploaded once from the checkpoint's tensors, as each block describes
-// them: block_desc.h) and a forward pass over a chunk of one sequence's tokens
-// built from cuBLAS GEMMs and the kernels of prefill_kernels.h. The sequence's
-// keys and values stay on the card for the whole prompt (so later chunks attend
-// to earlier ones without copying them back); each layer's new rows are copied
+// and a forward pass over a chunk of one sequence's tokens built from cuBLAS
+// GEMMs and the kernels of prefill_kernels.h. Non-expert weights are uploaded
+// once as BF16 (from the checkpoint's tensors, as each block describes them:
+// block_desc.h). Routed experts go to the card in their stored form -- the
+// checkpoint's BF16, or the INT4/INT8 experts the model uses for CPU decode
+// (the conversion cache's files) -- and are dequantized just before their GEMM;
+// under a VRAM budget the experts of some layers stream from host RAM each
+// chunk (expert_store.h, placement: models/gpu_placement.h). The sequence's keys
+// and values stay on the card for the whole prompt (so later chunks attend to
+// earlier ones without copying them back); each layer's new rows are copied
 // into the host paged cache as soon as the layer has them.
 //
-// Supported now: GQA token mixers (Qwen3-MoE, GLM-4.x; QK norm, bias, partial
-// RoPE) and dense / MoE feed-forward blocks (every router kind, shared experts).
-// Models with MLA or Gated DeltaNet layers, or Qwen3-Next's output-gated
-// attention, are refused with kUnimplemented naming the layer.
+// Supported now: GQA (Qwen3-MoE, GLM-4.x; QK norm, bias, partial RoPE) and MLA
+// (DeepSeek-V2/V3) token mixers, dense and MoE feed-forward blocks (every
+// router kind, ungated shared experts). Gated DeltaNet layers, Qwen3-Next's
+// output-gated attention and gated shared experts are refused with
+// kUnimplemented naming the layer.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "common/cuda/expert_store.h"
 #include "common/models/prefill_backend.h"
 
 namespace krasis {
@@ -27,9 +35,32 @@ struct CudaBackendOptions {
   enum class Precision { kBf16, kF32 } precision = Precision::kBf16;
   // Synchronise after each stage and add its time to TakeProfile() (benchmarks).
   bool profile = false;
+  // What the backend may allocate on the card; 0: what is free at start minus
+  // 1 GiB. When the model does not fit, the routed experts of the layers that
+  // do not fit stream from host RAM every chunk.
+  int64_t vram_budget_bytes = 0;
+  // The placement reserves room for chunks of this many tokens and KV of a
+  // prompt this long (longer ones allocate more, and fail cleanly if it is not there).
+  int64_t plan_chunk_tokens = 4096;
+  int64_t plan_context_tokens = 16384;
+  // How streamed experts reach the card (expert_store.h).
+  cuda::Pinning pinning = cuda::Pinning::kRegister;
+  // At most this many MoE layers keep their experts resident, whatever the
+  // budget allows (-1: no limit); the rest stream. For tests and benchmarks.
+  int max_resident_expert_layers = -1;
+};
+
+// Where the backend put the routed experts (for logs and benchmarks).
+struct CudaBackendInfo {
+  int64_t budget_bytes = 0;
+  int moe_layers = 0, streamed_layers = 0;
+  int64_t resident_expert_bytes = 0, streamed_expert_bytes = 0, staging_bytes = 0;
+  std::string expert_format;  // "bf16", "int4", ...
+  std::string pinning;        // "register" or "ring" (when something streams)
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
-                                                                       const CudaBackendOptions& options);
+                                                                       const CudaBackendOptions& options,
+                                                                       CudaBackendInfo* info = nullptr);
 
 }  // namespace krasis

@@ -119,4 +119,17 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64
 absl::Status LaunchCombineExperts(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
                                   int64_t top_k, int64_t dim, float* out, cudaStream_t stream);
 
+// Expert weights as the host stores them, turned into the GEMM's input form just
+// before the GEMM (so what crosses PCIe, or stays resident, is the stored form).
+// out[0, count) = src widened or narrowed: src BF16, F16 or F32; out BF16
+// (out_f32 false) or float (true).
+absl::Status LaunchMaterializeDense(DType src_dtype, const void* src, int64_t count, bool out_f32, void* out,
+                                    cudaStream_t stream);
+// A group-quantized [rows, cols] matrix in the tile-interleaved layout of
+// common/quant/quant_format.h (`int4` selects INT4, else INT8; `data` and
+// `scales` exactly as the CPU kernels read them) dequantized to a dense
+// row-major [rows, cols] BF16 (out_f32 false) or float matrix: w = code * scale.
+absl::Status LaunchDequantTiled(bool int4, const uint8_t* data, const float* scales, int64_t rows, int64_t cols,
+                                int64_t group_size, bool out_f32, void* out, cudaStream_t stream);
+
 }  // namespace krasis::cuda

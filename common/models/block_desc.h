@@ -13,6 +13,9 @@
 #include "common/tensor.h"
 
 namespace krasis {
+namespace quant {
+class QuantizedExperts;
+}
 
 // Grouped-query attention (blocks/gqa_attention.h).
 struct GqaDesc {
@@ -61,6 +64,10 @@ struct FfnDesc {
   TensorView router_weight;             // [experts, hidden]
   std::vector<float> correction_bias;   // [experts] (kSigmoidNoAuxTc)
   std::vector<MlpDesc> experts;
+  // The routed experts quantized for the CPU (INT4/INT8, quant_format.h's layout,
+  // typically mapped from the conversion cache) when the model uses them; null
+  // when it runs `experts` as stored.
+  const quant::QuantizedExperts* quantized = nullptr;
   MlpDesc shared;                       // inter == 0: none
   TensorView shared_gate;               // [1, hidden]; data == nullptr: the shared expert is not gated
 };

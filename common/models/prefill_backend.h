@@ -51,6 +51,7 @@ struct BackendChoice {
   std::string name = "auto";
   int device = 0;                   // CUDA device index
   int64_t vram_budget_bytes = 0;    // 0: what is free minus a margin
+  std::string stream_pinning = "register";  // register or ring (cuda/expert_store.h)
 };
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const DecoderModel& model,
                                                                    const BackendChoice& choice,

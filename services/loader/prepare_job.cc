@@ -120,24 +120,23 @@ Preparer::~Preparer() {
 
 namespace {
 
+bool Quantized(WeightFormat f) { return f == WeightFormat::kInt4GroupSym || f == WeightFormat::kInt8GroupSym; }
+
 // The conversions built so far: decode experts to INT4/INT8 (from the
-// checkpoint or a GGUF file), prefill experts and dense weights as stored (or
-// the same quantized files for prefill).
+// checkpoint or a GGUF file); prefill (GPU) experts as stored or INT4/INT8 --
+// the same cache files the decode worker maps (the GPU dequantizes them), built
+// too when they are another format; dense weights as stored.
 bool ConversionSupported(const VariantSpec& spec) {
-  const bool decode_quantized =
-      spec.decode_experts == WeightFormat::kInt4GroupSym || spec.decode_experts == WeightFormat::kInt8GroupSym;
-  const bool prefill_ok = spec.prefill_experts == WeightFormat::kAsStored ||
-                          (spec.prefill_experts == spec.decode_experts &&
-                           (spec.prefill_group_size == 0 || spec.prefill_group_size == spec.decode_group_size));
-  return decode_quantized && prefill_ok && spec.dense == WeightFormat::kAsStored;
+  const bool prefill_ok = spec.prefill_experts == WeightFormat::kAsStored || Quantized(spec.prefill_experts);
+  return Quantized(spec.decode_experts) && prefill_ok && spec.dense == WeightFormat::kAsStored;
 }
 
 // What a variant needing an unbuilt conversion answers.
 absl::Status ConversionNotImplemented(const ModelRecord& record, const ResolvedVariant& variant) {
   return UnimplementedError(
       "variant ", variant.cache_key, " of model '", record.id, "' needs ", variant.conversion,
-      "; the conversion cache builds INT4/INT8 decode experts (prefill experts as stored or the same ",
-      "files, dense weights as stored); other formats are not implemented yet. The pass-through variant ",
+      "; the conversion cache builds INT4/INT8 decode experts (prefill experts as stored, INT4 or INT8; ",
+      "dense weights as stored); other formats are not implemented yet. The pass-through variant ",
       PassThroughCacheKey(record), " needs no conversion");
 }
 
@@ -220,30 +219,47 @@ void Preparer::Run(PrepareJob& job, const std::string& model_id, const VariantSp
 
 void Preparer::Convert(PrepareJob& job, const ModelRecord& model, const VariantSpec& spec,
                        const ResolvedVariant& variant) {
-  const ExpertFormat format =
-      spec.decode_experts == WeightFormat::kInt8GroupSym ? ExpertFormat::kInt8 : ExpertFormat::kInt4;
+  // The decode experts' files, then the prefill experts' when they are another
+  // quantized format or group size (progress runs over both).
+  auto to_expert = [](WeightFormat f) { return f == WeightFormat::kInt8GroupSym ? ExpertFormat::kInt8 : ExpertFormat::kInt4; };
   const int64_t group = spec.decode_group_size > 0 ? spec.decode_group_size : kDefaultGroupSize;
-  auto options = CachedExpertOptions(model.path, registry_->cache_dir(), format, group, spec.gguf_experts_path);
-  if (!options.ok()) return job.Fail(options.status());
+  std::vector<std::pair<ExpertFormat, int64_t>> builds = {{to_expert(spec.decode_experts), group}};
+  if (Quantized(spec.prefill_experts)) {
+    const std::pair<ExpertFormat, int64_t> prefill = {
+        to_expert(spec.prefill_experts), spec.prefill_group_size > 0 ? spec.prefill_group_size : kDefaultGroupSize};
+    if (prefill != builds[0]) builds.push_back(prefill);
+  }
   auto loaded = LoadModel(model.path);
   if (!loaded.ok()) return job.Fail(loaded.status());
   int built = 0;
   uint64_t written = 0;
-  options->layers_built = &built;
   job.EnterPhase(PreparePhase::kConverting, model.size_bytes, 0);
-  options->progress = [&](int done, int total, uint64_t bytes) {
-    written += bytes;
-    job.Update(
-        [&](PrepareState& s) {
-          s.tensors_total = total;
-          s.tensors_done = done;
-          s.bytes_done = model.size_bytes * static_cast<uint64_t>(done) / static_cast<uint64_t>(std::max(total, 1));
-          s.current_tensor = StrCat("model.layers (MoE layer ", done, " of ", total, ")");
-        },
-        true);
-  };
-  absl::Status s = SetExpertFormat(**loaded, *options);
-  if (!s.ok()) return job.Fail(s);
+  absl::StatusOr<ExpertOptions> options;
+  for (size_t b = 0; b < builds.size(); ++b) {
+    const ExpertFormat format = builds[b].first;
+    options = CachedExpertOptions(model.path, registry_->cache_dir(), format, builds[b].second,
+                                  spec.gguf_experts_path);
+    if (!options.ok()) return job.Fail(options.status());
+    options->layers_built = &built;
+    const int passes = static_cast<int>(builds.size());
+    options->progress = [&, b, passes](int done, int total, uint64_t bytes) {
+      written += bytes;
+      job.Update(
+          [&](PrepareState& s) {
+            s.tensors_total = static_cast<int64_t>(total) * passes;
+            s.tensors_done = static_cast<int64_t>(b) * total + done;
+            s.bytes_done = model.size_bytes * static_cast<uint64_t>(s.tensors_done) /
+                           static_cast<uint64_t>(std::max<int64_t>(s.tensors_total, 1));
+            s.current_tensor = StrCat("model.layers (", ExpertFormatName(format), " MoE layer ", done, " of ", total, ")");
+          },
+          true);
+    };
+    absl::Status s = SetExpertFormat(**loaded, *options);
+    if (!s.ok()) return job.Fail(s);
+  }
+  options = CachedExpertOptions(model.path, registry_->cache_dir(), builds[0].first, builds[0].second,
+                                spec.gguf_experts_path);
+  if (!options.ok()) return job.Fail(options.status());
   job.EnterPhase(PreparePhase::kFinalizing, 0, 0);
   job.Update(
       [&](PrepareState& st) {
@@ -256,7 +272,7 @@ void Preparer::Convert(PrepareJob& job, const ModelRecord& model, const VariantS
       },
       true);
   KLOG_INFO("prepared {}: {} MoE layers {} in {}", job.key(), built > 0 ? "built" : "already there",
-            ExpertFormatName(format), options->cache_dir);
+            ExpertFormatName(builds[0].first), options->cache_dir);
 }
 
 absl::Status Preparer::Verify(PrepareJob& job, const ModelRecord& record) {

@@ -1,10 +1,13 @@
 // krasis-prefill: the prefill worker. Loads a model, serves krasis.v1.Prefill:
-// computes uncached prompt tokens and streams their KV to a decode worker. This
-// build has the CPU backend (the CUDA backend arrives with the GPU prefill
-// work); without --model it serves health only and answers FAILED_PRECONDITION.
+// computes uncached prompt tokens and streams their KV to a decode worker, on
+// the CUDA backend when a GPU is present (else the CPU). --experts int4|int8
+// takes the routed experts from the conversion cache (--cache-dir): the same
+// files a decode worker of this host maps, so the page cache holds one copy.
+// Without --model it serves health only and answers FAILED_PRECONDITION.
 #include <filesystem>
 
 #include "common/logging.h"
+#include "common/models/gpu_placement.h"
 #include "common/models/model.h"
 #include "services/prefill/prefill_service.h"
 #include "services/loader/model_fetch.h"
@@ -14,7 +17,8 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
-  std::string model_dir, model_id, backend = "auto", kv_dtype = "bf16";
+  std::string model_dir, model_id, backend = "auto", kv_dtype = "bf16", experts = "bf16", cache_dir,
+      vram_budget, pinning = "register";
   int cuda_device = 0;
   int64_t chunk = 512;
   cl.options().add_options()
@@ -25,7 +29,16 @@ int main(int argc, char** argv) {
       ("cuda-device", po::value(&cuda_device)->default_value(cuda_device), "CUDA device index (backend cuda)")
       ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
-       "what the KV cache stores (and the KV sent to decode workers): bf16, f16 or f32");
+       "what the KV cache stores (and the KV sent to decode workers): bf16, f16 or f32")
+      ("experts", po::value(&experts)->default_value(experts),
+       "routed experts: bf16 (as stored), int8 or int4 (group-quantized; on the GPU dequantized before each GEMM)")
+      ("cache-dir", po::value(&cache_dir),
+       "conversion cache root (e.g. ~/.krasis/cache): quantized experts are mapped from it, built there when missing")
+      ("vram-budget", po::value(&vram_budget),
+       "GPU memory the cuda backend may use, e.g. 16G (default: what is free minus 1 GiB); routed experts that do "
+       "not fit stream from host RAM")
+      ("stream-pinning", po::value(&pinning)->default_value(pinning),
+       "how streamed experts reach the GPU: register (pin the host pages in place) or ring (pinned buffers)");
   krasis::ModelSource source;
   krasis::AddModelSourceOptions(cl.options(), &source);
   if (auto code = cl.Parse(argc, argv)) return *code;
@@ -51,8 +64,38 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (model_id.empty()) model_id = std::filesystem::path(model_dir).filename().string();
+    auto format = krasis::ParseExpertFormat(experts);
+    if (!format) {
+      KLOG_ERROR("--experts must be bf16, int8 or int4, not '{}'", experts);
+      return 2;
+    }
+    if (*format != krasis::ExpertFormat::kBf16) {
+      krasis::ExpertOptions expert_options;
+      expert_options.format = *format;
+      if (!cache_dir.empty()) {
+        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
+        if (!cached.ok()) {
+          KLOG_ERROR("experts: {}", cached.status().ToString());
+          return 1;
+        }
+        expert_options = *cached;
+      }
+      if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
+        KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
+        return 1;
+      }
+    }
+    int64_t budget = 0;
+    if (!vram_budget.empty()) {
+      auto parsed = krasis::ParseByteSize(vram_budget, "--vram-budget");
+      if (!parsed.ok()) {
+        KLOG_ERROR("{}", std::string(parsed.status().message()));
+        return 2;
+      }
+      budget = *parsed;
+    }
     std::string why;
-    auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, 0}, &why);
+    auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, budget, pinning}, &why);
     if (!chosen.ok()) {
       KLOG_ERROR("cannot start the {} backend: {}", backend, std::string(chosen.status().message()));
       return 1;

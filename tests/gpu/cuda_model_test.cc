@@ -2,7 +2,10 @@
 // the transformers fixtures (tests/data/models). Logits at every position and
 // every layer's KV rows agree within BF16 noise, chunked prefill over a cached
 // prefix agrees with one shot, and a greedy continuation decoded on the CPU
-// from the GPU's KV equals the all-CPU one. Architectures the backend does not
+// from the GPU's KV equals the all-CPU one. Routed experts streamed from host
+// RAM (both pinning modes) compute exactly what resident ones do, and INT4/INT8
+// experts taken from the conversion cache run dequantized on the card.
+// Architectures the backend does not
 // run yet must be refused with kUnimplemented (checked, never skipped).
 // Without a GPU every test here is skipped with a message that says so.
 #include "common/cuda/cuda_model.h"
@@ -17,6 +20,7 @@
 #include "common/cuda/device.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "common/models/model.h"
+#include "common/quant/expert_cache.h"
 
 namespace krasis {
 namespace {
@@ -221,6 +225,103 @@ TEST_P(CudaModelTest, BadInputIsAnError) {
   std::vector<int32_t> ok = {1, 2, 3};
   EXPECT_TRUE((*backend)->Forward(ok, seq, *cache, nullptr, false, nullptr).ok());
   EXPECT_EQ(seq.num_tokens, 3);
+}
+
+// Every position's logits of the whole long prompt through `options` (in chunks
+// of 7, 13 and the rest), and where the backend put the experts.
+std::vector<float> RunGpu(DecoderModel& model, const std::vector<int32_t>& prompt, const CudaBackendOptions& options,
+                          CudaBackendInfo* info) {
+  auto backend = MakeCudaPrefillBackend(model, options, info);
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  if (!backend.ok()) return {};
+  auto cache = model.MakeCache(64, 4, DType::kF32);
+  SequenceState seq;
+  model.InitSequence(seq);
+  return GpuPrefill(**backend, prompt, *cache, seq, model.config().vocab_size, model.layers.size());
+}
+
+// Experts streamed through the two staging buffers (every MoE layer, or all but
+// one; pinned in place or through the pinned ring) give exactly the logits of
+// resident experts: the same bytes reach the same kernels. Two prompts in a row
+// exercise the cyclic prefetch across passes.
+TEST_P(CudaModelTest, StreamedExpertsComputeExactlyWhatResidentOnesDo) {
+  const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
+  CudaBackendOptions options;
+  options.precision = CudaBackendOptions::Precision::kF32;
+  CudaBackendInfo info;
+  const std::vector<float> want = RunGpu(*model_, prompt, options, &info);
+  ASSERT_GT(info.moe_layers, 0);
+  EXPECT_EQ(info.streamed_layers, 0);
+  EXPECT_GT(info.resident_expert_bytes, 0);
+  for (cuda::Pinning pinning : {cuda::Pinning::kRegister, cuda::Pinning::kRing}) {
+    for (int resident : {0, 1}) {
+      SCOPED_TRACE(testing::Message() << cuda::PinningName(pinning) << ", " << resident << " layer(s) resident");
+      options.pinning = pinning;
+      options.max_resident_expert_layers = resident;
+      auto backend = MakeCudaPrefillBackend(*model_, options, &info);
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      EXPECT_EQ(info.streamed_layers, info.moe_layers - resident);
+      EXPECT_GT(info.streamed_expert_bytes, 0);
+      std::cout << GetParam() << ": " << info.streamed_layers << " streamed layers, pinning " << info.pinning << "\n";
+      for (int pass = 0; pass < 2; ++pass) {
+        auto cache = model_->MakeCache(64, 4, DType::kF32);
+        SequenceState seq;
+        model_->InitSequence(seq);
+        const std::vector<float> got = GpuPrefill(**backend, prompt, *cache, seq, vocab_, model_->layers.size());
+        ASSERT_EQ(got.size(), want.size());
+        EXPECT_EQ(got, want) << "pass " << pass << ": rel L2 " << RelL2(got.data(), want.data(), got.size());
+      }
+    }
+  }
+}
+
+// INT4 / INT8 routed experts from the conversion cache (the files a decode
+// worker maps) run on the card, dequantized before their GEMMs: in the fp32
+// mode the logits follow the CPU's quantized model far more closely than the
+// quantization moves them (the CPU also quantizes its activations to INT8, so
+// they are not equal), resident or streamed alike.
+TEST_P(CudaModelTest, QuantizedExpertsFromTheCacheRunOnTheGpu) {
+  const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
+  auto bf16_cache = model_->MakeCache(64, 4, DType::kF32);
+  SequenceState bf16_seq;
+  const std::vector<float> bf16 = CpuPrefill(prompt, *bf16_cache, bf16_seq);
+  const std::string cache_root = ::testing::TempDir() + "/krasis_gpu_quant_" + GetParam();
+  for (ExpertFormat format : {ExpertFormat::kInt4, ExpertFormat::kInt8}) {
+    SCOPED_TRACE(ExpertFormatName(format));
+    auto options = CachedExpertOptions(FixtureDir(GetParam()), cache_root, format, 128);
+    ASSERT_TRUE(options.ok()) << options.status();
+    ASSERT_TRUE(SetExpertFormat(*model_, *options).ok());
+    auto cpu_cache = model_->MakeCache(64, 4, DType::kF32);
+    SequenceState cpu_seq;
+    const std::vector<float> cpu = CpuPrefill(prompt, *cpu_cache, cpu_seq);
+    CudaBackendOptions gpu_options;
+    gpu_options.precision = CudaBackendOptions::Precision::kF32;
+    CudaBackendInfo info;
+    const std::vector<float> gpu = RunGpu(*model_, prompt, gpu_options, &info);
+    EXPECT_EQ(info.expert_format, std::string(ExpertFormatName(format)));
+    ASSERT_EQ(gpu.size(), cpu.size());
+    const double to_cpu = RelL2(gpu.data(), cpu.data(), cpu.size());
+    const double quantization = RelL2(cpu.data(), bf16.data(), cpu.size());
+    std::cout << GetParam() << " " << ExpertFormatName(format) << " experts: GPU vs CPU (same experts) rel L2 "
+              << to_cpu << "; CPU quantized vs BF16 " << quantization << "\n";
+    EXPECT_GT(quantization, 0.0);
+    // The GPU used the quantized weights: it moved as far from BF16 as the CPU did...
+    EXPECT_GT(RelL2(gpu.data(), bf16.data(), bf16.size()), quantization / 2);
+    // ...and follows the CPU's quantized model (INT8's weight error is as small as
+    // the CPU's INT8 activation error, so there only a noise bound applies).
+    if (format == ExpertFormat::kInt4) {
+      EXPECT_LT(to_cpu, quantization / 2);
+    } else {
+      EXPECT_LT(to_cpu, 0.05);
+    }
+    gpu_options.max_resident_expert_layers = 0;
+    const std::vector<float> streamed = RunGpu(*model_, prompt, gpu_options, &info);
+    EXPECT_GT(info.streamed_layers, 0);
+    EXPECT_EQ(streamed, gpu);
+    // BF16 mode (what prefill runs): within BF16 noise of the fp32 mode.
+    const std::vector<float> bf16_mode = RunGpu(*model_, prompt, {}, &info);
+    EXPECT_LT(RelL2(bf16_mode.data(), gpu.data(), gpu.size()), 0.15);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, CudaModelTest,

@@ -214,6 +214,34 @@ TEST_F(EngineTest, PrepareBuildsQuantizedExperts) {
   EXPECT_EQ(again.cache_dir, done.cache_dir);
 }
 
+// GPU experts of another quantized format (INT4 decode, INT8 prefill) build
+// both formats' files; the result names the decode experts' directory.
+TEST_F(EngineTest, PrepareBuildsTheGpuExpertFormatToo) {
+  Preparer preparer(registry_.get());
+  VariantSpec spec;
+  spec.prefill_experts = WeightFormat::kInt8GroupSym;
+  auto states = Watch(preparer.Start("ds3", spec, false));
+  const PrepareState& done = states.back();
+  ASSERT_EQ(done.phase, PreparePhase::kDone) << done.error;
+  EXPECT_EQ(done.cache_key, "int4g128-int8g128");
+  EXPECT_THAT(done.cache_dir, HasSubstr("experts-int4g128"));
+  int64_t most = 0;
+  for (const auto& s : states) most = std::max(most, s.tensors_total);
+  auto count = [](const fs::path& dir) {
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(dir)) files += e.path().extension() == ".kxq";
+    return files;
+  };
+  const fs::path int8_dir = fs::path(done.cache_dir).parent_path() / "experts-int8g128";
+  ASSERT_TRUE(fs::exists(int8_dir));
+  EXPECT_GT(count(done.cache_dir), 0);
+  EXPECT_EQ(count(int8_dir), count(done.cache_dir));
+  EXPECT_EQ(most, 2 * count(int8_dir));  // progress over both builds
+  auto again = Watch(preparer.Start("ds3", spec, false)).back();
+  ASSERT_EQ(again.phase, PreparePhase::kDone) << again.error;
+  EXPECT_TRUE(again.already_prepared);
+}
+
 TEST_F(EngineTest, ConcurrentCallersShareAJob) {
   Preparer preparer(registry_.get());
   auto a = preparer.Start("ds3", PassThroughSpec(), true);

@@ -9,8 +9,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
+#include <string>
+#include <vector>
 
 namespace krasis {
 namespace {
@@ -43,6 +47,58 @@ TEST(PickFreePortTest, BadHostIsAnError) {
   auto port = PickFreePort("not-an-address");
   ASSERT_FALSE(port.ok());
   EXPECT_NE(std::string(port.status().message()).find("not-an-address"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace krasis
+
+namespace krasis {
+namespace {
+
+// The workers' command lines carry the expert formats and the VRAM budget:
+// the prefill worker maps the same conversion cache as the decode worker.
+TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
+  const std::string root = ::testing::TempDir() + "/krasis_launch_plan_" + std::to_string(getpid());
+  const std::string bin = root + "/bin", model = root + "/model";
+  std::filesystem::create_directories(bin);
+  std::filesystem::create_directories(model);
+  std::ofstream(model + "/config.json") << "{}";
+  for (const char* name : {"loader", "decode", "prefill", "gateway"}) {
+    const std::string exe = bin + "/krasis-" + name;
+    std::ofstream(exe) << "#!/bin/sh\n";
+    std::filesystem::permissions(exe, std::filesystem::perms::owner_all);
+  }
+  LaunchOptions options;
+  options.model_dir = model;
+  options.bin_dir = bin;
+  options.home = root + "/home";
+  options.experts = "int4";
+  options.prefill_experts = "int4";
+  options.vram_budget = "16G";
+  auto plan = MakeLaunchPlan(options, 4242);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto argv_of = [&](const std::string& name) {
+    for (const ChildSpec& c : plan->children) {
+      if (c.name == name) return c.argv;
+    }
+    return std::vector<std::string>{};
+  };
+  auto value = [](const std::vector<std::string>& argv, const std::string& flag) {
+    auto it = std::find(argv.begin(), argv.end(), flag);
+    return it == argv.end() || it + 1 == argv.end() ? std::string("<missing>") : *(it + 1);
+  };
+  const auto decode = argv_of("decode"), prefill = argv_of("prefill");
+  EXPECT_EQ(value(prefill, "--experts"), "int4");
+  EXPECT_EQ(value(prefill, "--vram-budget"), "16G");
+  EXPECT_EQ(value(prefill, "--cache-dir"), value(decode, "--cache-dir"));
+  EXPECT_EQ(value(prefill, "--cache-dir"), options.home + "/cache");
+  options.vram_budget.clear();
+  options.prefill_experts = "bf16";
+  plan = MakeLaunchPlan(options, 4243);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(value(argv_of("prefill"), "--experts"), "bf16");
+  EXPECT_EQ(value(argv_of("prefill"), "--vram-budget"), "<missing>");
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace

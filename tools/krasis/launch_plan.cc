@@ -141,7 +141,10 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
                                          "--cache-dir", (fs::path(options.home) / "cache").string()});
   ASSIGN_OR_RETURN(ChildSpec prefill, child("prefill", plan.prefill_address));
   prefill.argv.insert(prefill.argv.end(), {"--model", options.model_dir, "--model-id", model_id,
-                                           "--kv-cache-dtype", options.kv_cache_dtype});
+                                           "--kv-cache-dtype", options.kv_cache_dtype, "--experts",
+                                           options.prefill_experts, "--cache-dir",
+                                           (fs::path(options.home) / "cache").string()});
+  if (!options.vram_budget.empty()) prefill.argv.insert(prefill.argv.end(), {"--vram-budget", options.vram_budget});
   ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
   gateway.argv.insert(gateway.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--http-listen",
                                            plan.http_address, "--decode", plan.decode_address, "--prefill",

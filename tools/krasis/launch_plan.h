@@ -22,6 +22,8 @@ struct LaunchOptions {
   int64_t prefill_threshold = 512; // uncached prompt tokens sent to the prefill worker
   std::vector<std::string> api_keys;  // gateway API keys (none: no auth)
   std::string experts = "bf16";    // decode worker's routed experts: bf16, int8, int4
+  std::string prefill_experts = "bf16";  // prefill worker's: bf16, int8, int4 (same files as decode's when equal)
+  std::string vram_budget;         // prefill worker's GPU memory budget (empty: free minus a margin)
   std::string home;                // ~/.krasis
   std::string bin_dir;             // folder holding the krasis-* service binaries
   std::string log_level;

@@ -61,6 +61,12 @@ int Serve(int argc, char** argv) {
        "uncached prompt tokens from which the prefill worker is used (shorter ones prefill on the decode worker)")
       ("experts", po::value(&opts.experts)->default_value(opts.experts),
        "routed experts on the decode worker: bf16 (as stored), int8 or int4 (quantized CPU kernels)")
+      ("prefill-experts", po::value(&opts.prefill_experts)->default_value(opts.prefill_experts),
+       "routed experts on the prefill worker: bf16 (as stored), int8 or int4 (the conversion cache's files; the "
+       "same as --experts means one copy in RAM for both workers)")
+      ("vram-budget", po::value(&opts.vram_budget),
+       "GPU memory the prefill worker may use, e.g. 16G (default: what is free minus 1 GiB); routed experts that "
+       "do not fit stream from host RAM")
       ("api-key", po::value(&opts.api_keys)->multitoken(),
        "API key clients must send (repeatable; default: $KRASIS_API_KEY if set, else no auth)")
       ("home", po::value(&opts.home)->default_value(opts.home),

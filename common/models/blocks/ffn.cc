@@ -140,6 +140,7 @@ class Moe final : public FeedForward {
     d.router_weight = router;
     d.correction_bias = correction_bias;
     for (const ExpertWeights& e : experts) d.experts.push_back(e.Describe());
+    if (!quantized.empty()) d.quantized = &quantized;
     if (shared.inter > 0) d.shared = shared.Describe();
     if (options.shared_gate) d.shared_gate = shared_gate;
     return d;
