@@ -218,7 +218,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   std::vector<const Rope*> ropes_;  // distinct ropes of the attention layers
   DeviceMemory final_norm_, lm_head_;
   int64_t hidden_ = 0, vocab_ = 0, capacity_ = 0;
-  int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
+  int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_expert_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
   int64_t max_q_ = 0, max_q_lora_ = 0;  // MLA: heads * qk, q_lora
   int64_t workspace_tokens_ = 0;
   // Workspace for a chunk of workspace_tokens_ tokens. *16_ and act_/rows_act_
@@ -289,7 +289,7 @@ absl::Status CudaPrefillBackend::Init() {
     if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
     ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_));
     L.expert_inter = layouts[l].inter;
-    max_inter_ = std::max(max_inter_, L.expert_inter);
+    max_expert_inter_ = std::max(max_expert_inter_, L.expert_inter);
     RETURN_IF_ERROR(L.shared.Upload(ffn->shared, f32_));
     max_inter_ = std::max(max_inter_, L.shared.inter);
     max_experts_ = std::max(max_experts_, L.router.num_experts);
@@ -335,7 +335,8 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
   const int64_t chunk = options_.plan_chunk_tokens, context = options_.plan_context_tokens;
   const int64_t rows = chunk * std::max<int64_t>(max_top_k_, 1);
   int64_t workspace = chunk * hidden_ * 4 * 6 + chunk * (max_qkv_ + 2 * max_attn_ + max_q_ + 2 * max_q_lora_) * 4 +
-                      rows * (3 * max_inter_ + 2 * hidden_) * 4 + chunk * max_experts_ * 4;
+                      std::max(rows * max_expert_inter_, chunk * max_inter_) * 3 * 4 + rows * 2 * hidden_ * 4 +
+                      chunk * max_experts_ * 4;
   int64_t positions = 0, mla_per_position = 0;
   for (const GpuLayer& L : layers_) {
     positions += context * L.kv_row * 4;
@@ -431,12 +432,14 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
   const size_t f = sizeof(float), h = sizeof(uint16_t);
   const size_t N = static_cast<size_t>(n), H = static_cast<size_t>(hidden_);
   const size_t rows = N * static_cast<size_t>(std::max<int64_t>(max_top_k_, 1));
-  const size_t inter = static_cast<size_t>(max_inter_);
+  // Gate/up and activations: a dense MLP or shared expert over the chunk's
+  // tokens, or the routed experts over their top_k rows per token.
+  const size_t gate_up = std::max(rows * static_cast<size_t>(max_expert_inter_), N * static_cast<size_t>(max_inter_));
   for (auto [mem, bytes] : {std::pair{&x_, N * H * f}, {&xn_, N * H * f}, {&xn16_, N * H * h},
                             {&qkv_, N * static_cast<size_t>(max_qkv_) * f}, {&attn_, N * static_cast<size_t>(max_attn_) * f},
                             {&attn16_, N * static_cast<size_t>(max_attn_) * h}, {&mix_, N * H * f},
-                            {&ffn_out_, N * H * f}, {&shared_out_, N * H * f}, {&gate_up_, rows * 2 * inter * f},
-                            {&act_, rows * inter * f}, {&rows_act_, rows * H * f}, {&expert_out_, rows * H * f},
+                            {&ffn_out_, N * H * f}, {&shared_out_, N * H * f}, {&gate_up_, gate_up * 2 * f},
+                            {&act_, gate_up * f}, {&rows_act_, rows * H * f}, {&expert_out_, rows * H * f},
                             {&router_logits_, N * static_cast<size_t>(max_experts_) * f},
                             {&ids_, rows * sizeof(int32_t)}, {&weights_, rows * f},
                             {&counts_, static_cast<size_t>(max_experts_) * sizeof(int32_t)},
