@@ -2,13 +2,17 @@
 // block owns kQueries queries of one head and streams the visible keys and
 // values through shared memory kKeys at a time, keeping a running max, sum and
 // output per query (online softmax). Nothing of size queries x keys is stored.
-// Two kernels: fp32 CUDA-core math (any head_dim and v_dim up to 256; the
-// checking mode and odd head sizes), and a tensor-core one (BF16 wmma) for head
-// sizes that are multiples of 16, which prefill uses.
+// Three kernels: fp32 CUDA-core math (any head_dim and v_dim up to 256; the
+// checking mode and odd head sizes); a FlashAttention-2 style one (mma.sync on
+// BF16 tensor cores, O and the softmax state in registers) for the head sizes of
+// the supported models, which prefill uses; and a simpler tensor-core one (BF16
+// wmma, O in shared memory) for other multiples of 16.
 #include <cuda_bf16.h>
 #include <mma.h>
 
 #include <cmath>
+#include <cstdint>
+#include <optional>
 
 #include "common/cuda/cuda_check.h"
 #include "common/cuda/launch.cuh"
@@ -266,6 +270,209 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const fl
   }
 }
 
+// ------------------------------------------------ FlashAttention-2 style ---
+// Each warp owns 16 query rows of one head, held in registers as BF16 mma
+// fragments with their output O (fp32) and softmax state; a block (4 warps, 64
+// queries) streams keys 64 at a time through shared memory (K row-major, V
+// transposed, both BF16). S = Q K^T and O += P V are mma.sync m16n8k16 on BF16
+// tensor cores with fp32 accumulation; the probabilities go from S's
+// accumulator registers straight into P's operand registers, so neither S nor P
+// nor O touches shared memory. For the head sizes of the supported models
+// (template instances); others use the wmma kernel above.
+constexpr int kFaWarps = 4;
+constexpr int kFaQueries = 16 * kFaWarps;
+constexpr int kFaKeys = 64;
+constexpr int kFaThreads = 32 * kFaWarps;
+
+__device__ inline uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ inline void MmaBf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int DQK, int DV>
+constexpr size_t FaSharedBytes() {
+  return size_t(kFaKeys) * (DQK + 8) * 2 + size_t(DV) * (kFaKeys + 8) * 2;
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q, const float* k, const float* v,
+                                                                AttentionShape s, float* out) {
+  constexpr int KLD = DQK + 8, VLD = kFaKeys + 8;  // bf16 elements per shared row (bank-conflict padding)
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
+  auto* vt = ks + kFaKeys * KLD;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int64_t h = blockIdx.y, kvh = h / (s.heads / s.kv_heads);
+  // Later query tiles have more keys: start them first.
+  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kFaQueries;
+  const int rows = static_cast<int>(min(int64_t{kFaQueries}, s.n - q0));
+  const int w0 = warp * 16;  // this warp's first row in the tile
+
+  // Q fragments of rows w0 + g and w0 + g + 8.
+  uint32_t qa[DQK / 16][4];
+  {
+    const int r_lo = w0 + g, r_hi = w0 + g + 8;
+    const float* q_lo = q + (q0 + r_lo) * s.q_stride + h * DQK;
+    const float* q_hi = q + (q0 + r_hi) * s.q_stride + h * DQK;
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      float2 a = make_float2(0, 0), b = a, c2 = a, d = a;
+      if (r_lo < rows) a = *reinterpret_cast<const float2*>(q_lo + c), c2 = *reinterpret_cast<const float2*>(q_lo + c + 8);
+      if (r_hi < rows) b = *reinterpret_cast<const float2*>(q_hi + c), d = *reinterpret_cast<const float2*>(q_hi + c + 8);
+      qa[kk][0] = PackBf16(a.x, a.y);
+      qa[kk][1] = PackBf16(b.x, b.y);
+      qa[kk][2] = PackBf16(c2.x, c2.y);
+      qa[kk][3] = PackBf16(d.x, d.y);
+    }
+  }
+  float o[DV / 8][4];
+  for (int j = 0; j < DV / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
+  const int64_t pos_lo = s.start_pos + q0 + w0 + g, pos_hi = pos_lo + 8;
+  const int64_t warp_last = s.start_pos + q0 + w0 + 15;
+  const int64_t last_pos = s.start_pos + q0 + rows - 1;
+  const float scale = s.scale;
+
+  for (int64_t k0 = 0; k0 <= last_pos; k0 += kFaKeys) {
+    __syncthreads();  // every warp is done with the previous tile
+    // K tile [64][DQK] and V tile transposed [DV][64], BF16, zeros past last_pos.
+    for (int idx = tid; idx < kFaKeys * DQK / 4; idx += kFaThreads) {
+      const int kj = idx / (DQK / 4), c = (idx % (DQK / 4)) * 4;
+      const int64_t p = k0 + kj;
+      float4 x = make_float4(0, 0, 0, 0);
+      if (p <= last_pos) x = *reinterpret_cast<const float4*>(k + p * s.k_stride + kvh * DQK + c);
+      *reinterpret_cast<uint2*>(ks + kj * KLD + c) = make_uint2(PackBf16(x.x, x.y), PackBf16(x.z, x.w));
+    }
+    for (int idx = tid; idx < kFaKeys * DV / 4; idx += kFaThreads) {
+      const int kj = idx % kFaKeys, c = (idx / kFaKeys) * 4;
+      const int64_t p = k0 + kj;
+      float4 x = make_float4(0, 0, 0, 0);
+      if (p <= last_pos) x = *reinterpret_cast<const float4*>(v + p * s.v_stride + kvh * DV + c);
+      vt[(c + 0) * VLD + kj] = __float2bfloat16_rn(x.x);
+      vt[(c + 1) * VLD + kj] = __float2bfloat16_rn(x.y);
+      vt[(c + 2) * VLD + kj] = __float2bfloat16_rn(x.z);
+      vt[(c + 3) * VLD + kj] = __float2bfloat16_rn(x.w);
+    }
+    __syncthreads();
+    if (k0 > warp_last || w0 >= rows) continue;  // every key of the tile is after this warp's queries
+
+    float sc[kFaKeys / 8][4];
+    for (int j = 0; j < kFaKeys / 8; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      for (int j = 0; j < kFaKeys / 8; ++j) {
+        const __nv_bfloat16* kr = ks + (8 * j + g) * KLD + kk * 16 + 2 * t;
+        MmaBf16(sc[j], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
+      }
+    }
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+    for (int j = 0; j < kFaKeys / 8; ++j) {
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + 8 * j + 2 * t + (e & 1);
+        const bool lo = e < 2;
+        const bool visible = key <= (lo ? pos_lo : pos_hi);
+        sc[j][e] = visible ? sc[j][e] * scale : -INFINITY;
+        if (lo) {
+          mx_lo = fmaxf(mx_lo, sc[j][e]);
+        } else {
+          mx_hi = fmaxf(mx_hi, sc[j][e]);
+        }
+      }
+    }
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
+    }
+    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+    const float alpha_lo = new_lo == -INFINITY ? 1.0f : __expf(m_lo - new_lo);
+    const float alpha_hi = new_hi == -INFINITY ? 1.0f : __expf(m_hi - new_hi);
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+    uint32_t pa[kFaKeys / 16][4];
+    for (int j = 0; j < kFaKeys / 8; ++j) {
+      float p[4];
+      for (int e = 0; e < 4; ++e) {
+        const float m = e < 2 ? new_lo : new_hi;
+        // Rounded to BF16 as P V multiplies them, so the sum matches.
+        p[e] = m == -INFINITY ? 0.0f : __bfloat162float(__float2bfloat16_rn(__expf(sc[j][e] - m)));
+      }
+      sum_lo += p[0] + p[1];
+      sum_hi += p[2] + p[3];
+      // S tile j's accumulator layout is half of P's operand layout for keys 16 * (j / 2).
+      pa[j / 2][(j % 2) * 2 + 0] = PackBf16(p[0], p[1]);
+      pa[j / 2][(j % 2) * 2 + 1] = PackBf16(p[2], p[3]);
+    }
+    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o2);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o2);
+    }
+    l_lo = l_lo * alpha_lo + sum_lo;
+    l_hi = l_hi * alpha_hi + sum_hi;
+    m_lo = new_lo;
+    m_hi = new_hi;
+    for (int j = 0; j < DV / 8; ++j) {
+      o[j][0] *= alpha_lo;
+      o[j][1] *= alpha_lo;
+      o[j][2] *= alpha_hi;
+      o[j][3] *= alpha_hi;
+    }
+    for (int kk = 0; kk < kFaKeys / 16; ++kk) {
+      for (int j = 0; j < DV / 8; ++j) {
+        const __nv_bfloat16* vr = vt + (8 * j + g) * VLD + kk * 16 + 2 * t;
+        MmaBf16(o[j], pa[kk], *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8));
+      }
+    }
+  }
+  const int r_lo = w0 + g, r_hi = r_lo + 8;
+  for (int j = 0; j < DV / 8; ++j) {
+    const int c = 8 * j + 2 * t;
+    if (r_lo < rows) {
+      float* dst = out + ((q0 + r_lo) * s.heads + h) * DV + c;
+      *reinterpret_cast<float2*>(dst) = make_float2(o[j][0] / l_lo, o[j][1] / l_lo);
+    }
+    if (r_hi < rows) {
+      float* dst = out + ((q0 + r_hi) * s.heads + h) * DV + c;
+      *reinterpret_cast<float2*>(dst) = make_float2(o[j][2] / l_hi, o[j][3] / l_hi);
+    }
+  }
+}
+
+template <int DQK, int DV>
+absl::Status LaunchFa2(const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+                       cudaStream_t stream) {
+  constexpr size_t bytes = FaSharedBytes<DQK, DV>();
+  CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(Fa2AttentionKernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  const dim3 grid(static_cast<unsigned>((s.n + kFaQueries - 1) / kFaQueries), static_cast<unsigned>(s.heads));
+  Fa2AttentionKernel<DQK, DV><<<grid, kFaThreads, bytes, stream>>>(q, k, v, s, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+// The FlashAttention-2 kernel when it has an instance for the head sizes and the
+// rows allow its vector loads (16-byte aligned K/V rows, 8-byte aligned Q rows);
+// nullopt otherwise.
+std::optional<absl::Status> TryFa2(const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+                                   cudaStream_t stream) {
+  auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  if (!aligned(k, 16) || !aligned(v, 16) || s.k_stride % 4 != 0 || s.v_stride % 4 != 0 || !aligned(q, 8) ||
+      s.q_stride % 2 != 0 || !aligned(out, 8)) {
+    return std::nullopt;
+  }
+  const int64_t dq = s.head_dim, dv = s.v_dim;
+  if (dq == 32 && dv == 32) return LaunchFa2<32, 32>(q, k, v, s, out, stream);
+  if (dq == 64 && dv == 64) return LaunchFa2<64, 64>(q, k, v, s, out, stream);
+  if (dq == 128 && dv == 128) return LaunchFa2<128, 128>(q, k, v, s, out, stream);
+  if (dq == 192 && dv == 128) return LaunchFa2<192, 128>(q, k, v, s, out, stream);
+  return std::nullopt;
+}
+
 }  // namespace
 
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& s,
@@ -278,6 +485,9 @@ absl::Status LaunchCausalAttention(const float* q, const float* k, const float* 
   }
   AttentionShape shape = s;
   if (shape.q_stride == 0) shape.q_stride = s.heads * s.head_dim;
+  if (!s.exact) {
+    if (auto launched = TryFa2(q, k, v, shape, out, stream)) return *launched;
+  }
   if (!s.exact && s.head_dim % 16 == 0 && s.v_dim % 16 == 0) {
     const size_t bytes = TcLayout(static_cast<int>(s.head_dim), static_cast<int>(s.v_dim)).bytes;
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(TensorCoreAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

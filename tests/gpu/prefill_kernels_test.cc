@@ -164,6 +164,8 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
       {16, 16, 192, 128, 70, 0},  // MLA expanded: qk 192, v 128
       {4, 1, 256, 256, 1, 300},   // one token, MQA, widest head
       {32, 4, 128, 128, 513, 0},  // several query tiles and key tiles
+      {8, 8, 32, 32, 200, 30},    // the fixtures' GQA head size
+      {16, 16, 192, 128, 300, 77},  // MLA, several tiles after a prefix not a multiple of a tile
       {4, 2, 40, 40, 20, 5},      // head size not a multiple of 16: the fp32 kernel either way
   };
   for (const Case& c : cases) {
