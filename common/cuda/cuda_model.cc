@@ -168,7 +168,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, float* y, int64_t ldy);
   // A routed expert's matrix in the GEMM input form: the stored bytes at `base`
   // themselves when they already are (BF16 as stored), else converted into wscratch_.
-  absl::StatusOr<const void*> ExpertMatrix(const cuda::StoredMatrix& m, const char* base);
+  absl::StatusOr<const void*> ExpertMatrix(const cuda::StoredMatrix& m, const char* base, size_t scratch_offset = 0);
+  bool UsableAsStored(const cuda::StoredMatrix& m) const { return m.quant == 0 && !f32_ && m.dtype == DType::kBF16; }
   // RMSNorm of `rows` rows of x into the GEMM input buffer xn_act (and, when
   // want_f32, into xn_ as float too).
   absl::Status Norm(const float* x, int64_t rows, const DeviceMemory& w, bool want_f32);
@@ -300,7 +301,7 @@ absl::Status CudaPrefillBackend::Init() {
   rope_tables_.resize(ropes_.size());
   size_t scratch = 0;
   for (const cuda::ExpertLayout& e : layouts) scratch = std::max<size_t>(scratch, static_cast<size_t>(e.inter * hidden_));
-  RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(scratch, 1) * act_bytes_));
+  RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(2 * scratch, 1) * act_bytes_));  // gate and up
   ASSIGN_OR_RETURN(std::vector<bool> resident, PlaceExperts(layouts, free_at_start));
   RETURN_IF_ERROR(experts_.Init(std::move(layouts), resident, options_.pinning));
   if (info_ != nullptr) {
@@ -654,18 +655,20 @@ absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, 
   return Gemm(act_.as<void>(), n, m.down, hidden_, m.inter, out);
 }
 
-absl::StatusOr<const void*> CudaPrefillBackend::ExpertMatrix(const cuda::StoredMatrix& m, const char* base) {
+absl::StatusOr<const void*> CudaPrefillBackend::ExpertMatrix(const cuda::StoredMatrix& m, const char* base,
+                                                             size_t scratch_offset) {
   const char* at = base + m.offset;
-  if (m.quant == 0 && !f32_ && m.dtype == DType::kBF16) return static_cast<const void*>(at);
+  if (UsableAsStored(m)) return static_cast<const void*>(at);
+  void* dst = wscratch_.as<char>() + scratch_offset * act_bytes_;
   if (m.quant == 0) {
-    RETURN_IF_ERROR(cuda::LaunchMaterializeDense(m.dtype, at, m.rows * m.cols, f32_, wscratch_.as<void>(), stream_));
+    RETURN_IF_ERROR(cuda::LaunchMaterializeDense(m.dtype, at, m.rows * m.cols, f32_, dst, stream_));
   } else {
     RETURN_IF_ERROR(cuda::LaunchDequantTiled(m.quant == static_cast<int>(quant::QuantFormat::kInt4),
                                              reinterpret_cast<const uint8_t*>(at),
                                              reinterpret_cast<const float*>(base + m.scales_offset), m.rows, m.cols,
-                                             m.group, f32_, wscratch_.as<void>(), stream_));
+                                             m.group, f32_, dst, stream_));
   }
-  return static_cast<const void*>(wscratch_.as<void>());
+  return static_cast<const void*>(dst);
 }
 
 absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
@@ -704,11 +707,23 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   RETURN_IF_ERROR(Lap(kExpertWait));
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul reads them.
+    // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul
+    // reads them: one GEMM over [gate; up] when they lie back to back (as stored,
+    // or both converted into the scratch), else one each.
+    const cuda::StoredMatrix& gm = layout.experts[e][0];
+    const cuda::StoredMatrix& um = layout.experts[e][1];
+    const void* x_rows = ActRow(rows_act_, offsets[e], hidden_);
+    float* y = gate_up_.as<float>() + offsets[e] * 2 * inter;
+    const bool adjacent_as_stored = UsableAsStored(gm) && UsableAsStored(um) && um.offset == gm.offset + gm.bytes;
+    if (adjacent_as_stored || (!UsableAsStored(gm) && !UsableAsStored(um))) {
+      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(gm, base));
+      RETURN_IF_ERROR(ExpertMatrix(um, base, static_cast<size_t>(inter * hidden_)).status());
+      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, 2 * inter, hidden_, y, 2 * inter));
+      continue;
+    }
     for (int k = 0; k < 2; ++k) {
       ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][static_cast<size_t>(k)], base));
-      RETURN_IF_ERROR(GemmPtr(ActRow(rows_act_, offsets[e], hidden_), counts[e], w, inter, hidden_,
-                              gate_up_.as<float>() + offsets[e] * 2 * inter + k * inter, 2 * inter));
+      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, inter, hidden_, y + k * inter, 2 * inter));
     }
   }
   RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), choices, inter, act_.as<float>(), stream_)

@@ -4,6 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "common/cuda/cuda_check.h"
 #include "common/cuda/launch.cuh"
 #include "common/cuda/prefill_kernels.h"
@@ -35,26 +38,39 @@ __global__ void MaterializeDenseKernel(DType t, const void* src, int64_t count, 
   }
 }
 
-// One thread per output element, threads along the columns (coalesced writes;
-// a warp's reads stay inside one tile-group block of a few hundred bytes).
-__global__ void DequantTiledKernel(bool int4, const uint8_t* data, const float* scales, int64_t rows, int64_t cols,
-                                   int64_t group, bool out_f32, void* out) {
-  const int64_t count = rows * cols, groups = cols / group;
-  const int64_t group_bytes = (int4 ? 8 : 16) * group;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cols, c = i % cols;
-    const int64_t tile = r / kTileRows, rr = r % kTileRows, g = c / group, k = c % group;
-    const uint8_t* block = data + (tile * groups + g) * group_bytes;
-    int code;
-    if (int4) {
-      const int64_t octet = k / 8, j = k % 8;
-      const uint8_t byte = block[octet * 64 + rr * 4 + (j % 4)];
-      code = (j < 4 ? (byte & 0x0F) : (byte >> 4)) - 8;
-    } else {
-      code = static_cast<int>(block[(k / 4) * 64 + rr * 4 + k % 4]) - 128;
+// One thread per 4-byte word of codes: a row's 8 (INT4) or 4 (INT8)
+// consecutive columns, which the layout keeps in one aligned word (quant_format.h);
+// rows run along gridDim.y, words along x, 32-bit index math only.
+template <bool kInt4, bool kOutF32>
+__global__ void DequantTiledKernel(const uint8_t* data, const float* scales, int rows, int cols, int group,
+                                   void* out) {
+  constexpr int kPer = kInt4 ? 8 : 4;  // columns per word
+  const int words = cols / kPer, groups = cols / group, group_bytes = (kInt4 ? 8 : 16) * group;
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int tile = r / kTileRows, rr = r % kTileRows;
+    for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < words; u += gridDim.x * blockDim.x) {
+      const int col = u * kPer, g = col / group, k = col - g * group;
+      const size_t block = (size_t(tile) * groups + g) * group_bytes;
+      const uint32_t word = *reinterpret_cast<const uint32_t*>(data + block + (k / kPer) * 64 + rr * 4);
+      const float scale = scales[(size_t(tile) * groups + g) * kTileRows + rr];
+      float w[kPer];
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (kInt4) {
+          w[j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xF) - 8) * scale;
+          w[j + 4] = static_cast<float>(static_cast<int>((word >> (8 * j + 4)) & 0xF) - 8) * scale;
+        } else {
+          w[j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xFF) - 128) * scale;
+        }
+      }
+      const size_t at = size_t(r) * cols + col;
+      if constexpr (kOutF32) {
+        float* o = static_cast<float*>(out) + at;
+        for (int j = 0; j < kPer; ++j) o[j] = w[j];
+      } else {
+        __nv_bfloat16* o = static_cast<__nv_bfloat16*>(out) + at;
+        for (int j = 0; j < kPer; j += 2) *reinterpret_cast<__nv_bfloat162*>(o + j) = __floats2bfloat162_rn(w[j], w[j + 1]);
+      }
     }
-    StoreAs(out_f32, out, i, static_cast<float>(code) * scales[(tile * groups + g) * kTileRows + rr]);
   }
 }
 
@@ -78,8 +94,18 @@ absl::Status LaunchDequantTiled(bool int4, const uint8_t* data, const float* sca
                                 " columns in whole octets");
   }
   if (rows * cols <= 0) return absl::OkStatus();
-  DequantTiledKernel<<<GridFor(rows * cols), kBlockThreads, 0, stream>>>(int4, data, scales, rows, cols, group_size,
-                                                                         out_f32, out);
+  if (rows > INT32_MAX || cols > INT32_MAX / 2) return InvalidArgumentError("LaunchDequantTiled: matrix too large");
+  const int words = static_cast<int>(cols / (int4 ? 8 : 4));
+  const dim3 grid(static_cast<unsigned>((words + kBlockThreads - 1) / kBlockThreads),
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  const int r = static_cast<int>(rows), c = static_cast<int>(cols), g = static_cast<int>(group_size);
+  if (int4) {
+    if (out_f32) DequantTiledKernel<true, true><<<grid, kBlockThreads, 0, stream>>>(data, scales, r, c, g, out);
+    else DequantTiledKernel<true, false><<<grid, kBlockThreads, 0, stream>>>(data, scales, r, c, g, out);
+  } else {
+    if (out_f32) DequantTiledKernel<false, true><<<grid, kBlockThreads, 0, stream>>>(data, scales, r, c, g, out);
+    else DequantTiledKernel<false, false><<<grid, kBlockThreads, 0, stream>>>(data, scales, r, c, g, out);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
