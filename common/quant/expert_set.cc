@@ -3,27 +3,56 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
 
 namespace krasis::quant {
 
 namespace {
 std::atomic<uint64_t> g_bytes_read{0};
 
-// `count` ranges of count_of(i) tiles laid end to end, of which this worker
-// (part `part` of `parts`) takes one even slice: calls fn(i, t0, t1) for the
-// tiles [t0, t1) of range i in it. A slice may span ranges, so the work is
-// balanced to a tile however the ranges are sized.
+// How workers share tiles. Dynamic (the default): grabs of about kGrabBytes of
+// weights from a shared counter, so a worker that starts late or is held up
+// (a vCPU the hypervisor preempts) does fewer and the dispatch ends with the
+// others. KRASIS_SCHED=static: one even slice each (for comparison).
+constexpr int64_t kGrabBytes = 64 << 10;
+const bool dynamic_sched = [] {
+  const char* env = std::getenv("KRASIS_SCHED");
+  return env == nullptr || std::string(env) != "static";
+}();
+
+// Tiles of grabs of `bytes_per_tile` bytes each.
+int64_t GrabTiles(int64_t bytes_per_tile) { return std::max<int64_t>(1, kGrabBytes / std::max<int64_t>(bytes_per_tile, 1)); }
+
+// `count` ranges of count_of(i) tiles laid end to end; this worker (part `part`
+// of `parts`) computes its share -- an even slice, or grabs of `grab` tiles
+// from `next` -- calling fn(i, t0, t1) for the tiles [t0, t1) of range i. A
+// share may span ranges, so the work is balanced to a tile however the ranges
+// are sized.
 template <typename CountOf, typename Fn>
-void ForMySlice(size_t count, int part, int parts, CountOf count_of, Fn fn) {
-  int64_t total = 0;
-  for (size_t i = 0; i < count; ++i) total += count_of(i);
-  auto [begin, end] = SplitRange(total, part, parts);
-  int64_t offset = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const int64_t n = count_of(i);
-    const int64_t t0 = std::max(begin, offset) - offset, t1 = std::min(end, offset + n) - offset;
-    if (t0 < t1) fn(i, t0, t1);
-    offset += n;
+void ForMyTiles(std::atomic<int64_t>& next, int64_t grab, size_t count, int part, int parts, CountOf count_of,
+                Fn fn) {
+  std::vector<int64_t> start(count + 1, 0);
+  for (size_t i = 0; i < count; ++i) start[i + 1] = start[i] + count_of(i);
+  const int64_t total = start[count];
+  auto run = [&](int64_t begin, int64_t end) {
+    size_t i = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), begin) - start.begin()) - 1;
+    for (; i < count && start[i] < end; ++i) {
+      const int64_t t0 = std::max(begin, start[i]) - start[i], t1 = std::min(end, start[i + 1]) - start[i];
+      if (t0 < t1) fn(i, t0, t1);
+    }
+  };
+  if (!dynamic_sched) {
+    auto [begin, end] = SplitRange(total, part, parts);
+    run(begin, end);
+    return;
+  }
+  for (;;) {
+    const int64_t begin = next.fetch_add(grab, std::memory_order_relaxed);
+    if (begin >= total) break;
+    run(begin, std::min(total, begin + grab));
   }
 }
 }  // namespace
@@ -67,11 +96,18 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
   if (active.empty()) return;
   const Isa isa = BestIsa();
-  // Each worker computes one even slice of the tiles of its node's active
-  // experts (ForMySlice).
-  auto NodeSlice = [&](const PoolWorker& w, auto tiles_of, auto body) {
-    ForMySlice(
-        active.size(), w.index_in_node, w.threads_in_node,
+  // The tiles of a node's active experts are shared by that node's workers
+  // (ForMyTiles; one grab counter per node and dispatch).
+  const int nodes = pool_->num_nodes();
+  std::unique_ptr<std::atomic<int64_t>[]> next(new std::atomic<int64_t>[2 * static_cast<size_t>(nodes)]);
+  for (int i = 0; i < 2 * nodes; ++i) next[i].store(0);
+  const QuantExpert& first = *active[0].q;
+  const int64_t grab_gate_up = GrabTiles(2 * first.gate.groups() * first.gate.group_bytes());
+  const int64_t grab_down = GrabTiles(first.down.groups() * first.down.group_bytes());
+  auto NodeSlice = [&](const PoolWorker& w, int pass, auto tiles_of, auto body) {
+    ForMyTiles(
+        next[static_cast<size_t>(pass * nodes + w.node)], pass == 0 ? grab_gate_up : grab_down, active.size(),
+        w.index_in_node, w.threads_in_node,
         [&](size_t i) { return active[i].q->node == w.node ? tiles_of(*active[i].q) : int64_t{0}; },
         [&](size_t i, int64_t t0, int64_t t1) { body(active[i], *active[i].q, t0, t1); });
   };
@@ -108,7 +144,7 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
   }
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
   pool_->Run([&](const PoolWorker& w) {
-    NodeSlice(w, [](const QuantExpert& q) { return q.gate.tiles(); },
+    NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
                  QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
                });
@@ -118,7 +154,7 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
                         &a.ha);
   }
   pool_->Run([&](const PoolWorker& w) {
-    NodeSlice(w, [](const QuantExpert& q) { return q.down.tiles(); },
+    NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); },
                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
                  QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
                });
@@ -138,9 +174,11 @@ void PoolMatMulMany(std::span<const QuantizedMatrix* const> ws, const float* x, 
   QuantizedActivations a;
   QuantizeActivations(x, n, ws[0]->cols, ws[0]->group_size, &a);
   const Isa isa = BestIsa();
+  std::atomic<int64_t> next{0};
+  const int64_t grab = GrabTiles(ws[0]->groups() * ws[0]->group_bytes());
   pool.Run([&](const PoolWorker& worker) {
-    ForMySlice(
-        ws.size(), worker.global_index, pool.num_threads(), [&](size_t i) { return ws[i]->tiles(); },
+    ForMyTiles(
+        next, grab, ws.size(), worker.global_index, pool.num_threads(), [&](size_t i) { return ws[i]->tiles(); },
         [&](size_t i, int64_t t0, int64_t t1) { QMatMul(*ws[i], a, ys[i], ws[i]->rows, t0, t1, isa); });
   });
 }
