@@ -19,6 +19,7 @@
 #include "benchmarks/bandwidth.h"
 #include "common/kernels/cpu_ops.h"
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 #include "common/quant/expert_set.h"
 
 namespace {
@@ -52,18 +53,8 @@ int main(int argc, char** argv) {
     std::cerr << model.status() << "\n";
     return 1;
   }
-  krasis::ExpertOptions experts;
-  experts.format = *format;
-  if (!cache_dir.empty()) {
-    auto o = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
-    if (!o.ok()) {
-      std::cerr << o.status() << "\n";
-      return 1;
-    }
-    experts = *o;
-  }
   auto t0 = Clock::now();
-  if (auto s = krasis::SetExpertFormat(**model, experts); !s.ok()) {
+  if (auto s = krasis::QuantizeExperts(**model, model_dir, *format, 128, cache_dir); !s.ok()) {
     std::cerr << s << "\n";
     return 1;
   }

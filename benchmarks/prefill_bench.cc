@@ -28,6 +28,7 @@
 #include "common/cuda/measure.h"
 #include "common/models/gpu_placement.h"
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 
 namespace po = boost::program_options;
 using krasis::DType;
@@ -145,18 +146,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (*format != krasis::ExpertFormat::kBf16) {
-    krasis::ExpertOptions eo;
-    eo.format = *format;
-    if (!cache_dir.empty()) {
-      auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
-      if (!cached.ok()) {
-        std::cerr << cached.status() << "\n";
-        return 1;
-      }
-      eo = *cached;
-    }
     const auto q0 = std::chrono::steady_clock::now();
-    if (auto st = krasis::SetExpertFormat(**model, eo); !st.ok()) {
+    if (auto st = krasis::QuantizeExperts(**model, model_dir, *format, 128, cache_dir); !st.ok()) {
       std::cerr << "cannot quantize the experts: " << st << "\n";
       return 1;
     }

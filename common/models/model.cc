@@ -1,5 +1,6 @@
 // The shared decoder forward pass and the architecture dispatch (see model.h).
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 
 #include <algorithm>
 #include <atomic>
@@ -297,6 +298,23 @@ absl::StatusOr<ExpertOptions> CachedExpertOptions(const std::string& model_dir, 
     o.cache_dir += "-gguf";
   }
   return o;
+}
+
+}  // namespace krasis
+
+namespace krasis {
+
+absl::Status QuantizeExperts(DecoderModel& model, const std::string& model_dir, ExpertFormat format,
+                             int64_t group_size, const std::string& cache_root, const std::string& gguf_path) {
+  if (format == ExpertFormat::kBf16) return absl::OkStatus();
+  ExpertOptions options;
+  options.format = format;
+  options.group_size = group_size;
+  if (!cache_root.empty() || !gguf_path.empty()) {
+    ASSIGN_OR_RETURN(options, CachedExpertOptions(model_dir, cache_root, format, group_size, gguf_path));
+    if (cache_root.empty()) options.cache_dir.clear();
+  }
+  return SetExpertFormat(model, options);
 }
 
 }  // namespace krasis

@@ -9,6 +9,7 @@
 
 #include "common/logging.h"
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 #include "services/decode/decode_service.h"
 #include "services/loader/model_fetch.h"
 #include "services/rpc/service_main.h"
@@ -72,19 +73,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (*format != krasis::ExpertFormat::kBf16) {
-      krasis::ExpertOptions expert_options;
-      expert_options.format = *format;
-      expert_options.group_size = group_size;
-      if (!cache_dir.empty() || !gguf.empty()) {
-        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, group_size, gguf);
-        if (!cached.ok()) {
-          KLOG_ERROR("experts: {}", cached.status().ToString());
-          return 1;
-        }
-        expert_options = *cached;
-        if (cache_dir.empty()) expert_options.cache_dir.clear();
-      }
-      if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
+      if (auto s = krasis::QuantizeExperts(**model, model_dir, *format, group_size, cache_dir, gguf); !s.ok()) {
         KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
         return 1;
       }

@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/models/gpu_placement.h"
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 #include "services/prefill/prefill_service.h"
 #include "services/loader/model_fetch.h"
 #include "services/rpc/service_main.h"
@@ -69,21 +70,9 @@ int main(int argc, char** argv) {
       KLOG_ERROR("--experts must be bf16, int8 or int4, not '{}'", experts);
       return 2;
     }
-    if (*format != krasis::ExpertFormat::kBf16) {
-      krasis::ExpertOptions expert_options;
-      expert_options.format = *format;
-      if (!cache_dir.empty()) {
-        auto cached = krasis::CachedExpertOptions(model_dir, cache_dir, *format, 128);
-        if (!cached.ok()) {
-          KLOG_ERROR("experts: {}", cached.status().ToString());
-          return 1;
-        }
-        expert_options = *cached;
-      }
-      if (auto s = krasis::SetExpertFormat(**model, expert_options); !s.ok()) {
-        KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
-        return 1;
-      }
+    if (auto s = krasis::QuantizeExperts(**model, model_dir, *format, 128, cache_dir); !s.ok()) {
+      KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
+      return 1;
     }
     int64_t budget = 0;
     if (!vram_budget.empty()) {

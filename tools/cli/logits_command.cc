@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "common/models/model.h"
+#include "common/models/quantize_experts.h"
 #include "common/models/prefill_backend.h"
 #include "common/status.h"
 
@@ -32,14 +33,7 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   if (request.tokens.empty()) return InvalidArgumentError("--tokens is empty");
   if (request.greedy < 0) return InvalidArgumentError("--greedy must be >= 0");
   ASSIGN_OR_RETURN(auto model, LoadModel(request.model_dir));
-  if (request.experts != ExpertFormat::kBf16) {
-    ExpertOptions options;
-    options.format = request.experts;
-    if (!request.cache_dir.empty()) {
-      ASSIGN_OR_RETURN(options, CachedExpertOptions(request.model_dir, request.cache_dir, request.experts, 128));
-    }
-    RETURN_IF_ERROR(SetExpertFormat(*model, options));
-  }
+  RETURN_IF_ERROR(QuantizeExperts(*model, request.model_dir, request.experts, 128, request.cache_dir));
   RETURN_IF_ERROR(SetWeightFormats(*model, request.weights));
   const int64_t vocab = model->config().vocab_size;
   const int64_t total = static_cast<int64_t>(request.tokens.size()) + request.greedy;
