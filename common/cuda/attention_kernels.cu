@@ -272,14 +272,14 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const fl
 
 // ------------------------------------------------ FlashAttention-2 style ---
 // Each warp owns 16 query rows of one head, held in registers as BF16 mma
-// fragments with their output O (fp32) and softmax state; a block (4 warps, 64
+// fragments with their output O (fp32) and softmax state; a block (8 warps, 128
 // queries) streams keys 64 at a time through shared memory (K row-major, V
 // transposed, both BF16). S = Q K^T and O += P V are mma.sync m16n8k16 on BF16
 // tensor cores with fp32 accumulation; the probabilities go from S's
 // accumulator registers straight into P's operand registers, so neither S nor P
 // nor O touches shared memory. For the head sizes of the supported models
 // (template instances); others use the wmma kernel above.
-constexpr int kFaWarps = 4;
+constexpr int kFaWarps = 8;
 constexpr int kFaQueries = 16 * kFaWarps;
 constexpr int kFaKeys = 64;
 constexpr int kFaThreads = 32 * kFaWarps;
@@ -302,9 +302,19 @@ constexpr size_t FaSharedBytes() {
   return size_t(kFaKeys) * (DQK + 8) * 2 + size_t(DV) * (kFaKeys + 8) * 2;
 }
 
-template <int DQK, int DV>
-__global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q, const float* k, const float* v,
+// K/V elements as stored: float (converted to BF16 as a tile is loaded) or
+// BF16 already (copied 16 bytes at a time: half the bytes through L2).
+__device__ inline void LoadKvRow(const float* src, __nv_bfloat16* dst) {
+  const float4 x = *reinterpret_cast<const float4*>(src);
+  *reinterpret_cast<uint2*>(dst) = make_uint2(PackBf16(x.x, x.y), PackBf16(x.z, x.w));
+}
+template <typename KV>
+inline constexpr int kKvVec = sizeof(KV) == 4 ? 4 : 8;  // elements per vector load
+
+template <int DQK, int DV, typename KV>
+__global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q, const KV* k, const KV* v,
                                                                 AttentionShape s, float* out) {
+  constexpr int VEC = kKvVec<KV>;
   constexpr int KLD = DQK + 8, VLD = kFaKeys + 8;  // bf16 elements per shared row (bank-conflict padding)
   extern __shared__ __align__(16) unsigned char smem[];
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
@@ -344,22 +354,30 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
   for (int64_t k0 = 0; k0 <= last_pos; k0 += kFaKeys) {
     __syncthreads();  // every warp is done with the previous tile
     // K tile [64][DQK] and V tile transposed [DV][64], BF16, zeros past last_pos.
-    for (int idx = tid; idx < kFaKeys * DQK / 4; idx += kFaThreads) {
-      const int kj = idx / (DQK / 4), c = (idx % (DQK / 4)) * 4;
+    for (int idx = tid; idx < kFaKeys * DQK / VEC; idx += kFaThreads) {
+      const int kj = idx / (DQK / VEC), c = (idx % (DQK / VEC)) * VEC;
       const int64_t p = k0 + kj;
-      float4 x = make_float4(0, 0, 0, 0);
-      if (p <= last_pos) x = *reinterpret_cast<const float4*>(k + p * s.k_stride + kvh * DQK + c);
-      *reinterpret_cast<uint2*>(ks + kj * KLD + c) = make_uint2(PackBf16(x.x, x.y), PackBf16(x.z, x.w));
+      __nv_bfloat16* dst = ks + kj * KLD + c;
+      if (p > last_pos) {
+        for (int e = 0; e < VEC; ++e) dst[e] = __float2bfloat16_rn(0.0f);
+      } else if constexpr (VEC == 4) {
+        LoadKvRow(reinterpret_cast<const float*>(k) + p * s.k_stride + kvh * DQK + c, dst);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(k + p * s.k_stride + kvh * DQK + c);
+      }
     }
-    for (int idx = tid; idx < kFaKeys * DV / 4; idx += kFaThreads) {
-      const int kj = idx % kFaKeys, c = (idx / kFaKeys) * 4;
+    for (int idx = tid; idx < kFaKeys * DV / VEC; idx += kFaThreads) {
+      const int kj = idx % kFaKeys, c = (idx / kFaKeys) * VEC;
       const int64_t p = k0 + kj;
-      float4 x = make_float4(0, 0, 0, 0);
-      if (p <= last_pos) x = *reinterpret_cast<const float4*>(v + p * s.v_stride + kvh * DV + c);
-      vt[(c + 0) * VLD + kj] = __float2bfloat16_rn(x.x);
-      vt[(c + 1) * VLD + kj] = __float2bfloat16_rn(x.y);
-      vt[(c + 2) * VLD + kj] = __float2bfloat16_rn(x.z);
-      vt[(c + 3) * VLD + kj] = __float2bfloat16_rn(x.w);
+      __nv_bfloat16 x[VEC];
+      if (p > last_pos) {
+        for (int e = 0; e < VEC; ++e) x[e] = __float2bfloat16_rn(0.0f);
+      } else if constexpr (VEC == 4) {
+        LoadKvRow(reinterpret_cast<const float*>(v) + p * s.v_stride + kvh * DV + c, x);
+      } else {
+        *reinterpret_cast<uint4*>(x) = *reinterpret_cast<const uint4*>(v + p * s.v_stride + kvh * DV + c);
+      }
+      for (int e = 0; e < VEC; ++e) vt[(c + e) * VLD + kj] = x[e];
     }
     __syncthreads();
     if (k0 > warp_last || w0 >= rows) continue;  // every key of the tile is after this warp's queries
@@ -443,14 +461,14 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
   }
 }
 
-template <int DQK, int DV>
-absl::Status LaunchFa2(const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+template <int DQK, int DV, typename KV>
+absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
                        cudaStream_t stream) {
   constexpr size_t bytes = FaSharedBytes<DQK, DV>();
   CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(Fa2AttentionKernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      cudaFuncSetAttribute(Fa2AttentionKernel<DQK, DV, KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
   const dim3 grid(static_cast<unsigned>((s.n + kFaQueries - 1) / kFaQueries), static_cast<unsigned>(s.heads));
-  Fa2AttentionKernel<DQK, DV><<<grid, kFaThreads, bytes, stream>>>(q, k, v, s, out);
+  Fa2AttentionKernel<DQK, DV, KV><<<grid, kFaThreads, bytes, stream>>>(q, k, v, s, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -458,10 +476,12 @@ absl::Status LaunchFa2(const float* q, const float* k, const float* v, const Att
 // The FlashAttention-2 kernel when it has an instance for the head sizes and the
 // rows allow its vector loads (16-byte aligned K/V rows, 8-byte aligned Q rows);
 // nullopt otherwise.
-std::optional<absl::Status> TryFa2(const float* q, const float* k, const float* v, const AttentionShape& s, float* out,
+template <typename KV>
+std::optional<absl::Status> TryFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
                                    cudaStream_t stream) {
   auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
-  if (!aligned(k, 16) || !aligned(v, 16) || s.k_stride % 4 != 0 || s.v_stride % 4 != 0 || !aligned(q, 8) ||
+  constexpr int vec = kKvVec<KV>;
+  if (!aligned(k, 16) || !aligned(v, 16) || s.k_stride % vec != 0 || s.v_stride % vec != 0 || !aligned(q, 8) ||
       s.q_stride % 2 != 0 || !aligned(out, 8)) {
     return std::nullopt;
   }
@@ -474,6 +494,29 @@ std::optional<absl::Status> TryFa2(const float* q, const float* k, const float* 
 }
 
 }  // namespace
+
+bool CausalAttentionTakesBf16Kv(const AttentionShape& s) {
+  return !s.exact && ((s.head_dim == 32 && s.v_dim == 32) || (s.head_dim == 64 && s.v_dim == 64) ||
+                      (s.head_dim == 128 && s.v_dim == 128) || (s.head_dim == 192 && s.v_dim == 128));
+}
+
+absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s,
+                                         float* out, cudaStream_t stream) {
+  if (s.n <= 0) return absl::OkStatus();
+  if (!CausalAttentionTakesBf16Kv(s) || s.heads <= 0 || s.kv_heads <= 0 || s.heads % s.kv_heads != 0 ||
+      s.start_pos < 0) {
+    return InvalidArgumentError("LaunchCausalAttentionBf16Kv: unsupported shape (heads ", s.heads, "/", s.kv_heads,
+                                ", head_dim ", s.head_dim, ", v_dim ", s.v_dim, s.exact ? ", exact" : "", ")");
+  }
+  AttentionShape shape = s;
+  if (shape.q_stride == 0) shape.q_stride = s.heads * s.head_dim;
+  auto launched = TryFa2(q, reinterpret_cast<const __nv_bfloat16*>(k), reinterpret_cast<const __nv_bfloat16*>(v),
+                         shape, out, stream);
+  if (!launched) {
+    return InvalidArgumentError("LaunchCausalAttentionBf16Kv: K/V rows must be 16-byte aligned (strides multiples of 8)");
+  }
+  return *launched;
+}
 
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& s,
                                    float* out, cudaStream_t stream) {

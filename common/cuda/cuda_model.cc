@@ -231,6 +231,12 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory logits_;
   // MLA: queries, q_a, and per-position latents / expanded keys and values.
   DeviceMemory q_, qa_, qa16_, lat_, lat16_, kvb_, k_, v_;
+  // Keys and values in BF16 for the attention kernel (UseBf16Kv): GQA's store, MLA's expanded k_ / v_.
+  DeviceMemory kv16_, k16_, v16_;
+  // v_offset: elements from the K buffer's start to the V rows (16-byte alignment of both).
+  bool UseBf16Kv(const cuda::AttentionShape& s, int64_t v_offset) const {
+    return cuda::CausalAttentionTakesBf16Kv(s) && s.k_stride % 8 == 0 && s.v_stride % 8 == 0 && v_offset % 8 == 0;
+  }
   DType kv_dtype_ = DType::kF32;  // the cache's, for the current Forward
   DeviceMemory kv_out16_;          // a layer's new rows as BF16/F16, for the host cache
   cudaEvent_t rows_ready_ = nullptr;  // they are in host_rows_
@@ -343,10 +349,11 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
     positions += context * L.kv_row * 4;
     if (L.mixer_kind == MixerDesc::Kind::kMla) {
       const MlaDesc& m = L.mla;
-      mla_per_position = std::max(mla_per_position, m.heads * (2 * m.nope + m.rope_dim + 2 * m.v_dim) * 4 + m.kv_lora * 6);
+      mla_per_position = std::max(mla_per_position, m.heads * (2 * m.nope + m.rope_dim + 2 * m.v_dim) * 4 +
+                                                        m.heads * (m.nope + m.rope_dim + m.v_dim) * 2 + m.kv_lora * 6);
     }
   }
-  positions += context * mla_per_position;
+  positions += context * (mla_per_position + max_kv_row_ * 2);
   GpuPlacementInput in;
   in.budget_bytes = budget;
   in.fixed_bytes = static_cast<int64_t>(free_at_start - free_now) + workspace + positions;
@@ -462,6 +469,9 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
 absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
   const size_t P = static_cast<size_t>(positions), f = sizeof(float);
   for (const GpuLayer& L : layers_) {
+    if (L.mixer_kind == MixerDesc::Kind::kGqa && !f32_) {
+      RETURN_IF_ERROR(kv16_.Reserve(P * static_cast<size_t>(L.kv_row) * sizeof(uint16_t)));
+    }
     if (L.mixer_kind != MixerDesc::Kind::kMla) continue;
     const MlaDesc& m = L.mla;
     const size_t H = static_cast<size_t>(m.heads);
@@ -469,6 +479,10 @@ absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
     RETURN_IF_ERROR(k_.Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * f));
     RETURN_IF_ERROR(v_.Reserve(P * H * static_cast<size_t>(m.v_dim) * f));
     RETURN_IF_ERROR(lat_.Reserve(P * static_cast<size_t>(m.kv_lora) * f));
+    if (!f32_) {
+      RETURN_IF_ERROR(k16_.Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * sizeof(uint16_t)));
+      RETURN_IF_ERROR(v16_.Reserve(P * H * static_cast<size_t>(m.v_dim) * sizeof(uint16_t)));
+    }
     if (!f32_) RETURN_IF_ERROR(lat16_.Reserve(P * static_cast<size_t>(m.kv_lora) * sizeof(uint16_t)));
   }
   return absl::OkStatus();
@@ -538,8 +552,17 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   s.scale = 1.0f / std::sqrt(static_cast<float>(g.head_dim));
   s.exact = f32_;
   RETURN_IF_ERROR(Lap(kMixerProj));
-  RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s, attn_.as<float>(),
-                                              stream_));
+  if (UseBf16Kv(s, L.kv_width)) {
+    // The store's rows so far in BF16 (what the kernel would round them to anyway): half the bytes per tile.
+    const int64_t count = (start + n) * L.kv_row;
+    RETURN_IF_ERROR(kv16_.Reserve(static_cast<size_t>(count) * sizeof(uint16_t)));
+    RETURN_IF_ERROR(cuda::LaunchToBf16(L.kv.as<float>(), count, kv16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(cuda::LaunchCausalAttentionBf16Kv(qkv, kv16_.as<uint16_t>(), kv16_.as<uint16_t>() + L.kv_width, s,
+                                                      attn_.as<float>(), stream_));
+  } else {
+    RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s,
+                                                attn_.as<float>(), stream_));
+  }
   RETURN_IF_ERROR(Lap(kAttention));
   if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
   RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
@@ -637,7 +660,17 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   s.scale = m.scale;
   s.exact = f32_;
   RETURN_IF_ERROR(Lap(kMixerProj));
-  RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
+  if (UseBf16Kv(s, 0)) {
+    const int64_t kc = positions * m.heads * qk, vc = positions * m.heads * m.v_dim;
+    RETURN_IF_ERROR(k16_.Reserve(static_cast<size_t>(kc) * sizeof(uint16_t)));
+    RETURN_IF_ERROR(v16_.Reserve(static_cast<size_t>(vc) * sizeof(uint16_t)));
+    RETURN_IF_ERROR(cuda::LaunchToBf16(k_.as<float>(), kc, k16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(cuda::LaunchToBf16(v_.as<float>(), vc, v16_.as<uint16_t>(), stream_));
+    RETURN_IF_ERROR(
+        cuda::LaunchCausalAttentionBf16Kv(q, k16_.as<uint16_t>(), v16_.as<uint16_t>(), s, attn_.as<float>(), stream_));
+  } else {
+    RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
+  }
   RETURN_IF_ERROR(Lap(kAttention));
   ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
                                                  attn16_));

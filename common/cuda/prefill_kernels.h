@@ -87,6 +87,14 @@ struct AttentionShape {
 };
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& shape,
                                    float* out, cudaStream_t stream);
+// The same with K and V already in BF16 (strides in elements, multiples of 8,
+// rows 16-byte aligned): half the bytes per key tile, and exactly the result
+// LaunchCausalAttention gives for the same values in float (it rounds them to
+// BF16 on load). For the shapes CausalAttentionTakesBf16Kv accepts (the
+// FlashAttention-2 kernel's instances, not the exact mode).
+bool CausalAttentionTakesBf16Kv(const AttentionShape& shape);
+absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v,
+                                         const AttentionShape& shape, float* out, cudaStream_t stream);
 
 // Routing of `n` tokens from their router logits [n, num_experts] (and the
 // correction bias [num_experts] for kSigmoidNoAuxTc): ids [n, top_k] best first

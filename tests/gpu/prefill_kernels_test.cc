@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/cuda/device.h"
+#include "common/dtype.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "common/kernels/reference.h"
 #include "common/kernels/routing.h"
@@ -215,15 +216,32 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
     ASSERT_TRUE(cuda::LaunchCausalAttention(dq.get(), dkv.get(), dkv.get() + c.kv_heads * c.head_dim, s, out.get(),
                                             nullptr)
                     .ok());
-    const double tc = RelError(out.Download(), want);
+    const std::vector<float> tc_out = out.Download();
+    const double tc = RelError(tc_out, want);
     EXPECT_LT(tc, 1e-2) << "tensor-core kernel";
     if (c.head_dim % 16 == 0) {
       EXPECT_GT(tc, 1e-5) << "the tensor-core kernel really ran";
+    }
+    // K and V handed over in BF16: exactly what the float path computes (it
+    // rounds them to BF16 as it loads them).
+    if (cuda::CausalAttentionTakesBf16Kv(s)) {
+      std::vector<uint16_t> kv16(kv.size());
+      for (size_t i = 0; i < kv.size(); ++i) kv16[i] = FloatToBF16(kv[i]);
+      DeviceBuffer<uint16_t> dkv16(kv16);
+      DeviceBuffer<float> out16(want.size());
+      ASSERT_TRUE(cuda::LaunchCausalAttentionBf16Kv(dq.get(), dkv16.get(), dkv16.get() + c.kv_heads * c.head_dim, s,
+                                                    out16.get(), nullptr)
+                      .ok());
+      EXPECT_EQ(out16.Download(), tc_out) << "BF16 K/V";
     }
   }
   cuda::AttentionShape bad;
   bad.n = 1, bad.heads = 3, bad.kv_heads = 2, bad.head_dim = bad.v_dim = 64;
   EXPECT_EQ(cuda::LaunchCausalAttention(nullptr, nullptr, nullptr, bad, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.heads = 4;
+  bad.head_dim = bad.v_dim = 40;  // no BF16-K/V instance
+  EXPECT_EQ(cuda::LaunchCausalAttentionBf16Kv(nullptr, nullptr, nullptr, bad, nullptr, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
