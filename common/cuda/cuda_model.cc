@@ -31,7 +31,7 @@ absl::Status CublasStatus(cublasStatus_t s, const char* what) {
 
 // Uploads the concatenation of `parts` (rows of matrices, or vectors) as BF16
 // or F32, widening/narrowing on the host as needed.
-absl::Status UploadBf16(std::initializer_list<const TensorView*> parts, DeviceMemory& dst) {
+absl::Status UploadBf16(const std::vector<const TensorView*>& parts, DeviceMemory& dst) {
   size_t total = 0;
   for (const TensorView* p : parts) total += static_cast<size_t>(p->numel());
   std::vector<uint16_t> host(total);
@@ -58,7 +58,7 @@ absl::Status UploadFloats(const std::vector<float>& host, DeviceMemory& dst) {
   return absl::OkStatus();
 }
 
-absl::Status UploadF32(std::initializer_list<const TensorView*> parts, DeviceMemory& dst) {
+absl::Status UploadF32(const std::vector<const TensorView*>& parts, DeviceMemory& dst) {
   std::vector<float> host;
   for (const TensorView* p : parts) {
     std::vector<float> f = ToFloatVector(*p);
@@ -85,8 +85,22 @@ absl::Status UploadBias(std::initializer_list<std::pair<const TensorView*, int64
   return *any ? UploadFloats(bias, dst) : absl::OkStatus();
 }
 
+// Rows [first, first + count) of a matrix (or elements of a vector), as a view.
+TensorView Rows(const TensorView& m, int64_t first, int64_t count) {
+  const int64_t row = m.rank() > 1 ? m.numel() / m.dim(0) : 1;
+  TensorView v{m.dtype, m.rank() > 1 ? Shape{count, row} : Shape{count}, nullptr};
+  v.data = m.data + static_cast<size_t>(first * row) * DTypeSize(m.dtype);
+  return v;
+}
+
+std::vector<const TensorView*> Pointers(const std::vector<TensorView>& views) {
+  std::vector<const TensorView*> out;
+  for (const TensorView& v : views) out.push_back(&v);
+  return out;
+}
+
 // A GEMM weight: BF16, or F32 in the checking mode.
-absl::Status UploadWeight(std::initializer_list<const TensorView*> parts, DeviceMemory& dst, bool f32) {
+absl::Status UploadWeight(const std::vector<const TensorView*>& parts, DeviceMemory& dst, bool f32) {
   return f32 ? UploadF32(parts, dst) : UploadBf16(parts, dst);
 }
 
@@ -110,6 +124,10 @@ struct GpuLayer {
   GqaDesc gqa;
   MlaDesc mla;
   int64_t q_width = 0, kv_width = 0, qkv_width = 0;  // MLA: q part (q_lora or heads * qk), -, q part + kv_a
+  // GQA with an output gate: qkv rows are [q | gate | k | v] (the checkpoint's
+  // per-head [q_h | gate_h] rows regrouped at upload); k starts at k_offset.
+  bool output_gate = false;
+  int64_t k_offset = 0;
   int rope = 0;                        // index into the backend's distinct ropes
   DeviceMemory qkv;                    // [q + 2 kv, hidden]; MLA: [q_a or q ; kv_a]
   DeviceMemory qkv_bias;               // F32 [qkv_width] (has_bias)
@@ -120,6 +138,14 @@ struct GpuLayer {
   DeviceMemory q_b, kv_b;              // MLA: [heads * qk, q_lora], [heads * (nope + v), kv_lora]
   int64_t kv_row = 0;                  // floats per token in the cache: k then v
   DeviceMemory kv;                     // F32 [capacity, kv_row]: the sequence's keys and values
+  // Gated DeltaNet: in_qkvz and in_ba regrouped at upload so a token's
+  // projection is [q | k | v | z | b | a] (the conv input first).
+  cuda::GdnShape gdn;                  // n and stride per chunk
+  float gdn_eps = 1e-6f;
+  DeviceMemory gdn_in;                 // [conv_dim + nv dv + 2 nv, hidden]
+  DeviceMemory conv_w, conv_b, dt_bias, neg_a, gdn_norm;  // F32
+  bool has_conv_bias = false;
+  DeviceMemory conv_state, rec_state;  // F32 [conv_dim, kernel - 1], [nv, dk, dv]: the sequence's, during a layer
   // Feed-forward
   FfnDesc::Kind ffn_kind = FfnDesc::Kind::kDense;
   GpuMlp dense;
@@ -128,6 +154,8 @@ struct GpuLayer {
   DeviceMemory correction_bias;        // F32 [experts]
   int64_t expert_inter = 0;           // routed experts: in the backend's ExpertStore
   GpuMlp shared;
+  DeviceMemory shared_gate;            // F32 [hidden] (gated shared expert), else empty
+  bool has_shared_gate = false;
 };
 
 class CudaPrefillBackend final : public PrefillBackend {
@@ -152,6 +180,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::StatusOr<std::vector<bool>> PlaceExperts(const std::vector<cuda::ExpertLayout>& layouts, size_t free_at_start);
   absl::Status InitGqa(GpuLayer& L, const GqaDesc& g);
   absl::Status InitMla(GpuLayer& L, const MlaDesc& m);
+  absl::Status InitGdn(GpuLayer& L, const GdnDesc& g);
   int RopeIndex(const Rope* rope);
   absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) override;
   absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
@@ -180,6 +209,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   const void* xn_act() const { return f32_ ? xn_.as<void>() : xn16_.as<void>(); }
   absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
   absl::Status Mla(GpuLayer& L, int64_t n, int64_t start);
+  // Gated DeltaNet over the chunk, from and back into the sequence's state.
+  absl::Status DeltaNet(GpuLayer& L, int64_t n, LinearState& state);
   std::vector<std::pair<std::string, double>> TakeProfile() override;
 
   // Where a Forward's time goes (options_.profile).
@@ -221,11 +252,13 @@ class CudaPrefillBackend final : public PrefillBackend {
   int64_t hidden_ = 0, vocab_ = 0, capacity_ = 0;
   int64_t max_qkv_ = 0, max_attn_ = 0, max_inter_ = 0, max_expert_inter_ = 0, max_experts_ = 0, max_top_k_ = 0, max_kv_row_ = 0;
   int64_t max_q_ = 0, max_q_lora_ = 0;  // MLA: heads * qk, q_lora
+  int64_t max_conv_dim_ = 0, max_linear_heads_ = 0;  // Gated DeltaNet
   int64_t workspace_tokens_ = 0;
   // Workspace for a chunk of workspace_tokens_ tokens. *16_ and act_/rows_act_
   // hold GEMM inputs (BF16; unused or F32 in the checking mode).
   DeviceMemory x_, xn_, xn16_, qkv_, attn_, attn16_, mix_, ffn_out_, shared_out_;
   DeviceMemory gate_up_, act_, rows_act_, expert_out_;
+  DeviceMemory gdn_mixed_, gdn_gates_, gate_logits_;  // Gated DeltaNet's conv output and gates; shared-expert gate
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
   std::vector<DeviceMemory> rope_tables_;
   DeviceMemory logits_;
@@ -265,17 +298,14 @@ absl::Status CudaPrefillBackend::Init() {
     RETURN_IF_ERROR(UploadF32({&src.input_norm}, L.input_norm));
     RETURN_IF_ERROR(UploadF32({&src.post_norm}, L.post_norm));
     std::optional<MixerDesc> mixer = src.mixer->Describe();
-    if (mixer.has_value() && mixer->kind == MixerDesc::Kind::kGqa) {
-      if (mixer->gqa.output_gate) {
-        return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
-                                               "'s output-gated attention yet; use --backend cpu"));
-      }
-      RETURN_IF_ERROR(InitGqa(L, mixer->gqa));
-    } else if (mixer.has_value() && mixer->kind == MixerDesc::Kind::kMla) {
-      RETURN_IF_ERROR(InitMla(L, mixer->mla));
-    } else {
-      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l, "'s token mixer yet (",
-                                             !mixer ? "undescribed" : "Gated DeltaNet", "); use --backend cpu"));
+    if (!mixer.has_value()) {
+      return absl::UnimplementedError(
+          StrCat("the CUDA backend does not run layer ", l, "'s token mixer (undescribed); use --backend cpu"));
+    }
+    switch (mixer->kind) {
+      case MixerDesc::Kind::kGqa: RETURN_IF_ERROR(InitGqa(L, mixer->gqa)); break;
+      case MixerDesc::Kind::kMla: RETURN_IF_ERROR(InitMla(L, mixer->mla)); break;
+      case MixerDesc::Kind::kGatedDeltaNet: RETURN_IF_ERROR(InitGdn(L, mixer->gdn)); break;
     }
     max_kv_row_ = std::max(max_kv_row_, L.kv_row);
 
@@ -288,8 +318,8 @@ absl::Status CudaPrefillBackend::Init() {
       continue;
     }
     if (ffn->shared_gate.data != nullptr) {
-      return absl::UnimplementedError(StrCat("the CUDA backend does not run layer ", l,
-                                             "'s gated shared expert yet; use --backend cpu"));
+      L.has_shared_gate = true;
+      RETURN_IF_ERROR(UploadF32({&ffn->shared_gate}, L.shared_gate));
     }
     L.router = ffn->router;
     RETURN_IF_ERROR(UploadF32({&ffn->router_weight}, L.router_weight));
@@ -341,7 +371,8 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
   // buffers) for plan_context_tokens.
   const int64_t chunk = options_.plan_chunk_tokens, context = options_.plan_context_tokens;
   const int64_t rows = chunk * std::max<int64_t>(max_top_k_, 1);
-  int64_t workspace = chunk * hidden_ * 4 * 6 + chunk * (max_qkv_ + 2 * max_attn_ + max_q_ + 2 * max_q_lora_) * 4 +
+  int64_t workspace = chunk * hidden_ * 4 * 6 +
+                      chunk * (max_qkv_ + 2 * max_attn_ + max_q_ + 2 * max_q_lora_ + max_conv_dim_ + 2 * max_linear_heads_ + 1) * 4 +
                       std::max(rows * max_expert_inter_, chunk * max_inter_) * 3 * 4 + rows * 2 * hidden_ * 4 +
                       chunk * max_experts_ * 4;
   int64_t positions = 0, mla_per_position = 0;
@@ -393,12 +424,35 @@ absl::Status CudaPrefillBackend::InitGqa(GpuLayer& L, const GqaDesc& g) {
   L.gqa = g;
   L.q_width = g.heads * g.head_dim;
   L.kv_width = g.kv_heads * g.head_dim;
-  L.qkv_width = L.q_width + 2 * L.kv_width;
+  L.output_gate = g.output_gate;
+  L.k_offset = L.q_width * (g.output_gate ? 2 : 1);
+  L.qkv_width = L.k_offset + 2 * L.kv_width;
   L.kv_row = 2 * L.kv_width;
-  RETURN_IF_ERROR(UploadWeight({&g.q, &g.k, &g.v}, L.qkv, f32_));
+  // With an output gate the checkpoint's q rows are per head [q_h | gate_h]:
+  // regrouped into [all q | all gate] so that the queries are contiguous heads.
+  std::vector<TensorView> q_parts, q_bias_parts;
+  for (int part = 0; part < (g.output_gate ? 2 : 1); ++part) {
+    for (int64_t h = 0; h < (g.output_gate ? g.heads : 1); ++h) {
+      const int64_t first = g.output_gate ? (2 * h + part) * g.head_dim : 0;
+      const int64_t count = g.output_gate ? g.head_dim : L.q_width;
+      q_parts.push_back(Rows(g.q, first, count));
+      if (g.q_bias.data != nullptr) q_bias_parts.push_back(Rows(g.q_bias, first, count));
+    }
+  }
+  std::vector<const TensorView*> qkv_parts = Pointers(q_parts);
+  qkv_parts.push_back(&g.k);
+  qkv_parts.push_back(&g.v);
+  RETURN_IF_ERROR(UploadWeight(qkv_parts, L.qkv, f32_));
   RETURN_IF_ERROR(UploadWeight({&g.o}, L.o, f32_));
-  RETURN_IF_ERROR(UploadBias({{&g.q_bias, L.q_width}, {&g.k_bias, L.kv_width}, {&g.v_bias, L.kv_width}}, L.qkv_bias,
-                             &L.has_bias));
+  std::vector<float> q_bias;  // regrouped like the rows
+  for (const TensorView& v : q_bias_parts) {
+    std::vector<float> b = ToFloatVector(v);
+    q_bias.insert(q_bias.end(), b.begin(), b.end());
+  }
+  const TensorView q_bias_view{DType::kF32, {static_cast<int64_t>(q_bias.size())},
+                               q_bias.empty() ? nullptr : reinterpret_cast<const std::byte*>(q_bias.data())};
+  RETURN_IF_ERROR(UploadBias({{&q_bias_view, L.k_offset}, {&g.k_bias, L.kv_width}, {&g.v_bias, L.kv_width}},
+                             L.qkv_bias, &L.has_bias));
   if (g.qk_norm) {
     RETURN_IF_ERROR(UploadF32({&g.q_norm}, L.q_norm));
     RETURN_IF_ERROR(UploadF32({&g.k_norm}, L.k_norm));
@@ -435,6 +489,44 @@ absl::Status CudaPrefillBackend::InitMla(GpuLayer& L, const MlaDesc& m) {
   return absl::OkStatus();
 }
 
+absl::Status CudaPrefillBackend::InitGdn(GpuLayer& L, const GdnDesc& g) {
+  L.mixer_kind = MixerDesc::Kind::kGatedDeltaNet;
+  cuda::GdnShape& s = L.gdn;
+  s.nk = g.nk, s.nv = g.nv, s.dk = g.dk, s.dv = g.dv, s.kernel = g.kernel;
+  L.gdn_eps = g.norm_eps;
+  const int64_t r = g.nv / g.nk, rdv = r * g.dv, group = 2 * g.dk + 2 * rdv, value_dim = g.nv * g.dv;
+  if (g.dk > 256 || g.dv > 256) {
+    return absl::UnimplementedError(StrCat("the CUDA backend runs Gated DeltaNet heads of up to 256 dims, not dk ",
+                                           g.dk, " / dv ", g.dv, "; use --backend cpu"));
+  }
+  // [q | k | v | z] from each key-head group of in_qkvz, then [b | a] from in_ba.
+  std::vector<TensorView> parts;
+  for (auto [offset, count] : {std::pair{int64_t{0}, g.dk}, {g.dk, g.dk}, {2 * g.dk, rdv}, {2 * g.dk + rdv, rdv}}) {
+    for (int64_t k = 0; k < g.nk; ++k) parts.push_back(Rows(g.in_qkvz, k * group + offset, count));
+  }
+  for (int64_t part = 0; part < 2; ++part) {
+    for (int64_t k = 0; k < g.nk; ++k) parts.push_back(Rows(g.in_ba, k * 2 * r + part * r, r));
+  }
+  RETURN_IF_ERROR(UploadWeight(Pointers(parts), L.gdn_in, f32_));
+  RETURN_IF_ERROR(UploadWeight({&g.out}, L.o, f32_));
+  RETURN_IF_ERROR(UploadFloats(g.conv_weight, L.conv_w));
+  L.has_conv_bias = !g.conv_bias.empty();
+  if (L.has_conv_bias) RETURN_IF_ERROR(UploadFloats(g.conv_bias, L.conv_b));
+  RETURN_IF_ERROR(UploadFloats(g.dt_bias, L.dt_bias));
+  RETURN_IF_ERROR(UploadFloats(g.neg_a, L.neg_a));
+  RETURN_IF_ERROR(UploadF32({&g.norm}, L.gdn_norm));
+  const int64_t conv_dim = s.conv_dim();
+  L.qkv_width = conv_dim + value_dim + 2 * g.nv;  // the projection's width
+  L.q_width = value_dim;                          // out_proj's input
+  RETURN_IF_ERROR(L.conv_state.Reserve(static_cast<size_t>(std::max<int64_t>(conv_dim * (g.kernel - 1), 1)) * 4));
+  RETURN_IF_ERROR(L.rec_state.Reserve(static_cast<size_t>(g.nv * g.dk * g.dv) * sizeof(float)));
+  max_qkv_ = std::max(max_qkv_, L.qkv_width);
+  max_attn_ = std::max(max_attn_, value_dim);
+  max_conv_dim_ = std::max(max_conv_dim_, conv_dim);
+  max_linear_heads_ = std::max(max_linear_heads_, g.nv);
+  return absl::OkStatus();
+}
+
 absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
   if (n <= workspace_tokens_) return absl::OkStatus();
   const size_t f = sizeof(float), h = sizeof(uint16_t);
@@ -455,7 +547,10 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&row_of_choice_, rows * sizeof(int32_t)}, {&token_of_row_, rows * sizeof(int32_t)},
                             {&q_, N * static_cast<size_t>(max_q_) * f}, {&qa_, N * static_cast<size_t>(max_q_lora_) * f},
                             {&qa16_, N * static_cast<size_t>(max_q_lora_) * h},
-                            {&kv_out16_, N * static_cast<size_t>(max_kv_row_) * h}}) {
+                            {&kv_out16_, N * static_cast<size_t>(max_kv_row_) * h},
+                            {&gdn_mixed_, N * static_cast<size_t>(max_conv_dim_) * f},
+                            {&gdn_gates_, N * static_cast<size_t>(2 * max_linear_heads_) * f},
+                            {&gate_logits_, N * f}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
   }
   for (size_t r = 0; r < ropes_.size(); ++r) {
@@ -494,6 +589,7 @@ absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& c
   std::vector<float> rows;
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
+    if (L.kv_row == 0) continue;  // linear attention: its state comes from the sequence per chunk
     RETURN_IF_ERROR(L.kv.Reserve(static_cast<size_t>(std::max<int64_t>(total_tokens, 1) * L.kv_row) * sizeof(float)));
     if (seq.num_tokens > 0) {
       rows.resize(static_cast<size_t>(seq.num_tokens * L.kv_row));
@@ -530,17 +626,17 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   if (g.qk_norm) {
     RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv, n, g.heads, L.qkv_width, g.head_dim, L.q_norm.as<float>(), g.eps,
                                             g.zero_centred_qk_norm, stream_));
-    RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv + L.q_width, n, g.kv_heads, L.qkv_width, g.head_dim,
+    RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(qkv + L.k_offset, n, g.kv_heads, L.qkv_width, g.head_dim,
                                             L.k_norm.as<float>(), g.eps, g.zero_centred_qk_norm, stream_));
   }
   const Rope& rope = *ropes_[static_cast<size_t>(L.rope)];
   const float* table = rope_tables_[static_cast<size_t>(L.rope)].as<float>();
   RETURN_IF_ERROR(cuda::LaunchRope(qkv, n, g.heads, L.qkv_width, g.head_dim, rope.rot_dim, rope.interleaved, table,
                                    stream_));
-  RETURN_IF_ERROR(cuda::LaunchRope(qkv + L.q_width, n, g.kv_heads, L.qkv_width, g.head_dim, rope.rot_dim,
+  RETURN_IF_ERROR(cuda::LaunchRope(qkv + L.k_offset, n, g.kv_heads, L.qkv_width, g.head_dim, rope.rot_dim,
                                    rope.interleaved, table, stream_));
   // The chunk's k and v (adjacent in a qkv row) become rows [start, start + n) of the store.
-  RETURN_IF_ERROR(StoreRows(L, qkv + L.q_width, L.qkv_width, n, start));
+  RETURN_IF_ERROR(StoreRows(L, qkv + L.k_offset, L.qkv_width, n, start));
   cuda::AttentionShape s;
   s.n = n;
   s.start_pos = start;
@@ -564,6 +660,10 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
                                                 attn_.as<float>(), stream_));
   }
   RETURN_IF_ERROR(Lap(kAttention));
+  if (L.output_gate) {
+    RETURN_IF_ERROR(cuda::LaunchSigmoidGate(attn_.as<float>(), n, L.q_width, qkv + L.q_width, L.qkv_width, false,
+                                            stream_));
+  }
   if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
   RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
   return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
@@ -681,6 +781,43 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   return absl::OkStatus();
 }
 
+absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, LinearState& state) {
+  cuda::GdnShape s = L.gdn;
+  s.n = n;
+  s.stride = L.qkv_width;
+  const int64_t conv_dim = s.conv_dim(), value_dim = s.nv * s.dv;
+  if (static_cast<int64_t>(state.conv.size()) != conv_dim * (s.kernel - 1) ||
+      static_cast<int64_t>(state.recurrent.size()) != s.nv * s.dk * s.dv) {
+    return absl::FailedPreconditionError("Gated DeltaNet: the sequence's linear-attention state is not initialised");
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.conv_state.as<void>(), state.conv.data(), state.conv.size() * sizeof(float),
+                                       cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.rec_state.as<void>(), state.recurrent.data(),
+                                       state.recurrent.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  float* proj = qkv_.as<float>();
+  RETURN_IF_ERROR(Gemm(xn_act(), n, L.gdn_in, L.qkv_width, hidden_, proj));
+  float* mixed = gdn_mixed_.as<float>();
+  RETURN_IF_ERROR(cuda::LaunchGdnConv(proj, s, L.conv_w.as<float>(), L.has_conv_bias ? L.conv_b.as<float>() : nullptr,
+                                      L.conv_state.as<float>(), mixed, stream_));
+  RETURN_IF_ERROR(cuda::LaunchGdnPrepare(mixed, proj + conv_dim + value_dim, L.qkv_width, s, L.dt_bias.as<float>(),
+                                         L.neg_a.as<float>(), gdn_gates_.as<float>(), stream_));
+  RETURN_IF_ERROR(Lap(kMixerProj));
+  RETURN_IF_ERROR(cuda::LaunchGdnRecurrence(mixed, gdn_gates_.as<float>(), s, L.rec_state.as<float>(),
+                                            attn_.as<float>(), stream_));
+  RETURN_IF_ERROR(Lap(kAttention));
+  RETURN_IF_ERROR(cuda::LaunchGdnGatedNorm(attn_.as<float>(), proj + conv_dim, L.qkv_width, s, L.gdn_norm.as<float>(),
+                                           L.gdn_eps, f32_ ? attn_.as<float>() : nullptr,
+                                           f32_ ? nullptr : attn16_.as<uint16_t>(), stream_));
+  RETURN_IF_ERROR(Gemm(f32_ ? attn_.as<void>() : attn16_.as<void>(), n, L.o, hidden_, value_dim, mix_.as<float>()));
+  // The state after the chunk back into the sequence (what decode continues from).
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state.conv.data(), L.conv_state.as<void>(), state.conv.size() * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state.recurrent.data(), L.rec_state.as<void>(),
+                                       state.recurrent.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
 absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, float* out) {
   RETURN_IF_ERROR(Gemm(x, n, m.gate_up, 2 * m.inter, hidden_, gate_up_.as<float>()));
   RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), n, m.inter, act_.as<float>(), stream_)
@@ -775,6 +912,15 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   if (L.shared.inter > 0) {
     // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
     RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
+    if (L.has_shared_gate) {
+      // sigmoid(shared_expert_gate(x)) per token, in fp32 as the CPU computes it.
+      CUBLAS_RETURN_IF_ERROR(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, 1, static_cast<int>(n),
+                                         static_cast<int>(hidden_), &alpha, L.shared_gate.as<float>(),
+                                         static_cast<int>(hidden_), xn_.as<float>(), static_cast<int>(hidden_), &beta,
+                                         gate_logits_.as<float>(), 1));
+      RETURN_IF_ERROR(cuda::LaunchSigmoidGate(shared_out_.as<float>(), n, hidden_, gate_logits_.as<float>(), 1, true,
+                                              stream_));
+    }
     RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
     RETURN_IF_ERROR(Lap(kMlp));
   }
@@ -817,14 +963,25 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
     RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
-    RETURN_IF_ERROR(L.mixer_kind == MixerDesc::Kind::kGqa ? Attention(L, n, start) : Mla(L, n, start));
+    switch (L.mixer_kind) {
+      case MixerDesc::Kind::kGqa: RETURN_IF_ERROR(Attention(L, n, start)); break;
+      case MixerDesc::Kind::kMla: RETURN_IF_ERROR(Mla(L, n, start)); break;
+      case MixerDesc::Kind::kGatedDeltaNet:
+        if (seq.linear.size() <= l) {
+          return absl::FailedPreconditionError("the sequence's linear-attention state is not initialised");
+        }
+        RETURN_IF_ERROR(DeltaNet(L, n, seq.linear[l]));
+        break;
+    }
     RETURN_IF_ERROR(Lap(kMixerProj));
     // The new rows, in the cache's dtype, start for the host cache; the host
     // copies them into the cache slots while the card computes the
     // feed-forward block (no full-stream wait per layer).
     const float* kv_new = L.kv.as<float>() + start * L.kv_row;
     const size_t row_bytes = static_cast<size_t>(n * L.kv_row) * cache.ElementBytes();
-    if (cache.dtype() == DType::kF32) {
+    if (L.kv_row == 0) {
+      // Linear attention: no rows (its state went back into the sequence).
+    } else if (cache.dtype() == DType::kF32) {
       CUDA_RETURN_IF_ERROR(
           cudaMemcpyAsync(host_rows_.as<void>(), kv_new, row_bytes, cudaMemcpyDeviceToHost, stream_));
     } else {
@@ -843,7 +1000,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     }
     RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(rows_ready_));
-    seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
+    if (L.kv_row > 0) seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
     if (on_layer_done) on_layer_done(static_cast<int>(l));
     RETURN_IF_ERROR(Lap(kKvOut));
   }

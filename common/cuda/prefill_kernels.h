@@ -140,4 +140,39 @@ absl::Status LaunchMaterializeDense(DType src_dtype, const void* src, int64_t co
 absl::Status LaunchDequantTiled(bool int4, const uint8_t* data, const float* scales, int64_t rows, int64_t cols,
                                 int64_t group_size, bool out_f32, void* out, cudaStream_t stream);
 
+// y[r, c] *= sigmoid(gate[r * gate_stride + (per_row ? 0 : c)]) for rows of
+// `cols` floats: an attention output gate (per element) or a gated shared
+// expert's per-token scale (per_row).
+absl::Status LaunchSigmoidGate(float* y, int64_t rows, int64_t cols, const float* gate, int64_t gate_stride,
+                               bool per_row, cudaStream_t stream);
+
+// Gated DeltaNet (models/blocks/gated_deltanet.cc) over a chunk of n tokens, in
+// four steps. proj rows (`stride` floats apart) start with the conv input
+// [q (nk dk) | k (nk dk) | v (nv dv)] (conv_dim floats); value head h reads key
+// head h / (nv / nk). Head dims up to 256.
+struct GdnShape {
+  int64_t n = 0, stride = 0, nk = 0, nv = 0, dk = 0, dv = 0, kernel = 0;
+  int64_t conv_dim() const { return 2 * nk * dk + nv * dv; }
+};
+// 1. Causal depthwise conv1d and SiLU: mixed[t, c] = silu(bias[c] + sum_j
+// w[c, j] in(t - kernel + 1 + j)) with in(t) = proj[t, c], and for t < 0 the
+// conv state [conv_dim, kernel - 1] (oldest first); then the state becomes the
+// last kernel - 1 inputs. bias may be null. mixed [n, conv_dim].
+absl::Status LaunchGdnConv(const float* proj, const GdnShape& shape, const float* weight, const float* bias,
+                           float* conv_state, float* mixed, cudaStream_t stream);
+// 2. In place on mixed: q and k L2-normalised per key head (eps 1e-6), q also
+// scaled by dk^-1/2. gates [n, 2 nv] = [beta = sigmoid(b) | decay =
+// exp(neg_a * softplus(a + dt_bias))] from ba rows (ba_stride apart) [b (nv) | a (nv)].
+absl::Status LaunchGdnPrepare(float* mixed, const float* ba, int64_t ba_stride, const GdnShape& shape,
+                              const float* dt_bias, const float* neg_a, float* gates, cudaStream_t stream);
+// 3. The gated delta rule token by token, per value head with state
+// S [dk, dv] (state [nv, dk, dv], updated in place): S *= decay; delta =
+// (v - k^T S) beta; S += k delta^T; core[t, h] = q^T S. core [n, nv dv].
+absl::Status LaunchGdnRecurrence(const float* mixed, const float* gates, const GdnShape& shape, float* state,
+                                 float* core, cudaStream_t stream);
+// 4. Gated RMSNorm per value head: out = core / rms(core) * w * silu(z), z rows
+// z_stride apart; writes `out` (float) and/or `out_bf16` (either null).
+absl::Status LaunchGdnGatedNorm(const float* core, const float* z, int64_t z_stride, const GdnShape& shape,
+                                const float* weight, float eps, float* out, uint16_t* out_bf16, cudaStream_t stream);
+
 }  // namespace krasis::cuda

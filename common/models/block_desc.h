@@ -43,10 +43,25 @@ struct MlaDesc {
   TensorView o, o_bias;                     // [hidden, heads * v], [hidden]
 };
 
+// Gated DeltaNet linear attention (blocks/gated_deltanet.h). The projections
+// are laid out per key-head group as the checkpoint stores them: in_qkvz rows
+// [nk][q dk | k dk | v r*dv | z r*dv], in_ba rows [nk][b r | a r], r = nv / nk.
+struct GdnDesc {
+  int64_t hidden = 0, nk = 0, nv = 0, dk = 0, dv = 0, kernel = 0;
+  float norm_eps = 1e-6f;
+  TensorView in_qkvz, in_ba;           // [2 nk dk + 2 nv dv, hidden], [2 nv, hidden]
+  std::vector<float> conv_weight;      // [conv_dim, kernel], conv_dim = 2 nk dk + nv dv
+  std::vector<float> conv_bias;        // [conv_dim], or empty
+  std::vector<float> dt_bias, neg_a;   // [nv]; neg_a = -exp(A_log)
+  TensorView norm;                     // [dv], used as plain w
+  TensorView out;                      // [hidden, nv dv]
+};
+
 struct MixerDesc {
   enum class Kind { kGqa, kMla, kGatedDeltaNet } kind = Kind::kGqa;
   GqaDesc gqa;  // kGqa
-  MlaDesc mla;  // kMla (Gated DeltaNet describes only its kind so far)
+  MlaDesc mla;  // kMla
+  GdnDesc gdn;  // kGatedDeltaNet
 };
 
 // One SwiGLU MLP: down(silu(gate x) * up x).

@@ -78,6 +78,12 @@ std::vector<GpuLayerBytes> GpuLayerSizes(const DecoderModel& model) {
         b.resident += MatrixBytes(d.q) + MatrixBytes(d.q_a) + MatrixBytes(d.q_b) + MatrixBytes(d.kv_a) +
                       MatrixBytes(d.kv_b) + MatrixBytes(d.o) + VectorBytes(d.q_a_norm) + VectorBytes(d.kv_a_norm) +
                       VectorBytes(d.q_a_bias) + VectorBytes(d.kv_a_bias) + VectorBytes(d.o_bias);
+      } else if (m->kind == MixerDesc::Kind::kGatedDeltaNet) {
+        const GdnDesc& d = m->gdn;
+        b.resident += MatrixBytes(d.in_qkvz) + MatrixBytes(d.in_ba) + MatrixBytes(d.out) + VectorBytes(d.norm) +
+                      static_cast<int64_t>(d.conv_weight.size() + d.conv_bias.size() + d.dt_bias.size() +
+                                           d.neg_a.size()) * 4 +
+                      d.nv * d.dk * d.dv * 4;  // the recurrent state on the card
       }
     }
     if (auto f = layer.ffn->Describe()) {

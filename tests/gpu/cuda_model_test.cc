@@ -5,8 +5,8 @@
 // from the GPU's KV equals the all-CPU one. Routed experts streamed from host
 // RAM (both pinning modes) compute exactly what resident ones do, and INT4/INT8
 // experts taken from the conversion cache run dequantized on the card.
-// Architectures the backend does not
-// run yet must be refused with kUnimplemented (checked, never skipped).
+// Qwen3-Next covers Gated DeltaNet (its state handed to CPU decode), output-gated
+// attention and the gated shared expert.
 // Without a GPU every test here is skipped with a message that says so.
 #include "common/cuda/cuda_model.h"
 
@@ -361,21 +361,8 @@ TEST_P(CudaModelTest, QuantizedExpertsFromTheCacheRunOnTheGpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, CudaModelTest,
-                         ::testing::Values("qwen3_moe", "glm4_moe", "deepseek_v2", "deepseek_v3"),
+                         ::testing::Values("qwen3_moe", "qwen3_next", "glm4_moe", "deepseek_v2", "deepseek_v3"),
                          [](const auto& info) { return info.param; });
-
-// Architectures with layers the backend does not run yet are refused by name.
-TEST(CudaModelRefusalTest, NotYetSupportedLayersAreRefusedByName) {
-  KRASIS_SKIP_WITHOUT_GPU();
-  for (auto [arch, what] : {std::pair{"qwen3_next", "Gated DeltaNet"}}) {
-    auto model = LoadModel(FixtureDir(arch));
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto backend = MakeCudaPrefillBackend(**model, {});
-    ASSERT_FALSE(backend.ok()) << arch;
-    EXPECT_EQ(backend.status().code(), absl::StatusCode::kUnimplemented) << arch;
-    EXPECT_NE(backend.status().message().find(what), std::string::npos) << backend.status();
-  }
-}
 
 }  // namespace
 }  // namespace krasis

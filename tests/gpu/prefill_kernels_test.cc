@@ -380,5 +380,126 @@ TEST_F(PrefillKernelsTest, ExpertSortGatherCombineMatchReference) {
   EXPECT_LT(RelError(out.Download(), want), 1e-6);
 }
 
+// The Gated DeltaNet kernels against a plain CPU rendering of
+// models/blocks/gated_deltanet.cc's formulas (ref::L2Normalize, Softplus,
+// Sigmoid, Silu), over two chunks -- the first shorter than the conv history --
+// from a random state: conv output, gates, per-token outputs, both states after
+// each chunk, and the gated norm. Shapes: the fixture's, Qwen3-Next's head dims
+// (several warps per column), and 256-dim keys.
+TEST_F(PrefillKernelsTest, GatedDeltaNetMatchesTheReference) {
+  struct Case { int64_t nk, nv, dk, dv, kernel; };
+  for (Case c : {Case{2, 4, 16, 16, 4}, Case{4, 8, 128, 128, 4}, Case{1, 2, 256, 64, 3}}) {
+    cuda::GdnShape s;
+    s.nk = c.nk, s.nv = c.nv, s.dk = c.dk, s.dv = c.dv, s.kernel = c.kernel;
+    const int64_t conv_dim = s.conv_dim(), value_dim = c.nv * c.dv, hist = c.kernel - 1;
+    const int64_t stride = conv_dim + value_dim + 2 * c.nv + 3;  // [mixed | z | b | a | pad]
+    const int64_t total = 70;
+    std::vector<float> proj = Random(static_cast<size_t>(total * stride));
+    std::vector<float> conv_w = Random(static_cast<size_t>(conv_dim * c.kernel), 0.5f);
+    std::vector<float> conv_b = Random(static_cast<size_t>(conv_dim), 0.1f);
+    std::vector<float> dt_bias = Random(static_cast<size_t>(c.nv)), neg_a = Random(static_cast<size_t>(c.nv));
+    for (float& a : neg_a) a = -std::exp(a * 0.5f);
+    std::vector<float> norm_w = Random(static_cast<size_t>(c.dv), 0.2f);
+    for (float& w : norm_w) w += 1.0f;
+    std::vector<float> conv_state = Random(static_cast<size_t>(conv_dim * hist));
+    std::vector<float> rec_state = Random(static_cast<size_t>(c.nv * c.dk * c.dv), 0.1f);
+
+    DeviceBuffer<float> d_proj(proj), d_w(conv_w), d_b(conv_b), d_dt(dt_bias), d_na(neg_a), d_norm(norm_w);
+    DeviceBuffer<float> d_conv(conv_state), d_rec(rec_state);
+    DeviceBuffer<float> d_mixed(static_cast<size_t>(total * conv_dim)), d_gates(static_cast<size_t>(total * 2 * c.nv));
+    DeviceBuffer<float> d_core(static_cast<size_t>(total * value_dim)), d_out(static_cast<size_t>(total * value_dim));
+    DeviceBuffer<uint16_t> d_out16(static_cast<size_t>(total * value_dim));
+
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.dk));
+    for (auto [first, n] : {std::pair<int64_t, int64_t>{0, 2}, {2, total - 2}}) {
+      s.n = n;
+      s.stride = stride;
+      const float* p = d_proj.get() + first * stride;
+      ASSERT_TRUE(cuda::LaunchGdnConv(p, s, d_w.get(), d_b.get(), d_conv.get(), d_mixed.get(), nullptr).ok());
+      ASSERT_TRUE(cuda::LaunchGdnPrepare(d_mixed.get(), p + conv_dim + value_dim, stride, s, d_dt.get(), d_na.get(),
+                                         d_gates.get(), nullptr).ok());
+      ASSERT_TRUE(cuda::LaunchGdnRecurrence(d_mixed.get(), d_gates.get(), s, d_rec.get(), d_core.get(), nullptr).ok());
+      ASSERT_TRUE(cuda::LaunchGdnGatedNorm(d_core.get(), p + conv_dim, stride, s, d_norm.get(), 1e-6f, d_out.get(),
+                                           d_out16.get(), nullptr).ok());
+      // The reference, token by token.
+      std::vector<float> mixed(static_cast<size_t>(n * conv_dim)), gates(static_cast<size_t>(n * 2 * c.nv));
+      std::vector<float> core(static_cast<size_t>(n * value_dim)), out(core.size());
+      for (int64_t t = 0; t < n; ++t) {
+        const float* in = &proj[(first + t) * stride];
+        float* m = &mixed[t * conv_dim];
+        for (int64_t ch = 0; ch < conv_dim; ++ch) {
+          float* st = &conv_state[ch * hist];
+          float acc = conv_b[ch];
+          for (int64_t j = 0; j < hist; ++j) acc += conv_w[ch * c.kernel + j] * st[j];
+          acc += conv_w[ch * c.kernel + hist] * in[ch];
+          for (int64_t j = 0; j + 1 < hist; ++j) st[j] = st[j + 1];
+          if (hist > 0) st[hist - 1] = in[ch];
+          m[ch] = ref::Silu(acc);
+        }
+        for (int64_t h = 0; h < c.nk; ++h) {
+          ref::L2Normalize(m + h * c.dk, c.dk, 1e-6f);
+          ref::L2Normalize(m + (c.nk + h) * c.dk, c.dk, 1e-6f);
+          for (int64_t i = 0; i < c.dk; ++i) m[h * c.dk + i] *= scale;
+        }
+        for (int64_t h = 0; h < c.nv; ++h) {
+          const float beta = ref::Sigmoid(in[conv_dim + value_dim + h]);
+          const float decay = std::exp(neg_a[h] * ref::Softplus(in[conv_dim + value_dim + c.nv + h] + dt_bias[h]));
+          gates[t * 2 * c.nv + h] = beta;
+          gates[t * 2 * c.nv + c.nv + h] = decay;
+          const float* q = m + (h / (c.nv / c.nk)) * c.dk;
+          const float* k = m + (c.nk + h / (c.nv / c.nk)) * c.dk;
+          const float* v = m + 2 * c.nk * c.dk + h * c.dv;
+          float* S = &rec_state[h * c.dk * c.dv];
+          std::vector<double> kv(static_cast<size_t>(c.dv), 0.0), o(static_cast<size_t>(c.dv), 0.0);
+          for (int64_t i = 0; i < c.dk; ++i) {
+            for (int64_t j = 0; j < c.dv; ++j) S[i * c.dv + j] *= decay, kv[j] += double(k[i]) * S[i * c.dv + j];
+          }
+          for (int64_t i = 0; i < c.dk; ++i) {
+            for (int64_t j = 0; j < c.dv; ++j) {
+              S[i * c.dv + j] += k[i] * static_cast<float>((v[j] - kv[j]) * beta);
+              o[j] += double(q[i]) * S[i * c.dv + j];
+            }
+          }
+          float* cr = &core[t * value_dim + h * c.dv];
+          for (int64_t j = 0; j < c.dv; ++j) cr[j] = static_cast<float>(o[j]);
+          double ss = 0;
+          for (int64_t j = 0; j < c.dv; ++j) ss += double(cr[j]) * cr[j];
+          const float inv = 1.0f / std::sqrt(static_cast<float>(ss / c.dv) + 1e-6f);
+          for (int64_t j = 0; j < c.dv; ++j) {
+            out[t * value_dim + h * c.dv + j] = cr[j] * inv * norm_w[j] * ref::Silu(in[conv_dim + h * c.dv + j]);
+          }
+        }
+      }
+      auto head = [&](std::vector<float> v, size_t count) { v.resize(count); return v; };
+      const std::string where = "nk " + std::to_string(c.nk) + " dk " + std::to_string(c.dk) + " dv " +
+                                std::to_string(c.dv) + ", chunk of " + std::to_string(n);
+      EXPECT_LT(RelError(head(d_mixed.Download(), mixed.size()), mixed), 1e-5) << where << " (conv, q/k norm)";
+      EXPECT_LT(RelError(head(d_gates.Download(), gates.size()), gates), 1e-5) << where << " (gates)";
+      EXPECT_LT(RelError(head(d_core.Download(), core.size()), core), 1e-4) << where << " (delta rule)";
+      EXPECT_LT(RelError(d_conv.Download(), conv_state), 1e-6) << where << " (conv state)";
+      EXPECT_LT(RelError(d_rec.Download(), rec_state), 1e-4) << where << " (recurrent state)";
+      const std::vector<float> got = head(d_out.Download(), out.size());
+      EXPECT_LT(RelError(got, out), 1e-4) << where << " (gated norm)";
+      const std::vector<float> got16 = head(Widen(d_out16.Download()), out.size());
+      EXPECT_LT(RelError(got16, got), 4e-3) << where << " (gated norm, BF16)";
+      EXPECT_GT(RelError(got16, got), 0.0) << where << " (BF16 output actually rounded)";
+    }
+  }
+}
+
+TEST_F(PrefillKernelsTest, SigmoidGateScalesByElementOrByRow) {
+  const int64_t rows = 37, cols = 200, stride = 450;
+  std::vector<float> y = Random(static_cast<size_t>(rows * cols)), gate = Random(static_cast<size_t>(rows * stride));
+  for (bool per_row : {false, true}) {
+    DeviceBuffer<float> d_y(y), d_gate(gate);
+    ASSERT_TRUE(cuda::LaunchSigmoidGate(d_y.get(), rows, cols, d_gate.get(), stride, per_row, nullptr).ok());
+    std::vector<float> want = y;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) want[r * cols + c] *= ref::Sigmoid(gate[r * stride + (per_row ? 0 : c)]);
+    }
+    EXPECT_LT(RelError(d_y.Download(), want), 1e-6) << (per_row ? "per row" : "per element");
+  }
+}
+
 }  // namespace
 }  // namespace krasis

@@ -100,6 +100,17 @@ class GatedDeltaNet final : public Mixer {
   std::optional<MixerDesc> Describe() const override {
     MixerDesc d;
     d.kind = MixerDesc::Kind::kGatedDeltaNet;
+    GdnDesc& g = d.gdn;
+    g.hidden = d_.hidden, g.nk = d_.nk, g.nv = d_.nv, g.dk = d_.dk, g.dv = d_.dv, g.kernel = d_.kernel;
+    g.norm_eps = norm_eps_;
+    g.in_qkvz = in_proj_qkvz_.weight;
+    g.in_ba = in_proj_ba_.weight;
+    g.conv_weight = conv_weight_;
+    g.conv_bias = conv_bias_;
+    g.dt_bias = dt_bias_;
+    g.neg_a = neg_a_;
+    g.norm = norm_;
+    g.out = out_proj_.weight;
     return d;
   }
 
