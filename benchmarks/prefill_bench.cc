@@ -52,8 +52,13 @@ FlopModel CountFlops(const krasis::DecoderModel& model) {
     if (mixer && mixer->kind == krasis::MixerDesc::Kind::kGqa) {
       const auto& g = mixer->gqa;
       const double q = double(g.heads * g.head_dim), kv = double(g.kv_heads * g.head_dim);
-      f.per_token += 2 * hidden * (q + 2 * kv) + 2 * q * hidden;
+      f.per_token += 2 * hidden * (q * (g.output_gate ? 2 : 1) + 2 * kv) + 2 * q * hidden;
       f.attention_per_pair += 2.0 * g.heads * (2 * g.head_dim);
+    } else if (mixer && mixer->kind == krasis::MixerDesc::Kind::kGatedDeltaNet) {
+      const auto& g = mixer->gdn;
+      const double value_dim = double(g.nv * g.dv), proj = double(2 * g.nk * g.dk) + 2 * value_dim + 2.0 * g.nv;
+      // Projections, and per token and value head about 8 dk dv for the delta rule.
+      f.per_token += 2 * hidden * proj + 2 * value_dim * hidden + 8.0 * g.nv * g.dk * g.dv;
     } else if (mixer && mixer->kind == krasis::MixerDesc::Kind::kMla) {
       const auto& m = mixer->mla;
       const double qk = double(m.nope + m.rope_dim), kva = double(m.kv_lora + m.rope_dim);
@@ -80,7 +85,7 @@ FlopModel CountFlops(const krasis::DecoderModel& model) {
 
 int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
-      pinning = "register";
+      pinning = "register", devices_arg;
   double budget_fraction = 0;
   bool profile = false;
   int64_t chunk = 4096;
@@ -95,7 +100,9 @@ int main(int argc, char** argv) {
       "vram-budget", po::value(&budget_arg), "GPU memory budget, e.g. 10G (default: free minus 1 GiB)")(
       "budget-expert-fraction", po::value(&budget_fraction),
       "budget = this fraction of the model's BF16 routed-expert bytes (e.g. 0.333)")(
-      "pinning", po::value(&pinning)->default_value(pinning), "streamed experts: register or ring");
+      "pinning", po::value(&pinning)->default_value(pinning), "streamed experts: register or ring")(
+      "devices", po::value(&devices_arg), "several CUDA devices, e.g. 0,1: routed experts split across them (NCCL); "
+      "each gets the VRAM budget");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -129,6 +136,14 @@ int main(int argc, char** argv) {
   options.plan_chunk_tokens = chunk;
   options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
+  if (!devices_arg.empty()) {
+    auto d = krasis::ParseDeviceList(devices_arg, "--devices");
+    if (!d.ok()) {
+      std::cerr << d.status().message() << "\n";
+      return 2;
+    }
+    options.devices = *d;
+  }
   int64_t bf16_expert_bytes = 0;
   for (const auto& l : krasis::GpuLayerSizes(**model)) bf16_expert_bytes += l.experts;
   if (budget_fraction > 0) options.vram_budget_bytes = static_cast<int64_t>(budget_fraction * bf16_expert_bytes);
@@ -173,9 +188,9 @@ int main(int argc, char** argv) {
   std::printf("model %s: %zu layers, uploaded in %.1f s (%s); routed experts %s: BF16 size %.2f GB\n",
               model_dir.c_str(), (*model)->layers.size(), load_s, precision.c_str(), info.expert_format.c_str(),
               bf16_expert_bytes / gb);
-  std::printf("VRAM budget %.2f GB: %d of %d MoE layers' experts resident (%.2f GB), %d streamed (%.2f GB per chunk, "
-              "staging %.2f GB, pinning %s)\n",
-              info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
+  std::printf("%d card(s), VRAM budget %.2f GB each: %d of %d MoE layers' experts resident (%.2f GB), %d streamed "
+              "(%.2f GB per chunk, all cards; staging %.2f GB, pinning %s)\n",
+              info.cards, info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
               info.resident_expert_bytes / gb, info.streamed_layers, info.streamed_expert_bytes / gb,
               info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-");
   std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
@@ -218,7 +233,8 @@ int main(int argc, char** argv) {
     const double ceiling = total / (*gemm * 1e12);
     const double chunks = static_cast<double>((n + chunk - 1) / chunk);
     const double streamed = chunks * static_cast<double>(info.streamed_expert_bytes);
-    const double pcie = streamed / (*h2d * 1e9);
+    // Each card streams its share over its own link (h2d measured on the first card).
+    const double pcie = streamed / info.cards / (*h2d * 1e9);
     std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %9.2f | %9.3f s | %7.1f%%\n", static_cast<long long>(n),
                 secs, n / secs, total / 1e12, ceiling, streamed / gb, pcie, 100.0 * std::max(ceiling, pcie) / secs);
     if (profile) {

@@ -33,8 +33,14 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
     say(StrCat("cpu backend: ", reason));
     return MakeCpuPrefillBackend(model);
   }
+  for (int d : choice.devices) {
+    if (d < 0 || d >= static_cast<int>(gpus.size())) {
+      return absl::FailedPreconditionError(StrCat("--cuda-devices: no CUDA device ", d, " (", gpus.size(), " present)"));
+    }
+  }
   CudaBackendOptions options;
-  options.device = choice.device;
+  options.device = choice.devices.empty() ? choice.device : choice.devices[0];
+  options.devices = choice.devices;
   options.vram_budget_bytes = choice.vram_budget_bytes;
   if (choice.stream_pinning != "register" && choice.stream_pinning != "ring") {
     return InvalidArgumentError("--stream-pinning ", choice.stream_pinning, ": expected register or ring");
@@ -59,7 +65,9 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
                       info.pinning, ")");
     }
   }
-  say(StrCat("cuda backend on ", gpus[static_cast<size_t>(choice.device)].name, " (VRAM budget ",
+  const std::string cards =
+      info.cards > 1 ? StrCat(info.cards, " cards (NCCL, routed experts split), first ") : std::string();
+  say(StrCat("cuda backend on ", cards, gpus[static_cast<size_t>(options.device)].name, " (VRAM budget ",
              absl::StrFormat("%.2f", info.budget_bytes / gib), " GiB", experts, ")"));
   return cuda;
 #else

@@ -5,7 +5,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <thread>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -19,6 +22,10 @@
 #include "common/models/gpu_placement.h"
 #include "common/quant/expert_set.h"
 #include "common/status.h"
+
+#if KRASIS_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 namespace krasis {
 namespace {
@@ -174,6 +181,12 @@ class CudaPrefillBackend final : public PrefillBackend {
   }
 
   std::string name() const override { return "cuda"; }
+  // Card `rank` of `cards` (before Init): it holds its share of every layer's
+  // routed experts, and only rank 0 writes to the sequence, cache and logits.
+  void SetCard(int rank, int cards) { rank_ = rank, cards_ = cards; }
+#if KRASIS_HAVE_NCCL
+  void SetComm(ncclComm_t comm) { comm_ = comm; }
+#endif
   absl::Status Init();
   // Which layers' routed experts stay on the card (the rest stream), from the
   // VRAM budget and what is already allocated.
@@ -186,6 +199,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                        std::vector<float>* logits, bool all_positions,
                        const std::function<void(int layer)>& on_layer_done) override;
+  std::vector<std::pair<std::string, double>> TakeProfile() override;
 
  private:
   // y[n, out] = x[n, in] W^T: x and W in the GEMM input type (BF16, or F32),
@@ -211,10 +225,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status Mla(GpuLayer& L, int64_t n, int64_t start);
   // Gated DeltaNet over the chunk, from and back into the sequence's state.
   absl::Status DeltaNet(GpuLayer& L, int64_t n, LinearState& state);
-  std::vector<std::pair<std::string, double>> TakeProfile() override;
 
   // Where a Forward's time goes (options_.profile).
-  enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExpertWait, kExperts, kMlp, kLmHead, kStages };
+  enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExpertWait, kExperts, kMlp, kReduce, kLmHead, kStages };
   // Adds the time since the last Lap to `stage`, after the stream drains.
   absl::Status Lap(Stage stage);
   double stage_ms_[kStages] = {};
@@ -236,6 +249,10 @@ class CudaPrefillBackend final : public PrefillBackend {
 
   const DecoderModel& model_;
   CudaBackendOptions options_;
+  int rank_ = 0, cards_ = 1;
+#if KRASIS_HAVE_NCCL
+  ncclComm_t comm_ = nullptr;
+#endif
   CudaBackendInfo* info_ = nullptr;
   cuda::ExpertStore experts_;
   DeviceMemory wscratch_;  // one expert matrix in the GEMM input form
@@ -324,7 +341,10 @@ absl::Status CudaPrefillBackend::Init() {
     L.router = ffn->router;
     RETURN_IF_ERROR(UploadF32({&ffn->router_weight}, L.router_weight));
     if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
-    ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_));
+    const int64_t experts = ffn->quantized != nullptr ? static_cast<int64_t>(ffn->quantized->experts().size())
+                                                      : static_cast<int64_t>(ffn->experts.size());
+    ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_, rank_ * experts / cards_,
+                                                     (rank_ + 1) * experts / cards_));
     L.expert_inter = layouts[l].inter;
     max_expert_inter_ = std::max(max_expert_inter_, L.expert_inter);
     RETURN_IF_ERROR(L.shared.Upload(ffn->shared, f32_));
@@ -680,7 +700,7 @@ absl::Status CudaPrefillBackend::Lap(Stage stage) {
 
 std::vector<std::pair<std::string, double>> CudaPrefillBackend::TakeProfile() {
   static const char* const kNames[kStages] = {"embed",       "mixer_proj", "attention", "kv_out", "routing",
-                                              "expert_wait", "experts",    "mlp",       "lm_head"};
+                                              "expert_wait", "experts",    "mlp",       "reduce",  "lm_head"};
   std::vector<std::pair<std::string, double>> out;
   for (int s = 0; s < kStages; ++s) out.emplace_back(kNames[s], std::exchange(stage_ms_[s], 0.0));
   return out;
@@ -875,7 +895,11 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   const cuda::ExpertLayout& layout = experts_.layout(layer);
   ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, stream_));
   RETURN_IF_ERROR(Lap(kExpertWait));
-  for (size_t e = 0; e < counts.size(); ++e) {
+  // This card's experts (all of them on one card) and their rows [row0, row1).
+  const size_t first = static_cast<size_t>(layout.first), end = static_cast<size_t>(layout.end);
+  const int64_t row0 = first < counts.size() ? offsets[first] : choices;
+  const int64_t row1 = end < counts.size() ? offsets[end] : choices;
+  for (size_t e = first; e < end; ++e) {
     if (counts[e] == 0) continue;
     // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul
     // reads them: one GEMM over [gate; up] when they lie back to back (as stored,
@@ -896,20 +920,30 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
       RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, inter, hidden_, y + k * inter, 2 * inter));
     }
   }
-  RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), choices, inter, act_.as<float>(), stream_)
-                       : cuda::LaunchSiluMulBf16(gate_up_.as<float>(), choices, inter, act_.as<uint16_t>(), stream_));
-  for (size_t e = 0; e < counts.size(); ++e) {
+  float* const gate_up_rows = gate_up_.as<float>() + row0 * 2 * inter;
+  RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_rows, row1 - row0, inter, act_.as<float>() + row0 * inter, stream_)
+                       : cuda::LaunchSiluMulBf16(gate_up_rows, row1 - row0, inter,
+                                                 act_.as<uint16_t>() + row0 * inter, stream_));
+  for (size_t e = first; e < end; ++e) {
     if (counts[e] == 0) continue;
     ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][2], base));
     RETURN_IF_ERROR(GemmPtr(ActRow(act_, offsets[e], inter), counts[e], w, hidden_, inter,
                             expert_out_.as<float>() + offsets[e] * hidden_, hidden_));
   }
   RETURN_IF_ERROR(experts_.Release(layer, stream_));
+  // Other cards' rows count as zero here (their partial sums come in the all-reduce).
+  float* const rows_out = expert_out_.as<float>();
+  const size_t row_bytes = static_cast<size_t>(hidden_) * sizeof(float);
+  if (row0 > 0) CUDA_RETURN_IF_ERROR(cudaMemsetAsync(rows_out, 0, static_cast<size_t>(row0) * row_bytes, stream_));
+  if (row1 < choices) {
+    CUDA_RETURN_IF_ERROR(cudaMemsetAsync(rows_out + row1 * hidden_, 0, static_cast<size_t>(choices - row1) * row_bytes,
+                                         stream_));
+  }
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
   RETURN_IF_ERROR(cuda::LaunchCombineExperts(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(),
                                              n, p.top_k, hidden_, out, stream_));
   RETURN_IF_ERROR(Lap(kExperts));
-  if (L.shared.inter > 0) {
+  if (L.shared.inter > 0 && rank_ == 0) {  // several cards: once, on the first
     // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
     RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
     if (L.has_shared_gate) {
@@ -923,6 +957,15 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
     }
     RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
     RETURN_IF_ERROR(Lap(kMlp));
+  }
+  if (cards_ > 1) {
+#if KRASIS_HAVE_NCCL
+    const ncclResult_t r = ncclAllReduce(out, out, static_cast<size_t>(n * hidden_), ncclFloat, ncclSum, comm_, stream_);
+    if (r != ncclSuccess) return InternalError("NCCL all-reduce of the MoE output: ", ncclGetErrorString(r));
+    RETURN_IF_ERROR(Lap(kReduce));
+#else
+    return absl::UnimplementedError("this build has no NCCL");
+#endif
   }
   return absl::OkStatus();
 }
@@ -940,7 +983,8 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     return absl::FailedPreconditionError(StrCat("the CUDA backend holds KV for ", capacity_, " tokens (Begin); ",
                                                 start + n, " needed"));
   }
-  RETURN_IF_ERROR(seq.Reserve(cache, start + n));
+  const bool writes = rank_ == 0;  // other cards follow on a private copy of the sequence, writing nothing
+  if (writes) RETURN_IF_ERROR(seq.Reserve(cache, start + n));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(ReserveWorkspace(n));
   RETURN_IF_ERROR(ReservePositions(start + n));
@@ -979,7 +1023,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     // feed-forward block (no full-stream wait per layer).
     const float* kv_new = L.kv.as<float>() + start * L.kv_row;
     const size_t row_bytes = static_cast<size_t>(n * L.kv_row) * cache.ElementBytes();
-    if (L.kv_row == 0) {
+    if (L.kv_row == 0 || !writes) {
       // Linear attention: no rows (its state went back into the sequence).
     } else if (cache.dtype() == DType::kF32) {
       CUDA_RETURN_IF_ERROR(
@@ -1000,7 +1044,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     }
     RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(rows_ready_));
-    if (L.kv_row > 0) seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
+    if (L.kv_row > 0 && writes) seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
     if (on_layer_done) on_layer_done(static_cast<int>(l));
     RETURN_IF_ERROR(Lap(kKvOut));
   }
@@ -1019,14 +1063,147 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   return absl::OkStatus();
 }
 
+#if KRASIS_HAVE_NCCL
+absl::Status NcclStatus(ncclResult_t r, const char* what) {
+  if (r == ncclSuccess) return absl::OkStatus();
+  return InternalError(what, ": ", ncclGetErrorString(r));
+}
+
+// Several cards of one host: one CudaPrefillBackend per card (a thread each
+// per Forward), the routed experts split between them, an NCCL communicator
+// for the MoE all-reduce. Card 0 works on the caller's sequence; the others on
+// private copies of its linear-attention state (they write nothing).
+class MultiCardPrefillBackend final : public PrefillBackend {
+ public:
+  MultiCardPrefillBackend(std::vector<int> devices, std::vector<std::unique_ptr<CudaPrefillBackend>> cards)
+      : devices_(std::move(devices)), cards_(std::move(cards)), shadows_(cards_.size()) {}
+  ~MultiCardPrefillBackend() override { DestroyComms(); }
+
+  std::string name() const override { return "cuda"; }
+
+  absl::Status InitComms() {
+    DestroyComms();
+    // The shared two-GPU hosts require NVLink multicast (NVLS) off; a user's own setting wins.
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
+    comms_.assign(devices_.size(), nullptr);
+    RETURN_IF_ERROR(NcclStatus(ncclCommInitAll(comms_.data(), static_cast<int>(devices_.size()), devices_.data()),
+                               "ncclCommInitAll"));
+    for (size_t r = 0; r < cards_.size(); ++r) cards_[r]->SetComm(comms_[r]);
+    return absl::OkStatus();
+  }
+
+  absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) override {
+    for (auto& card : cards_) RETURN_IF_ERROR(card->Begin(seq, cache, total_tokens));
+    return absl::OkStatus();
+  }
+
+  absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
+                       std::vector<float>* logits, bool all_positions,
+                       const std::function<void(int layer)>& on_layer_done) override {
+    if (comms_.empty()) RETURN_IF_ERROR(InitComms());  // after an aborted pass
+    for (size_t r = 1; r < cards_.size(); ++r) {
+      shadows_[r].num_tokens = seq.num_tokens;
+      shadows_[r].linear = seq.linear;
+    }
+    // Every card in its own thread. A card that fails leaves the others waiting
+    // in a collective: the first failure aborts the communicators (the others
+    // then fail too), and its error is the one returned.
+    std::vector<absl::Status> status(cards_.size());
+    std::atomic<int> first_failure{-1};
+    std::vector<std::thread> threads;
+    for (size_t r = 0; r < cards_.size(); ++r) {
+      threads.emplace_back([&, r] {
+        status[r] = r == 0 ? cards_[0]->Forward(tokens, seq, cache, logits, all_positions, on_layer_done)
+                           : cards_[r]->Forward(tokens, shadows_[r], cache, nullptr, false, nullptr);
+        int none = -1;
+        if (!status[r].ok() && first_failure.compare_exchange_strong(none, static_cast<int>(r))) {
+          for (ncclComm_t c : comms_) ncclCommAbort(c);
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const int failed = first_failure.load();
+    if (failed >= 0) {
+      comms_.clear();  // aborted: rebuilt on the next pass
+      return status[static_cast<size_t>(failed)];
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<std::pair<std::string, double>> TakeProfile() override {
+    std::vector<std::pair<std::string, double>> out = cards_[0]->TakeProfile();
+    for (size_t r = 1; r < cards_.size(); ++r) cards_[r]->TakeProfile();
+    return out;
+  }
+
+ private:
+  void DestroyComms() {
+    for (ncclComm_t c : comms_) {
+      if (c != nullptr) ncclCommDestroy(c);
+    }
+    comms_.clear();
+  }
+
+  std::vector<int> devices_;
+  std::vector<std::unique_ptr<CudaPrefillBackend>> cards_;
+  std::vector<SequenceState> shadows_;
+  std::vector<ncclComm_t> comms_;
+};
+#endif
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
                                                                        const CudaBackendOptions& options,
                                                                        CudaBackendInfo* info) {
-  auto backend = std::make_unique<CudaPrefillBackend>(model, options, info);
-  RETURN_IF_ERROR(backend->Init());
+  if (options.devices.size() <= 1) {
+    CudaBackendOptions one = options;
+    if (!options.devices.empty()) one.device = options.devices[0];
+    auto backend = std::make_unique<CudaPrefillBackend>(model, one, info);
+    RETURN_IF_ERROR(backend->Init());
+    return std::unique_ptr<PrefillBackend>(std::move(backend));
+  }
+#if KRASIS_HAVE_NCCL
+  int present = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&present));
+  for (size_t i = 0; i < options.devices.size(); ++i) {
+    const int d = options.devices[i];
+    if (d < 0 || d >= present) {
+      return InvalidArgumentError("CUDA device ", d, " does not exist (", present, " present)");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (options.devices[j] == d) return InvalidArgumentError("CUDA device ", d, " is listed twice");
+    }
+  }
+  const int cards = static_cast<int>(options.devices.size());
+  std::vector<std::unique_ptr<CudaPrefillBackend>> backends;
+  std::vector<CudaBackendInfo> infos(options.devices.size());
+  for (int r = 0; r < cards; ++r) {
+    CudaBackendOptions one = options;
+    one.device = options.devices[static_cast<size_t>(r)];
+    one.devices.clear();
+    backends.push_back(std::make_unique<CudaPrefillBackend>(model, one, &infos[static_cast<size_t>(r)]));
+    backends.back()->SetCard(r, cards);
+    RETURN_IF_ERROR(backends.back()->Init());
+  }
+  if (info != nullptr) {
+    *info = infos[0];
+    info->cards = cards;
+    for (int r = 1; r < cards; ++r) {
+      const CudaBackendInfo& o = infos[static_cast<size_t>(r)];
+      info->streamed_layers = std::max(info->streamed_layers, o.streamed_layers);
+      info->resident_expert_bytes += o.resident_expert_bytes;
+      info->streamed_expert_bytes += o.streamed_expert_bytes;
+      info->staging_bytes += o.staging_bytes;
+      if (o.streamed_layers > 0 && info->pinning.empty()) info->pinning = o.pinning;
+    }
+  }
+  auto backend = std::make_unique<MultiCardPrefillBackend>(options.devices, std::move(backends));
+  RETURN_IF_ERROR(backend->InitComms());
   return std::unique_ptr<PrefillBackend>(std::move(backend));
+#else
+  return absl::UnimplementedError("several CUDA devices need NCCL, which this build does not have");
+#endif
 }
 
 }  // namespace krasis

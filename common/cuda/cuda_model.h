@@ -11,15 +11,22 @@
 // earlier ones without copying them back); each layer's new rows are copied
 // into the host paged cache as soon as the layer has them.
 //
-// Supported now: GQA (Qwen3-MoE, GLM-4.x; QK norm, bias, partial RoPE) and MLA
-// (DeepSeek-V2/V3) token mixers, dense and MoE feed-forward blocks (every
-// router kind, ungated shared experts). Gated DeltaNet layers, Qwen3-Next's
-// output-gated attention and gated shared experts are refused with
-// kUnimplemented naming the layer.
+// Supported: GQA (Qwen3-MoE, GLM-4.x; QK norm, bias, partial RoPE, Qwen3-Next's
+// output gate), MLA (DeepSeek-V2/V3) and Gated DeltaNet (Qwen3-Next; its state
+// goes back into the sequence after each chunk) token mixers, dense and MoE
+// feed-forward blocks (every router kind, gated or plain shared experts).
+//
+// Several cards of one host (options.devices, NCCL): every card runs the whole
+// forward pass except the routed experts, which are split -- card r holds and
+// streams experts [r E / cards, (r + 1) E / cards) of every layer -- and each MoE
+// block's partial outputs are summed across the cards with an NCCL all-reduce.
+// So each card moves 1/cards of the expert bytes over its own PCIe link; the
+// first card writes the KV rows, state and logits.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/cuda/expert_store.h"
@@ -48,6 +55,9 @@ struct CudaBackendOptions {
   // At most this many MoE layers keep their experts resident, whatever the
   // budget allows (-1: no limit); the rest stream. For tests and benchmarks.
   int max_resident_expert_layers = -1;
+  // Several cards (NCCL), e.g. {0, 1}: routed experts split across them, each
+  // with this VRAM budget. Empty or one entry: one card (`device`, or that entry).
+  std::vector<int> devices;
 };
 
 // Where the backend put the routed experts (for logs and benchmarks).
@@ -57,6 +67,7 @@ struct CudaBackendInfo {
   int64_t resident_expert_bytes = 0, streamed_expert_bytes = 0, staging_bytes = 0;
   std::string expert_format;  // "bf16", "int4", ...
   std::string pinning;        // "register" or "ring" (when something streams)
+  int cards = 1;              // several: the expert bytes and layers above are summed over the cards
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

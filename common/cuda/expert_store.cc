@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "common/logging.h"
@@ -22,11 +24,73 @@ constexpr int kRingSlots = 4;
 constexpr size_t kSlotBytes = size_t{32} << 20;
 constexpr int kCopyThreads = 8;
 
+// Host pages pinned with cudaHostRegister, shared by every ExpertStore of the
+// process: the stores of several cards (each streaming its share of a layer's
+// experts) may pin neighbouring ranges that meet inside one page, and a page
+// can be registered only once. Spans never overlap; each counts its users.
+struct PinnedSpan {
+  uintptr_t end = 0;
+  int users = 0;
+};
+std::mutex pin_mu;
+std::map<uintptr_t, PinnedSpan> pinned;  // by start
+
+void UnpinLocked(const std::vector<uintptr_t>& held) {
+  for (uintptr_t key : held) {
+    auto it = pinned.find(key);
+    if (it == pinned.end() || --it->second.users > 0) continue;
+    cudaHostUnregister(reinterpret_cast<void*>(key));
+    pinned.erase(it);
+  }
+}
+
+// Pins the pages [b, e): registers what no store has pinned yet and counts a
+// use of each span it covers; `held` gets their starts.
+absl::Status PinPages(uintptr_t b, uintptr_t e, std::vector<uintptr_t>* held) {
+  std::lock_guard<std::mutex> lock(pin_mu);
+  std::vector<uintptr_t> taken;
+  uintptr_t at = b;
+  auto it = pinned.upper_bound(at);
+  if (it != pinned.begin() && std::prev(it)->second.end > at) {
+    auto prev = std::prev(it);
+    ++prev->second.users;
+    taken.push_back(prev->first);
+    at = prev->second.end;
+  }
+  while (at < e) {
+    it = pinned.lower_bound(at);
+    if (it != pinned.end() && it->first == at) {
+      ++it->second.users;
+      taken.push_back(at);
+      at = it->second.end;
+      continue;
+    }
+    const uintptr_t gap_end = it == pinned.end() ? e : std::min(e, it->first);
+    const cudaError_t err =
+        cudaHostRegister(reinterpret_cast<void*>(at), gap_end - at, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear it
+      UnpinLocked(taken);
+      return InternalError("cudaHostRegister of ", gap_end - at, " bytes: ", cudaGetErrorString(err));
+    }
+    pinned[at] = {gap_end, 1};
+    taken.push_back(at);
+    at = gap_end;
+  }
+  held->insert(held->end(), taken.begin(), taken.end());
+  return absl::OkStatus();
+}
+
+void UnpinPages(const std::vector<uintptr_t>& held) {
+  std::lock_guard<std::mutex> lock(pin_mu);
+  UnpinLocked(held);
+}
+
 }  // namespace
 
 const char* PinningName(Pinning p) { return p == Pinning::kRegister ? "register" : "ring"; }
 
-absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden) {
+absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int64_t first, int64_t end) {
   ExpertLayout out;
   out.hidden = hidden;
   if (ffn.quantized != nullptr) {
@@ -76,9 +140,16 @@ absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden) {
     size_t bytes;
     size_t* offset;
   };
+  const int64_t count = static_cast<int64_t>(out.experts.size());
+  out.first = std::clamp<int64_t>(first, 0, count);
+  out.end = end < 0 ? count : std::clamp<int64_t>(end, out.first, count);
   std::vector<Part> parts;
-  for (auto& e : out.experts) {
-    for (StoredMatrix& m : e) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (i < out.first || i >= out.end) {
+      for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) m.host = nullptr, m.bytes = 0, m.host_scales = nullptr, m.scale_bytes = 0;
+      continue;
+    }
+    for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) {
       parts.push_back({static_cast<const char*>(m.host), m.bytes, &m.offset});
       if (m.quant != 0) parts.push_back({reinterpret_cast<const char*>(m.host_scales), m.scale_bytes, &m.scales_offset});
     }
@@ -122,7 +193,7 @@ ExpertStore::~ExpertStore() {
     if (e != nullptr) cudaEventDestroy(e);
   }
   for (cudaEvent_t e : slot_free_) cudaEventDestroy(e);
-  for (auto [p, n] : registered_) cudaHostUnregister(p);
+  UnpinPages(registered_);
 }
 
 size_t ExpertStore::streamed_bytes() const {
@@ -204,15 +275,12 @@ absl::Status ExpertStore::RegisterRanges() {
     }
   }
   for (auto [b, e] : merged) {
-    void* p = reinterpret_cast<void*>(b);
-    const cudaError_t err = cudaHostRegister(p, e - b, cudaHostRegisterPortable | cudaHostRegisterReadOnly);
-    if (err != cudaSuccess) {
-      cudaGetLastError();  // clear it
-      for (auto [q, n] : registered_) cudaHostUnregister(q);
+    absl::Status s = PinPages(b, e, &registered_);
+    if (!s.ok()) {
+      UnpinPages(registered_);
       registered_.clear();
-      return InternalError("cudaHostRegister of ", e - b, " bytes: ", cudaGetErrorString(err));
+      return s;
     }
-    registered_.emplace_back(p, e - b);
   }
   return absl::OkStatus();
 }

@@ -66,15 +66,17 @@ struct HostRange {
 // ranges that hold them.
 struct ExpertLayout {
   int64_t hidden = 0, inter = 0;
-  std::vector<std::array<StoredMatrix, 3>> experts;
+  std::vector<std::array<StoredMatrix, 3>> experts;  // every expert of the layer
+  int64_t first = 0, end = 0;  // the experts this card holds: [first, end) (the others have no bytes)
   std::vector<HostRange> ranges;
   size_t bytes = 0;  // on the card
   std::string format;  // "bf16", "int4", ... (for messages and benchmarks)
 };
 
 // The layout of `ffn`'s routed experts: its quantized experts when it has them,
-// else the checkpoint's tensors.
-absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden);
+// else the checkpoint's tensors. Only experts [first, end) go to the card (end
+// < 0: to the last): several cards split a layer's experts.
+absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int64_t first = 0, int64_t end = -1);
 
 enum class Pinning { kRegister, kRing };
 const char* PinningName(Pinning p);
@@ -126,7 +128,7 @@ class ExpertStore {
   cudaEvent_t copied_[2] = {nullptr, nullptr}, consumed_[2] = {nullptr, nullptr};
   int64_t stage_holds_[2] = {-1, -1};  // layer whose copy into the stage was issued last
   uint64_t next_use_ = 0, issued_ = 0;  // uses numbered in streaming order; stage = use % 2
-  std::vector<std::pair<void*, size_t>> registered_;
+  std::vector<uintptr_t> registered_;  // pinned spans this store uses (process-wide registry)
 
   // kRing: a copier thread, jobs of (use, stage, layer), pinned slots.
   struct Job {

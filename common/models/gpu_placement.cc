@@ -122,4 +122,25 @@ absl::StatusOr<int64_t> ParseByteSize(const std::string& text, const std::string
   return value << shift;
 }
 
+absl::StatusOr<std::vector<int>> ParseDeviceList(const std::string& text, const std::string& flag) {
+  std::vector<int> out;
+  size_t at = 0;
+  while (true) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, end - at);
+    if (item.empty() || item.size() > 4 ||
+        !std::all_of(item.begin(), item.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+      return InvalidArgumentError(flag, " ", text, ": expected CUDA device indices such as 0,1");
+    }
+    const int d = std::stoi(item);
+    if (std::find(out.begin(), out.end(), d) != out.end()) {
+      return InvalidArgumentError(flag, " ", text, ": device ", d, " is listed twice");
+    }
+    out.push_back(d);
+    if (end == text.size()) break;
+    at = end + 1;
+  }
+  return out;
+}
+
 }  // namespace krasis

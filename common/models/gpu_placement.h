@@ -50,4 +50,8 @@ std::vector<GpuLayerBytes> GpuLayerSizes(const DecoderModel& model);
 // bytes; kInvalidArgument naming `flag` otherwise.
 absl::StatusOr<int64_t> ParseByteSize(const std::string& text, const std::string& flag);
 
+// "0,1" -> {0, 1}: CUDA device indices, distinct, non-negative; kInvalidArgument
+// naming `flag` otherwise.
+absl::StatusOr<std::vector<int>> ParseDeviceList(const std::string& text, const std::string& flag);
+
 }  // namespace krasis

@@ -52,6 +52,7 @@ struct BackendChoice {
   int device = 0;                   // CUDA device index
   int64_t vram_budget_bytes = 0;    // 0: what is free minus a margin
   std::string stream_pinning = "register";  // register or ring (cuda/expert_store.h)
+  std::vector<int> devices;          // several: routed experts split across these cards (NCCL)
 };
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const DecoderModel& model,
                                                                    const BackendChoice& choice,

@@ -90,5 +90,16 @@ TEST(GpuPlacementTest, ParsesByteSizes) {
   }
 }
 
+TEST(GpuPlacementTest, ParsesDeviceLists) {
+  EXPECT_EQ(*ParseDeviceList("0", "--cuda-devices"), std::vector<int>{0});
+  EXPECT_EQ(*ParseDeviceList("0,1", "--cuda-devices"), (std::vector<int>{0, 1}));
+  EXPECT_EQ(*ParseDeviceList("3,1,2", "--cuda-devices"), (std::vector<int>{3, 1, 2}));
+  for (const char* bad : {"", ",", "0,", ",1", "0,,1", "a", "-1", "0,0", "1 ,2", "99999"}) {
+    auto r = ParseDeviceList(bad, "--cuda-devices");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("--cuda-devices"), std::string::npos) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace krasis

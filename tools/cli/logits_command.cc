@@ -44,7 +44,9 @@ absl::StatusOr<LogitsResult> RunLogits(const LogitsRequest& request) {
   if (request.backend != "cpu" && request.backend != "cuda") {
     return InvalidArgumentError("--backend must be cpu or cuda, not '", request.backend, "'");
   }
-  ASSIGN_OR_RETURN(auto backend, MakePrefillBackend(*model, {request.backend, 0, 0}));
+  BackendChoice choice;
+  choice.name = request.backend;
+  ASSIGN_OR_RETURN(auto backend, MakePrefillBackend(*model, choice));
   RETURN_IF_ERROR(backend->Begin(seq, *cache, static_cast<int64_t>(request.tokens.size())));
   std::vector<std::vector<float>> logits(1);
   RETURN_IF_ERROR(backend->Forward(request.tokens, seq, *cache, &logits[0], true, nullptr));
