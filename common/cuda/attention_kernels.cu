@@ -490,6 +490,7 @@ std::optional<absl::Status> TryFa2(const float* q, const KV* k, const KV* v, con
   if (dq == 64 && dv == 64) return LaunchFa2<64, 64>(q, k, v, s, out, stream);
   if (dq == 128 && dv == 128) return LaunchFa2<128, 128>(q, k, v, s, out, stream);
   if (dq == 192 && dv == 128) return LaunchFa2<192, 128>(q, k, v, s, out, stream);
+  if (dq == 256 && dv == 256) return LaunchFa2<256, 256>(q, k, v, s, out, stream);  // Qwen3-Next
   return std::nullopt;
 }
 
@@ -497,7 +498,8 @@ std::optional<absl::Status> TryFa2(const float* q, const KV* k, const KV* v, con
 
 bool CausalAttentionTakesBf16Kv(const AttentionShape& s) {
   return !s.exact && ((s.head_dim == 32 && s.v_dim == 32) || (s.head_dim == 64 && s.v_dim == 64) ||
-                      (s.head_dim == 128 && s.v_dim == 128) || (s.head_dim == 192 && s.v_dim == 128));
+                      (s.head_dim == 128 && s.v_dim == 128) || (s.head_dim == 192 && s.v_dim == 128) ||
+                      (s.head_dim == 256 && s.v_dim == 256));
 }
 
 absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s,

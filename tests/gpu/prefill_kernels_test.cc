@@ -168,6 +168,7 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
       {8, 8, 32, 32, 200, 30},    // the fixtures' GQA head size
       {16, 16, 192, 128, 300, 77},  // MLA, several tiles after a prefix not a multiple of a tile
       {4, 2, 40, 40, 20, 5},      // head size not a multiple of 16: the fp32 kernel either way
+      {16, 2, 256, 256, 260, 70},  // Qwen3-Next's full attention: several tiles of 256-dim heads
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " d " << c.head_dim << "/"
