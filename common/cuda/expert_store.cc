@@ -81,6 +81,22 @@ absl::Status PinPages(uintptr_t b, uintptr_t e, std::vector<uintptr_t>* held) {
   return absl::OkStatus();
 }
 
+// Where the spans in `held` start and end, sorted: a copy must not cross one
+// (the driver rejects a source that runs from one registration into another).
+std::vector<uintptr_t> SpanBounds(const std::vector<uintptr_t>& held) {
+  std::lock_guard<std::mutex> lock(pin_mu);
+  std::vector<uintptr_t> out;
+  for (uintptr_t key : held) {
+    auto it = pinned.find(key);
+    if (it == pinned.end()) continue;
+    out.push_back(key);
+    out.push_back(it->second.end);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 void UnpinPages(const std::vector<uintptr_t>& held) {
   std::lock_guard<std::mutex> lock(pin_mu);
   UnpinLocked(held);
@@ -282,6 +298,7 @@ absl::Status ExpertStore::RegisterRanges() {
       return s;
     }
   }
+  span_bounds_ = SpanBounds(registered_);
   return absl::OkStatus();
 }
 
@@ -304,8 +321,17 @@ absl::Status ExpertStore::Issue(uint64_t use) {
 absl::Status ExpertStore::CopyLayer(int stage, size_t layer) {
   CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_stream_, consumed_[stage], 0));
   for (const HostRange& r : layouts_[layer].ranges) {
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(stage_[stage].as<char>() + r.offset, r.host, r.bytes,
-                                         cudaMemcpyHostToDevice, copy_stream_));
+    // In pieces that each stay inside one pinned span (another card's store may
+    // have pinned the pages where this range begins or ends).
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(r.host), end = begin + r.bytes;
+    auto cut = std::upper_bound(span_bounds_.begin(), span_bounds_.end(), begin);
+    for (uintptr_t at = begin; at < end;) {
+      const uintptr_t next = cut != span_bounds_.end() && *cut < end ? *cut++ : end;
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(stage_[stage].as<char>() + r.offset + (at - begin),
+                                           reinterpret_cast<const void*>(at), next - at, cudaMemcpyHostToDevice,
+                                           copy_stream_));
+      at = next;
+    }
   }
   CUDA_RETURN_IF_ERROR(cudaEventRecord(copied_[stage], copy_stream_));
   return absl::OkStatus();

@@ -129,6 +129,7 @@ class ExpertStore {
   int64_t stage_holds_[2] = {-1, -1};  // layer whose copy into the stage was issued last
   uint64_t next_use_ = 0, issued_ = 0;  // uses numbered in streaming order; stage = use % 2
   std::vector<uintptr_t> registered_;  // pinned spans this store uses (process-wide registry)
+  std::vector<uintptr_t> span_bounds_;  // their starts and ends, sorted: copies are cut there
 
   // kRing: a copier thread, jobs of (use, stage, layer), pinned slots.
   struct Job {
