@@ -65,6 +65,23 @@ void ExpectSameLinearState(const SequenceState& want, const SequenceState& got, 
       << "layer " << layer << " recurrent state";
 }
 
+// Every layer's KV rows of the first n positions (relative L2 within
+// `tolerance`), or its linear-attention state.
+void ExpectSameCache(PagedKvCache& want_cache, const SequenceState& want, PagedKvCache& got_cache,
+                     const SequenceState& got, int64_t n, double tolerance) {
+  for (int l = 0; l < want_cache.num_layers(); ++l) {
+    const int64_t f = want_cache.LayerFloats(l);
+    if (f == 0) {
+      ExpectSameLinearState(want, got, l, tolerance);
+      continue;
+    }
+    std::vector<float> a(static_cast<size_t>(n * f)), b(a.size());
+    want.ReadRows(want_cache, l, 0, n, a.data());
+    got.ReadRows(got_cache, l, 0, n, b.data());
+    EXPECT_LT(RelL2(b.data(), a.data(), a.size()), tolerance) << "layer " << l << " KV";
+  }
+}
+
 class CudaModelTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -131,17 +148,7 @@ TEST_P(CudaModelTest, F32ModeMatchesCpuExactly) {
   std::cout << GetParam() << " f32 mode: logits rel L2 " << err << "\n";
   EXPECT_LT(err, 1e-4);
   for (int64_t p = 0; p < n; ++p) EXPECT_EQ(Argmax(&got[p * vocab_], vocab_), Argmax(&want[p * vocab_], vocab_)) << p;
-  for (int l = 0; l < static_cast<int>(model_->layers.size()); ++l) {
-    const int64_t f = cpu_cache->LayerFloats(l);
-    if (f == 0) {
-      ExpectSameLinearState(cpu_seq, gpu_seq, l, 1e-4);
-      continue;
-    }
-    std::vector<float> a(static_cast<size_t>(n * f)), b(a.size());
-    cpu_seq.ReadRows(*cpu_cache, l, 0, n, a.data());
-    gpu_seq.ReadRows(*gpu_cache, l, 0, n, b.data());
-    EXPECT_LT(RelL2(b.data(), a.data(), a.size()), 1e-4) << "layer " << l << " KV";
-  }
+  ExpectSameCache(*cpu_cache, cpu_seq, *gpu_cache, gpu_seq, n, 1e-4);
 }
 
 // BF16 (what prefill runs with) stays within BF16 noise of the CPU at most
@@ -423,17 +430,7 @@ TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
     std::cout << GetParam() << " two cards vs one: logits rel L2 " << err << "\n";
     EXPECT_LT(err, 1e-5);
     for (int64_t p = 0; p < n; ++p) EXPECT_EQ(Argmax(&got[p * vocab_], vocab_), Argmax(&want[p * vocab_], vocab_)) << p;
-    for (int l = 0; l < static_cast<int>(model_->layers.size()); ++l) {
-      const int64_t f = cache1->LayerFloats(l);
-      if (f == 0) {
-        ExpectSameLinearState(seq1, seq2, l, 1e-5);
-        continue;
-      }
-      std::vector<float> a(static_cast<size_t>(n * f)), b(a.size());
-      seq1.ReadRows(*cache1, l, 0, n, a.data());
-      seq2.ReadRows(*cache2, l, 0, n, b.data());
-      EXPECT_LT(RelL2(b.data(), a.data(), a.size()), 1e-5) << "layer " << l << " KV";
-    }
+    ExpectSameCache(*cache1, seq1, *cache2, seq2, n, 1e-5);
     // Decode on the CPU from the two cards' cache and state: the all-CPU continuation.
     auto cpu_cache = model_->MakeCache(64, 4, DType::kF32);
     SequenceState cpu_seq;
