@@ -75,6 +75,7 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
   options.experts = "int4";
   options.prefill_experts = "int4";
   options.vram_budget = "16G";
+  options.prefill_cuda_devices = "0,1";
   auto plan = MakeLaunchPlan(options, 4242);
   ASSERT_TRUE(plan.ok()) << plan.status();
   auto argv_of = [&](const std::string& name) {
@@ -90,14 +91,17 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
   const auto decode = argv_of("decode"), prefill = argv_of("prefill");
   EXPECT_EQ(value(prefill, "--experts"), "int4");
   EXPECT_EQ(value(prefill, "--vram-budget"), "16G");
+  EXPECT_EQ(value(prefill, "--cuda-devices"), "0,1");
   EXPECT_EQ(value(prefill, "--cache-dir"), value(decode, "--cache-dir"));
   EXPECT_EQ(value(prefill, "--cache-dir"), options.home + "/cache");
   options.vram_budget.clear();
+  options.prefill_cuda_devices.clear();
   options.prefill_experts = "bf16";
   plan = MakeLaunchPlan(options, 4243);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(value(argv_of("prefill"), "--experts"), "bf16");
   EXPECT_EQ(value(argv_of("prefill"), "--vram-budget"), "<missing>");
+  EXPECT_EQ(value(argv_of("prefill"), "--cuda-devices"), "<missing>");
   std::filesystem::remove_all(root);
 }
 

@@ -145,6 +145,9 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
                                            options.prefill_experts, "--cache-dir",
                                            (fs::path(options.home) / "cache").string()});
   if (!options.vram_budget.empty()) prefill.argv.insert(prefill.argv.end(), {"--vram-budget", options.vram_budget});
+  if (!options.prefill_cuda_devices.empty()) {
+    prefill.argv.insert(prefill.argv.end(), {"--cuda-devices", options.prefill_cuda_devices});
+  }
   ASSIGN_OR_RETURN(ChildSpec gateway, child("gateway", plan.gateway_grpc_address));
   gateway.argv.insert(gateway.argv.end(), {"--model", options.model_dir, "--model-id", model_id, "--http-listen",
                                            plan.http_address, "--decode", plan.decode_address, "--prefill",
