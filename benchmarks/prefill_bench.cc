@@ -123,6 +123,25 @@ int main(int argc, char** argv) {
     at = end + 1;
   }
 
+  std::vector<int> devices;
+  if (!devices_arg.empty()) {
+    auto d = krasis::ParseDeviceList(devices_arg, "--devices");
+    if (!d.ok()) {
+      std::cerr << d.status().message() << "\n";
+      return 2;
+    }
+    devices = *d;
+  }
+  int64_t budget_bytes = 0;
+  if (!budget_arg.empty()) {
+    auto b = krasis::ParseByteSize(budget_arg, "--vram-budget");
+    if (!b.ok()) {
+      std::cerr << b.status().message() << "\n";
+      return 2;
+    }
+    budget_bytes = *b;
+  }
+
   auto t0 = std::chrono::steady_clock::now();
   auto model = krasis::LoadModel(model_dir);
   if (!model.ok()) {
@@ -136,25 +155,11 @@ int main(int argc, char** argv) {
   options.plan_chunk_tokens = chunk;
   options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
-  if (!devices_arg.empty()) {
-    auto d = krasis::ParseDeviceList(devices_arg, "--devices");
-    if (!d.ok()) {
-      std::cerr << d.status().message() << "\n";
-      return 2;
-    }
-    options.devices = *d;
-  }
+  options.devices = devices;
   int64_t bf16_expert_bytes = 0;
   for (const auto& l : krasis::GpuLayerSizes(**model)) bf16_expert_bytes += l.experts;
   if (budget_fraction > 0) options.vram_budget_bytes = static_cast<int64_t>(budget_fraction * bf16_expert_bytes);
-  if (!budget_arg.empty()) {
-    auto b = krasis::ParseByteSize(budget_arg, "--vram-budget");
-    if (!b.ok()) {
-      std::cerr << b.status().message() << "\n";
-      return 2;
-    }
-    options.vram_budget_bytes = *b;
-  }
+  if (budget_bytes > 0) options.vram_budget_bytes = budget_bytes;
   auto format = krasis::ParseExpertFormat(experts);
   if (!format) {
     std::cerr << "prefill_bench: --experts must be bf16, int8 or int4\n";

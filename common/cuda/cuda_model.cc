@@ -341,10 +341,7 @@ absl::Status CudaPrefillBackend::Init() {
     L.router = ffn->router;
     RETURN_IF_ERROR(UploadF32({&ffn->router_weight}, L.router_weight));
     if (!ffn->correction_bias.empty()) RETURN_IF_ERROR(UploadFloats(ffn->correction_bias, L.correction_bias));
-    const int64_t experts = ffn->quantized != nullptr ? static_cast<int64_t>(ffn->quantized->experts().size())
-                                                      : static_cast<int64_t>(ffn->experts.size());
-    ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_, rank_ * experts / cards_,
-                                                     (rank_ + 1) * experts / cards_));
+    ASSIGN_OR_RETURN(layouts[l], cuda::LayoutExperts(*ffn, hidden_, rank_, cards_));
     L.expert_inter = layouts[l].inter;
     max_expert_inter_ = std::max(max_expert_inter_, L.expert_inter);
     RETURN_IF_ERROR(L.shared.Upload(ffn->shared, f32_));
@@ -1195,7 +1192,6 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const Dec
       info->resident_expert_bytes += o.resident_expert_bytes;
       info->streamed_expert_bytes += o.streamed_expert_bytes;
       info->staging_bytes += o.staging_bytes;
-      if (o.streamed_layers > 0 && info->pinning.empty()) info->pinning = o.pinning;
     }
   }
   auto backend = std::make_unique<MultiCardPrefillBackend>(options.devices, std::move(backends));

@@ -106,7 +106,10 @@ void UnpinPages(const std::vector<uintptr_t>& held) {
 
 const char* PinningName(Pinning p) { return p == Pinning::kRegister ? "register" : "ring"; }
 
-absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int64_t first, int64_t end) {
+absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int share, int shares) {
+  if (shares < 1 || share < 0 || share >= shares) {
+    return InvalidArgumentError("LayoutExperts: share ", share, " of ", shares);
+  }
   ExpertLayout out;
   out.hidden = hidden;
   if (ffn.quantized != nullptr) {
@@ -157,8 +160,8 @@ absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, i
     size_t* offset;
   };
   const int64_t count = static_cast<int64_t>(out.experts.size());
-  out.first = std::clamp<int64_t>(first, 0, count);
-  out.end = end < 0 ? count : std::clamp<int64_t>(end, out.first, count);
+  out.first = share * count / shares;
+  out.end = (share + 1) * count / shares;
   std::vector<Part> parts;
   for (int64_t i = 0; i < count; ++i) {
     if (i < out.first || i >= out.end) {

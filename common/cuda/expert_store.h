@@ -74,9 +74,9 @@ struct ExpertLayout {
 };
 
 // The layout of `ffn`'s routed experts: its quantized experts when it has them,
-// else the checkpoint's tensors. Only experts [first, end) go to the card (end
-// < 0: to the last): several cards split a layer's experts.
-absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int64_t first = 0, int64_t end = -1);
+// else the checkpoint's tensors. Several cards split a layer's E experts: card
+// `share` of `shares` holds experts [share E / shares, (share + 1) E / shares).
+absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int share = 0, int shares = 1);
 
 enum class Pinning { kRegister, kRing };
 const char* PinningName(Pinning p);

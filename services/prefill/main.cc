@@ -60,6 +60,24 @@ int main(int argc, char** argv) {
     KLOG_ERROR("--chunk-tokens must be positive");
     return 2;
   }
+  int64_t budget = 0;
+  if (!vram_budget.empty()) {
+    auto parsed = krasis::ParseByteSize(vram_budget, "--vram-budget");
+    if (!parsed.ok()) {
+      KLOG_ERROR("{}", std::string(parsed.status().message()));
+      return 2;
+    }
+    budget = *parsed;
+  }
+  std::vector<int> devices;
+  if (!cuda_devices.empty()) {
+    auto parsed = krasis::ParseDeviceList(cuda_devices, "--cuda-devices");
+    if (!parsed.ok()) {
+      KLOG_ERROR("{}", std::string(parsed.status().message()));
+      return 2;
+    }
+    devices = *parsed;
+  }
   std::unique_ptr<krasis::PrefillEngine> engine;
   if (!model_dir.empty()) {
     auto model = krasis::LoadModel(model_dir);
@@ -76,24 +94,6 @@ int main(int argc, char** argv) {
     if (auto s = krasis::QuantizeExperts(**model, model_dir, *format, 128, cache_dir); !s.ok()) {
       KLOG_ERROR("cannot quantize the experts: {}", s.ToString());
       return 1;
-    }
-    int64_t budget = 0;
-    if (!vram_budget.empty()) {
-      auto parsed = krasis::ParseByteSize(vram_budget, "--vram-budget");
-      if (!parsed.ok()) {
-        KLOG_ERROR("{}", std::string(parsed.status().message()));
-        return 2;
-      }
-      budget = *parsed;
-    }
-    std::vector<int> devices;
-    if (!cuda_devices.empty()) {
-      auto parsed = krasis::ParseDeviceList(cuda_devices, "--cuda-devices");
-      if (!parsed.ok()) {
-        KLOG_ERROR("{}", std::string(parsed.status().message()));
-        return 2;
-      }
-      devices = *parsed;
     }
     std::string why;
     auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, budget, pinning, devices}, &why);

@@ -110,6 +110,56 @@ TEST(ExpertLayoutTest, QuantizedExpertsCarryCodesAndScales) {
   }
 }
 
+// Several cards split a layer's experts: each share holds its contiguous block
+// of experts (bytes on the card, copied from their own host bytes), the others
+// have none, the shares cover every expert once, and a bad share is an error.
+TEST(ExpertLayoutTest, SharesSplitTheExpertsBetweenCards) {
+  const int64_t hidden = 64, inter = 32, experts = 5;
+  const size_t matrix = static_cast<size_t>(hidden * inter) * 2;
+  std::vector<char> buffer(3 * matrix * experts);
+  std::mt19937 rng(11);
+  for (char& c : buffer) c = static_cast<char>(rng());
+  FfnDesc ffn;
+  ffn.kind = FfnDesc::Kind::kMoe;
+  for (int64_t e = 0; e < experts; ++e) {
+    const std::byte* base = reinterpret_cast<const std::byte*>(buffer.data()) + 3 * matrix * e;
+    MlpDesc d;
+    d.inter = inter;
+    d.gate = TensorView{DType::kBF16, {inter, hidden}, base};
+    d.up = TensorView{DType::kBF16, {inter, hidden}, base + matrix};
+    d.down = TensorView{DType::kBF16, {hidden, inter}, base + 2 * matrix};
+    ffn.experts.push_back(d);
+  }
+  std::vector<int> holders(experts, 0);
+  for (int share = 0; share < 2; ++share) {
+    auto layout = cuda::LayoutExperts(ffn, hidden, share, 2);
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_EQ(layout->first, share == 0 ? 0 : 2);
+    EXPECT_EQ(layout->end, share == 0 ? 2 : 5);
+    ASSERT_EQ(layout->experts.size(), static_cast<size_t>(experts));
+    const std::vector<char> image = Image(*layout);
+    EXPECT_GE(layout->bytes, 3 * matrix * static_cast<size_t>(layout->end - layout->first));
+    EXPECT_LT(layout->bytes, 3 * matrix * experts);
+    for (int64_t e = 0; e < experts; ++e) {
+      const bool held = e >= layout->first && e < layout->end;
+      holders[static_cast<size_t>(e)] += held;
+      const MlpDesc& d = ffn.experts[static_cast<size_t>(e)];
+      const TensorView* views[3] = {&d.gate, &d.up, &d.down};
+      for (int k = 0; k < 3; ++k) {
+        const cuda::StoredMatrix& m = layout->experts[static_cast<size_t>(e)][static_cast<size_t>(k)];
+        EXPECT_EQ(m.bytes, held ? matrix : 0u) << e;
+        if (held) {
+          EXPECT_EQ(std::memcmp(image.data() + m.offset, views[k]->data, matrix), 0) << e << "/" << k;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(holders, std::vector<int>(experts, 1));
+  for (auto [share, shares] : {std::pair{2, 2}, {-1, 2}, {0, 0}}) {
+    EXPECT_EQ(cuda::LayoutExperts(ffn, hidden, share, shares).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(ExpertLayoutTest, UnsupportedStoredTypeIsAnError) {
   std::vector<char> bytes(64);
   FfnDesc ffn;
