@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
       pinning = "register", devices_arg;
   double budget_fraction = 0;
-  bool profile = false;
+  bool profile = false, per_expert = false;
   int64_t chunk = 4096;
   po::options_description desc("prefill_bench options");
   desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
       "chunk", po::value(&chunk)->default_value(chunk), "tokens per forward pass")(
       "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)")(
       "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)")(
+      "per-expert-gemm", po::bool_switch(&per_expert),
+      "one cuBLAS GEMM per routed expert instead of the grouped expert GEMM (for comparison)")(
       "experts", po::value(&experts)->default_value(experts), "routed experts: bf16 (as stored), int8 or int4")(
       "cache-dir", po::value(&cache_dir), "conversion cache root for int8/int4 experts (default: quantize in memory)")(
       "vram-budget", po::value(&budget_arg), "GPU memory budget, e.g. 10G (default: free minus 1 GiB)")(
@@ -156,6 +158,7 @@ int main(int argc, char** argv) {
   options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
   options.devices = devices;
+  options.grouped_experts = !per_expert;
   int64_t bf16_expert_bytes = 0;
   for (const auto& l : krasis::GpuLayerSizes(**model)) bf16_expert_bytes += l.experts;
   if (budget_fraction > 0) options.vram_budget_bytes = static_cast<int64_t>(budget_fraction * bf16_expert_bytes);
@@ -194,10 +197,10 @@ int main(int argc, char** argv) {
               model_dir.c_str(), (*model)->layers.size(), load_s, precision.c_str(), info.expert_format.c_str(),
               bf16_expert_bytes / gb);
   std::printf("%d card(s), VRAM budget %.2f GB each: %d of %d MoE layers' experts resident (%.2f GB), %d streamed "
-              "(%.2f GB per chunk, all cards; staging %.2f GB, pinning %s)\n",
+              "(%.2f GB per chunk, all cards; staging %.2f GB, pinning %s); grouped expert GEMM in %d layers\n",
               info.cards, info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
               info.resident_expert_bytes / gb, info.streamed_layers, info.streamed_expert_bytes / gb,
-              info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-");
+              info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-", info.grouped_layers);
   std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
               *h2d, *gemm, static_cast<long long>(chunk));
   std::printf("%8s | %8s | %9s | %7s | %12s | %9s | %11s | %8s\n", "tokens", "seconds", "tokens/s", "TFLOP",

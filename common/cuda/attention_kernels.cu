@@ -16,6 +16,7 @@
 
 #include "common/cuda/cuda_check.h"
 #include "common/cuda/launch.cuh"
+#include "common/cuda/mma.cuh"
 #include "common/cuda/prefill_kernels.h"
 
 namespace krasis::cuda {
@@ -283,19 +284,6 @@ constexpr int kFaWarps = 8;
 constexpr int kFaQueries = 16 * kFaWarps;
 constexpr int kFaKeys = 64;
 constexpr int kFaThreads = 32 * kFaWarps;
-
-__device__ inline uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ inline void MmaBf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 template <int DQK, int DV>
 constexpr size_t FaSharedBytes() {

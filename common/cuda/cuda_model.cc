@@ -152,7 +152,13 @@ struct GpuLayer {
   DeviceMemory gdn_in;                 // [conv_dim + nv dv + 2 nv, hidden]
   DeviceMemory conv_w, conv_b, dt_bias, neg_a, gdn_norm;  // F32
   bool has_conv_bias = false;
-  DeviceMemory conv_state, rec_state;  // F32 [conv_dim, kernel - 1], [nv, dk, dv]: the sequence's, during a layer
+  // F32 [conv_dim, kernel - 1], [nv, dk, dv]: the sequence's state on the card.
+  // It stays there between the chunks of one prompt (state_epoch: the Begin it
+  // belongs to, state_pos: the position it has reached), so only a prompt's
+  // first chunk uploads it; every chunk copies it back (via state_out_).
+  DeviceMemory conv_state, rec_state;
+  int64_t state_epoch = -1, state_pos = -1;
+  size_t state_out = 0;  // its floats' offset in state_out_
   // Feed-forward
   FfnDesc::Kind ffn_kind = FfnDesc::Kind::kDense;
   GpuMlp dense;
@@ -160,6 +166,7 @@ struct GpuLayer {
   DeviceMemory router_weight;          // F32 [experts, hidden]
   DeviceMemory correction_bias;        // F32 [experts]
   int64_t expert_inter = 0;           // routed experts: in the backend's ExpertStore
+  bool grouped = false;                // ... computed by the grouped expert GEMM (else one GEMM per expert)
   GpuMlp shared;
   DeviceMemory shared_gate;            // F32 [hidden] (gated shared expert), else empty
   bool has_shared_gate = false;
@@ -224,7 +231,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status Attention(GpuLayer& L, int64_t n, int64_t start);
   absl::Status Mla(GpuLayer& L, int64_t n, int64_t start);
   // Gated DeltaNet over the chunk, from and back into the sequence's state.
-  absl::Status DeltaNet(GpuLayer& L, int64_t n, LinearState& state);
+  absl::Status DeltaNet(GpuLayer& L, int64_t n, int64_t start, LinearState& state);
 
   // Where a Forward's time goes (options_.profile).
   enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExpertWait, kExperts, kMlp, kReduce, kLmHead, kStages };
@@ -242,6 +249,23 @@ class CudaPrefillBackend final : public PrefillBackend {
                                           DeviceMemory& bf16);
   absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
+  // The routed experts' products over the sorted rows [row0, row1) of this
+  // card's experts: rows_act_ -> gate_up_ -> act_ -> expert_out_. Grouped: one
+  // launch per matrix for all experts (false when the layer's weight forms do
+  // not allow it); ExpertByExpert: one cuBLAS GEMM per expert and matrix.
+  struct GroupedMoe {
+    cuda::GroupedGemmShape gate_up, down;
+    std::vector<cuda::ExpertGemmWeights> gate_up_w, down_w;
+  };
+  // The grouped GEMMs of a layer whose experts lie at card address `base`
+  // (false when the layer's weight forms do not allow them).
+  bool PlanGrouped(const cuda::ExpertLayout& layout, uintptr_t base, GroupedMoe* plan) const;
+  absl::StatusOr<bool> GroupedExperts(const GpuLayer& L, const cuda::ExpertLayout& layout, const char* base,
+                                      const std::vector<int32_t>& counts, const std::vector<int32_t>& offsets,
+                                      int64_t row0, int64_t row1);
+  absl::Status ExpertByExpert(const cuda::ExpertLayout& layout, const char* base, const std::vector<int32_t>& counts,
+                              const std::vector<int32_t>& offsets, int64_t row0, int64_t row1);
+  absl::Status SiluMulRows(int64_t inter, int64_t row0, int64_t row1);
   absl::Status ReserveWorkspace(int64_t n);
   // MLA's buffers over every position so far, reserved before the first layer
   // runs so that running out of memory happens before any row goes out.
@@ -277,6 +301,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory gate_up_, act_, rows_act_, expert_out_;
   DeviceMemory gdn_mixed_, gdn_gates_, gate_logits_;  // Gated DeltaNet's conv output and gates; shared-expert gate
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
+  DeviceMemory gemm_table_;  // LaunchGroupedGemm's launch table
   std::vector<DeviceMemory> rope_tables_;
   DeviceMemory logits_;
   // MLA: queries, q_a, and per-position latents / expanded keys and values.
@@ -291,7 +316,18 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory kv_out16_;          // a layer's new rows as BF16/F16, for the host cache
   cudaEvent_t rows_ready_ = nullptr;  // they are in host_rows_
   PinnedMemory host_rows_;
-  std::vector<float> host_x_;
+  // The token embedding on the card (lm_head_ itself when the two are tied):
+  // BF16, or float in the checking mode or when the checkpoint stores it so.
+  DeviceMemory embed_;
+  const DeviceMemory* embed_table_ = nullptr;
+  bool embed_f32_ = false;
+  PinnedMemory host_ids_;
+  DeviceMemory token_ids_;
+  // Gated DeltaNet: each layer's state after the chunk, copied here
+  // asynchronously and into the sequence once the pass is done.
+  PinnedMemory state_out_;
+  size_t state_out_floats_ = 0;
+  int64_t begin_epoch_ = 0;
 };
 
 absl::Status CudaPrefillBackend::Init() {
@@ -351,12 +387,30 @@ absl::Status CudaPrefillBackend::Init() {
   }
   RETURN_IF_ERROR(UploadF32({&model_.final_norm}, final_norm_));
   RETURN_IF_ERROR(UploadWeight({&model_.lm_head.weight}, lm_head_, f32_));
+  embed_f32_ = f32_ || model_.embed.dtype != DType::kBF16;  // exactly the values the CPU widens
+  if (model_.embed.data == model_.lm_head.weight.data && embed_f32_ == f32_) {
+    embed_table_ = &lm_head_;  // tied: one copy
+  } else {
+    RETURN_IF_ERROR(UploadWeight({&model_.embed}, embed_, embed_f32_));
+    embed_table_ = &embed_;
+  }
+  RETURN_IF_ERROR(state_out_.Reserve(std::max<size_t>(state_out_floats_, 1) * sizeof(float)));
   rope_tables_.resize(ropes_.size());
   size_t scratch = 0;
   for (const cuda::ExpertLayout& e : layouts) scratch = std::max<size_t>(scratch, static_cast<size_t>(e.inter * hidden_));
   RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(2 * scratch, 1) * act_bytes_));  // gate and up
   ASSIGN_OR_RETURN(std::vector<bool> resident, PlaceExperts(layouts, free_at_start));
   RETURN_IF_ERROR(experts_.Init(std::move(layouts), resident, options_.pinning));
+  // Which layers the grouped expert GEMM computes, decided once: their weight
+  // forms and alignments do not change (card buffers are 256-byte aligned, and
+  // the layout keeps every matrix's host address modulo 256).
+  int grouped_layers = 0;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (experts_.layout(l).experts.empty()) continue;
+    GroupedMoe plan;
+    layers_[l].grouped = options_.grouped_experts && PlanGrouped(experts_.layout(l), 256, &plan);
+    grouped_layers += layers_[l].grouped ? 1 : 0;
+  }
   if (info_ != nullptr) {
     const int64_t budget = info_->budget_bytes;  // set by PlaceExperts
     *info_ = {};
@@ -372,6 +426,7 @@ absl::Status CudaPrefillBackend::Init() {
     info_->streamed_layers = experts_.streamed_layers();
     info_->staging_bytes = static_cast<int64_t>(2 * experts_.staging_bytes());
     info_->pinning = cuda::PinningName(experts_.pinning());
+    info_->grouped_layers = grouped_layers;
   }
   return absl::OkStatus();
 }
@@ -537,6 +592,8 @@ absl::Status CudaPrefillBackend::InitGdn(GpuLayer& L, const GdnDesc& g) {
   L.q_width = value_dim;                          // out_proj's input
   RETURN_IF_ERROR(L.conv_state.Reserve(static_cast<size_t>(std::max<int64_t>(conv_dim * (g.kernel - 1), 1)) * 4));
   RETURN_IF_ERROR(L.rec_state.Reserve(static_cast<size_t>(g.nv * g.dk * g.dv) * sizeof(float)));
+  L.state_out = state_out_floats_;
+  state_out_floats_ += static_cast<size_t>(conv_dim * (g.kernel - 1) + g.nv * g.dk * g.dv);
   max_qkv_ = std::max(max_qkv_, L.qkv_width);
   max_attn_ = std::max(max_attn_, value_dim);
   max_conv_dim_ = std::max(max_conv_dim_, conv_dim);
@@ -567,7 +624,8 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&kv_out16_, N * static_cast<size_t>(max_kv_row_) * h},
                             {&gdn_mixed_, N * static_cast<size_t>(max_conv_dim_) * f},
                             {&gdn_gates_, N * static_cast<size_t>(2 * max_linear_heads_) * f},
-                            {&gate_logits_, N * f}}) {
+                            {&gate_logits_, N * f},
+                            {&gemm_table_, cuda::GroupedGemmTableBytes(max_experts_, static_cast<int64_t>(rows))}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
   }
   for (size_t r = 0; r < ropes_.size(); ++r) {
@@ -603,6 +661,7 @@ absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
 absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   capacity_ = total_tokens;
+  ++begin_epoch_;  // the card's linear-attention states belong to an earlier prompt now
   std::vector<float> rows;
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
@@ -798,7 +857,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   return absl::OkStatus();
 }
 
-absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, LinearState& state) {
+absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, int64_t start, LinearState& state) {
   cuda::GdnShape s = L.gdn;
   s.n = n;
   s.stride = L.qkv_width;
@@ -807,10 +866,15 @@ absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, LinearState& s
       static_cast<int64_t>(state.recurrent.size()) != s.nv * s.dk * s.dv) {
     return absl::FailedPreconditionError("Gated DeltaNet: the sequence's linear-attention state is not initialised");
   }
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.conv_state.as<void>(), state.conv.data(), state.conv.size() * sizeof(float),
-                                       cudaMemcpyHostToDevice, stream_));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.rec_state.as<void>(), state.recurrent.data(),
-                                       state.recurrent.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  if (L.state_epoch != begin_epoch_ || L.state_pos != start) {
+    // Not the state this layer left on the card at the end of the prompt's
+    // previous chunk (a first chunk, another prompt, or a pass that failed part way).
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.conv_state.as<void>(), state.conv.data(),
+                                         state.conv.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(L.rec_state.as<void>(), state.recurrent.data(),
+                                         state.recurrent.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  }
+  L.state_epoch = -1;  // until this chunk completes
   float* proj = qkv_.as<float>();
   RETURN_IF_ERROR(Gemm(xn_act(), n, L.gdn_in, L.qkv_width, hidden_, proj));
   float* mixed = gdn_mixed_.as<float>();
@@ -826,12 +890,13 @@ absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, LinearState& s
                                            L.gdn_eps, f32_ ? attn_.as<float>() : nullptr,
                                            f32_ ? nullptr : attn16_.as<uint16_t>(), stream_));
   RETURN_IF_ERROR(Gemm(f32_ ? attn_.as<void>() : attn16_.as<void>(), n, L.o, hidden_, value_dim, mix_.as<float>()));
-  // The state after the chunk back into the sequence (what decode continues from).
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state.conv.data(), L.conv_state.as<void>(), state.conv.size() * sizeof(float),
+  // The state after the chunk, for the sequence (what decode continues from):
+  // into state_out_ now, into `state` when the pass completes (Forward).
+  float* out = state_out_.as<float>() + L.state_out;
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out, L.conv_state.as<void>(), state.conv.size() * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream_));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(state.recurrent.data(), L.rec_state.as<void>(),
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out + state.conv.size(), L.rec_state.as<void>(),
                                        state.recurrent.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
@@ -856,6 +921,101 @@ absl::StatusOr<const void*> CudaPrefillBackend::ExpertMatrix(const cuda::StoredM
                                              m.group, f32_, dst, stream_));
   }
   return static_cast<const void*>(dst);
+}
+
+absl::Status CudaPrefillBackend::SiluMulRows(int64_t inter, int64_t row0, int64_t row1) {
+  float* const gate_up_rows = gate_up_.as<float>() + row0 * 2 * inter;
+  return f32_ ? cuda::LaunchSiluMul(gate_up_rows, row1 - row0, inter, act_.as<float>() + row0 * inter, stream_)
+              : cuda::LaunchSiluMulBf16(gate_up_rows, row1 - row0, inter, act_.as<uint16_t>() + row0 * inter, stream_);
+}
+
+bool CudaPrefillBackend::PlanGrouped(const cuda::ExpertLayout& layout, uintptr_t base, GroupedMoe* plan) const {
+  if (f32_ || layout.first >= layout.end) return false;
+  const int64_t inter = layout.inter, first = layout.first, end = layout.end;
+  // One weight form for the whole layer (BF16 as stored, or one quantized
+  // format), one group size for gate and up and one for down.
+  const auto& probe = layout.experts[static_cast<size_t>(first)];
+  plan->gate_up_w.assign(static_cast<size_t>(end), {});
+  plan->down_w.assign(static_cast<size_t>(end), {});
+  auto at = [&](size_t offset) { return reinterpret_cast<const void*>(base + offset); };
+  auto scales = [&](const cuda::StoredMatrix& m) {
+    return m.quant == 0 ? nullptr : static_cast<const float*>(at(m.scales_offset));
+  };
+  for (int64_t e = first; e < end; ++e) {
+    const auto& mats = layout.experts[static_cast<size_t>(e)];
+    for (size_t k = 0; k < mats.size(); ++k) {
+      const cuda::StoredMatrix& m = mats[k];
+      if (m.quant != probe[0].quant || (m.quant == 0 && !UsableAsStored(m)) || m.group != probe[k == 2 ? 2 : 0].group) {
+        return false;
+      }
+    }
+    plan->gate_up_w[static_cast<size_t>(e)] = {at(mats[0].offset), at(mats[1].offset), scales(mats[0]),
+                                               scales(mats[1])};
+    plan->down_w[static_cast<size_t>(e)] = {at(mats[2].offset), nullptr, scales(mats[2]), nullptr};
+  }
+  cuda::GroupedGemmShape& gu = plan->gate_up;
+  gu.n = 2 * inter, gu.k = hidden_, gu.n_split = inter, gu.quant = probe[0].quant, gu.group = probe[0].group;
+  gu.x = rows_act_.as<uint16_t>(), gu.ldx = hidden_, gu.y = gate_up_.as<float>(), gu.ldy = 2 * inter;
+  cuda::GroupedGemmShape& dn = plan->down;
+  dn = gu;
+  dn.n = hidden_, dn.k = inter, dn.n_split = hidden_, dn.group = probe[2].group;
+  dn.x = act_.as<uint16_t>(), dn.ldx = inter, dn.y = expert_out_.as<float>(), dn.ldy = hidden_;
+  return cuda::GroupedGemmTakes(gu, plan->gate_up_w.data(), first, end) &&
+         cuda::GroupedGemmTakes(dn, plan->down_w.data(), first, end);
+}
+
+absl::StatusOr<bool> CudaPrefillBackend::GroupedExperts(const GpuLayer& L, const cuda::ExpertLayout& layout,
+                                                        const char* base, const std::vector<int32_t>& counts,
+                                                        const std::vector<int32_t>& offsets, int64_t row0,
+                                                        int64_t row1) {
+  if (!L.grouped) return false;
+  GroupedMoe plan;
+  if (!PlanGrouped(layout, reinterpret_cast<uintptr_t>(base), &plan)) {
+    return InternalError("grouped expert GEMM planned at start but not possible now");
+  }
+  RETURN_IF_ERROR(cuda::LaunchGroupedGemm(plan.gate_up, counts.data(), offsets.data(), plan.gate_up_w.data(),
+                                          layout.first, layout.end, gemm_table_.as<void>(), gemm_table_.bytes(),
+                                          stream_));
+  RETURN_IF_ERROR(SiluMulRows(layout.inter, row0, row1));
+  RETURN_IF_ERROR(cuda::LaunchGroupedGemm(plan.down, counts.data(), offsets.data(), plan.down_w.data(), layout.first,
+                                          layout.end, gemm_table_.as<void>(), gemm_table_.bytes(), stream_));
+  return true;
+}
+
+absl::Status CudaPrefillBackend::ExpertByExpert(const cuda::ExpertLayout& layout, const char* base,
+                                                const std::vector<int32_t>& counts,
+                                                const std::vector<int32_t>& offsets, int64_t row0, int64_t row1) {
+  const int64_t inter = layout.inter;
+  const size_t first = static_cast<size_t>(layout.first), end = static_cast<size_t>(layout.end);
+  for (size_t e = first; e < end; ++e) {
+    if (counts[e] == 0) continue;
+    // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul
+    // reads them: one GEMM over [gate; up] when they lie back to back (as stored,
+    // or both converted into the scratch), else one each.
+    const cuda::StoredMatrix& gm = layout.experts[e][0];
+    const cuda::StoredMatrix& um = layout.experts[e][1];
+    const void* x_rows = ActRow(rows_act_, offsets[e], hidden_);
+    float* y = gate_up_.as<float>() + offsets[e] * 2 * inter;
+    const bool adjacent_as_stored = UsableAsStored(gm) && UsableAsStored(um) && um.offset == gm.offset + gm.bytes;
+    if (adjacent_as_stored || (!UsableAsStored(gm) && !UsableAsStored(um))) {
+      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(gm, base));
+      RETURN_IF_ERROR(ExpertMatrix(um, base, static_cast<size_t>(inter * hidden_)).status());
+      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, 2 * inter, hidden_, y, 2 * inter));
+      continue;
+    }
+    for (int k = 0; k < 2; ++k) {
+      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][static_cast<size_t>(k)], base));
+      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, inter, hidden_, y + k * inter, 2 * inter));
+    }
+  }
+  RETURN_IF_ERROR(SiluMulRows(inter, row0, row1));
+  for (size_t e = first; e < end; ++e) {
+    if (counts[e] == 0) continue;
+    ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][2], base));
+    RETURN_IF_ERROR(GemmPtr(ActRow(act_, offsets[e], inter), counts[e], w, hidden_, inter,
+                            expert_out_.as<float>() + offsets[e] * hidden_, hidden_));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
@@ -887,7 +1047,6 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                                  rows_act_.as<float>(), stream_)
                        : cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                     rows_act_.as<uint16_t>(), stream_));
-  const int64_t inter = L.expert_inter;
   const size_t layer = static_cast<size_t>(&L - layers_.data());
   const cuda::ExpertLayout& layout = experts_.layout(layer);
   ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, stream_));
@@ -896,37 +1055,8 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   const size_t first = static_cast<size_t>(layout.first), end = static_cast<size_t>(layout.end);
   const int64_t row0 = first < counts.size() ? offsets[first] : choices;
   const int64_t row1 = end < counts.size() ? offsets[end] : choices;
-  for (size_t e = first; e < end; ++e) {
-    if (counts[e] == 0) continue;
-    // Gate and up rows side by side in gate_up_ ([rows, 2 * inter]), as SiluMul
-    // reads them: one GEMM over [gate; up] when they lie back to back (as stored,
-    // or both converted into the scratch), else one each.
-    const cuda::StoredMatrix& gm = layout.experts[e][0];
-    const cuda::StoredMatrix& um = layout.experts[e][1];
-    const void* x_rows = ActRow(rows_act_, offsets[e], hidden_);
-    float* y = gate_up_.as<float>() + offsets[e] * 2 * inter;
-    const bool adjacent_as_stored = UsableAsStored(gm) && UsableAsStored(um) && um.offset == gm.offset + gm.bytes;
-    if (adjacent_as_stored || (!UsableAsStored(gm) && !UsableAsStored(um))) {
-      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(gm, base));
-      RETURN_IF_ERROR(ExpertMatrix(um, base, static_cast<size_t>(inter * hidden_)).status());
-      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, 2 * inter, hidden_, y, 2 * inter));
-      continue;
-    }
-    for (int k = 0; k < 2; ++k) {
-      ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][static_cast<size_t>(k)], base));
-      RETURN_IF_ERROR(GemmPtr(x_rows, counts[e], w, inter, hidden_, y + k * inter, 2 * inter));
-    }
-  }
-  float* const gate_up_rows = gate_up_.as<float>() + row0 * 2 * inter;
-  RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_rows, row1 - row0, inter, act_.as<float>() + row0 * inter, stream_)
-                       : cuda::LaunchSiluMulBf16(gate_up_rows, row1 - row0, inter,
-                                                 act_.as<uint16_t>() + row0 * inter, stream_));
-  for (size_t e = first; e < end; ++e) {
-    if (counts[e] == 0) continue;
-    ASSIGN_OR_RETURN(const void* w, ExpertMatrix(layout.experts[e][2], base));
-    RETURN_IF_ERROR(GemmPtr(ActRow(act_, offsets[e], inter), counts[e], w, hidden_, inter,
-                            expert_out_.as<float>() + offsets[e] * hidden_, hidden_));
-  }
+  ASSIGN_OR_RETURN(const bool grouped, GroupedExperts(L, layout, base, counts, offsets, row0, row1));
+  if (!grouped) RETURN_IF_ERROR(ExpertByExpert(layout, base, counts, offsets, row0, row1));
   RETURN_IF_ERROR(experts_.Release(layer, stream_));
   // Other cards' rows count as zero here (their partial sums come in the all-reduce).
   float* const rows_out = expert_out_.as<float>();
@@ -988,10 +1118,16 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   kv_dtype_ = cache.dtype();
 
   lap_ = std::chrono::steady_clock::now();
-  host_x_.resize(static_cast<size_t>(n * hidden_));
-  for (int64_t t = 0; t < n; ++t) ref::EmbeddingRow(model_.embed, tokens[t], &host_x_[t * hidden_]);
+  // The embedding on the card: only the token ids cross PCIe.
+  RETURN_IF_ERROR(host_ids_.Reserve(static_cast<size_t>(n) * sizeof(int32_t)));
+  RETURN_IF_ERROR(token_ids_.Reserve(static_cast<size_t>(n) * sizeof(int32_t)));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // host_ids_ may still feed the last pass's copy
+  std::copy(tokens.begin(), tokens.end(), host_ids_.as<int32_t>());
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(token_ids_.as<void>(), host_ids_.as<void>(), static_cast<size_t>(n) * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
   float* x = x_.as<float>();
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x, host_x_.data(), host_x_.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  RETURN_IF_ERROR(cuda::LaunchEmbedRows(embed_table_->as<void>(), embed_f32_, token_ids_.as<int32_t>(), n, hidden_, x,
+                                        stream_));
   for (size_t r = 0; r < ropes_.size(); ++r) {
     std::vector<float> table = ropes_[r]->Table(start, n);
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_tables_[r].as<void>(), table.data(), table.size() * sizeof(float),
@@ -1011,7 +1147,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
         if (seq.linear.size() <= l) {
           return absl::FailedPreconditionError("the sequence's linear-attention state is not initialised");
         }
-        RETURN_IF_ERROR(DeltaNet(L, n, seq.linear[l]));
+        RETURN_IF_ERROR(DeltaNet(L, n, start, seq.linear[l]));
         break;
     }
     RETURN_IF_ERROR(Lap(kMixerProj));
@@ -1055,6 +1191,15 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
                                          cudaMemcpyDeviceToHost, stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    GpuLayer& L = layers_[l];
+    if (L.mixer_kind != MixerDesc::Kind::kGatedDeltaNet) continue;
+    LinearState& state = seq.linear[l];
+    const float* out = state_out_.as<float>() + L.state_out;
+    std::copy_n(out, state.conv.size(), state.conv.data());
+    std::copy_n(out + state.conv.size(), state.recurrent.size(), state.recurrent.data());
+    L.state_epoch = begin_epoch_, L.state_pos = start + n;
+  }
   RETURN_IF_ERROR(Lap(kLmHead));
   seq.num_tokens += n;
   return absl::OkStatus();

@@ -58,6 +58,10 @@ struct CudaBackendOptions {
   // Several cards (NCCL), e.g. {0, 1}: routed experts split across them, each
   // with this VRAM budget. Empty or one entry: one card (`device`, or that entry).
   std::vector<int> devices;
+  // Routed experts through the grouped expert GEMM (one launch per matrix for
+  // all of a layer's experts) where the weight form allows it; false: one cuBLAS
+  // GEMM per expert (for comparisons).
+  bool grouped_experts = true;
 };
 
 // Where the backend put the routed experts (for logs and benchmarks).
@@ -68,6 +72,7 @@ struct CudaBackendInfo {
   std::string expert_format;  // "bf16", "int4", ...
   std::string pinning;        // "register" or "ring" (when something streams)
   int cards = 1;              // several: the expert bytes and layers above are summed over the cards
+  int grouped_layers = 0;     // MoE layers whose experts run through the grouped GEMM
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

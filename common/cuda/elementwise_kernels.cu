@@ -164,6 +164,30 @@ absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, fl
   return absl::OkStatus();
 }
 
+namespace {
+// One block per token: the row of the table widened to float.
+__global__ void EmbedRowsKernel(const void* table, bool f32, const int32_t* ids, int64_t dim, float* out) {
+  const int64_t row = ids[blockIdx.x];
+  float* o = out + blockIdx.x * dim;
+  if (f32) {
+    const float* src = static_cast<const float*>(table) + row * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = src[i];
+  } else {
+    const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(table) + row * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __bfloat162float(src[i]);
+  }
+}
+}  // namespace
+
+absl::Status LaunchEmbedRows(const void* table, bool f32, const int32_t* ids, int64_t n, int64_t dim, float* out,
+                             cudaStream_t stream) {
+  if (n <= 0) return absl::OkStatus();
+  if (n > INT32_MAX) return InvalidArgumentError("LaunchEmbedRows: ", n, " rows are too many");
+  EmbedRowsKernel<<<static_cast<unsigned>(n), kBlockThreads, 0, stream>>>(table, f32, ids, dim, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
   if (count <= 0) return absl::OkStatus();
   ToBf16Kernel<<<GridFor(count), kBlockThreads, 0, stream>>>(x, count, out);

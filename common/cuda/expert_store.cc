@@ -22,6 +22,7 @@ constexpr size_t kMergeGap = size_t{64} << 10;
 // kRing: pinned slots and the threads that fill each.
 constexpr int kRingSlots = 4;
 constexpr size_t kSlotBytes = size_t{32} << 20;
+constexpr size_t kCopyPiece = size_t{64} << 20;  // largest single copy of a streamed layer
 constexpr int kCopyThreads = 8;
 
 // Host pages pinned with cudaHostRegister, shared by every ExpertStore of the
@@ -329,7 +330,14 @@ absl::Status ExpertStore::CopyLayer(int stage, size_t layer) {
     const uintptr_t begin = reinterpret_cast<uintptr_t>(r.host), end = begin + r.bytes;
     auto cut = std::upper_bound(span_bounds_.begin(), span_bounds_.end(), begin);
     for (uintptr_t at = begin; at < end;) {
-      const uintptr_t next = cut != span_bounds_.end() && *cut < end ? *cut++ : end;
+      uintptr_t next = cut != span_bounds_.end() && *cut < end ? *cut : end;
+      // At most kCopyPiece at a time: the copy engine takes other streams'
+      // small copies (token ids, state) between pieces instead of after the layer.
+      if (next - at > kCopyPiece) {
+        next = at + kCopyPiece;
+      } else if (next != end) {
+        ++cut;
+      }
       CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(stage_[stage].as<char>() + r.offset + (at - begin),
                                            reinterpret_cast<const void*>(at), next - at, cudaMemcpyHostToDevice,
                                            copy_stream_));

@@ -46,6 +46,11 @@ absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, fl
 
 // out[i] = bf16(x[i]), round to nearest even.
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
+
+// out[t, :] = table[ids[t], :] widened to float, for t < n: the token
+// embedding. table [vocab, dim] BF16 (f32 false) or float; ids in range.
+absl::Status LaunchEmbedRows(const void* table, bool f32, const int32_t* ids, int64_t n, int64_t dim, float* out,
+                             cudaStream_t stream);
 // out[i] = dtype(x[i]) for dtype BF16 or F16 (the bit patterns of a KV cache of that dtype).
 absl::Status LaunchToHalf(DType dtype, const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
 
@@ -126,6 +131,43 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64
 // t < n, summed in j order; y [rows, dim].
 absl::Status LaunchCombineExperts(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
                                   int64_t top_k, int64_t dim, float* out, cudaStream_t stream);
+
+// Grouped expert GEMM: for every expert e in [first, end) with counts[e] > 0,
+//   y[r, c] = sum_k x[r, k] * W_e[c, k]  for rows r in [offsets[e], offsets[e] + counts[e]), c < n,
+// in one launch (BF16 tensor cores, fp32 accumulation and output). W_e's rows
+// [0, n_split) are the rows of matrix w0, rows [n_split, n) those of w1 (so an
+// expert's gate and up, stored apart, give [rows, 2 * inter] at once). Weights
+// are BF16 row-major [rows, k] (quant 0), or the tile-interleaved INT8 (1) /
+// INT4 (2) layout of common/quant/quant_format.h with its scales, dequantized
+// to BF16 in shared memory tile by tile as the GEMM reads them.
+struct ExpertGemmWeights {
+  const void* w0 = nullptr;
+  const void* w1 = nullptr;
+  const float* s0 = nullptr;  // quantized: scales of w0 / w1
+  const float* s1 = nullptr;
+};
+struct GroupedGemmShape {
+  int64_t n = 0, k = 0, n_split = 0;
+  int quant = 0;       // 0 BF16, 1 INT8, 2 INT4 (quant::QuantFormat's values)
+  int64_t group = 0;   // quantized: group size
+  const uint16_t* x = nullptr;  // BF16 [rows, k], rows ldx apart
+  int64_t ldx = 0;
+  float* y = nullptr;  // [rows, n], rows ldy apart
+  int64_t ldy = 0;
+};
+// Whether LaunchGroupedGemm takes this shape and these weights (k a multiple of
+// 32, x 16-byte aligned, BF16 weights 8-byte aligned, quantized ones 16, groups
+// of 32 or more dividing k, n_split a multiple of 16 when quantized); the
+// caller otherwise runs one GEMM per expert.
+bool GroupedGemmTakes(const GroupedGemmShape& shape, const ExpertGemmWeights* weights, int64_t first, int64_t end);
+// Device bytes of the launch table for `experts` experts and `rows` rows.
+size_t GroupedGemmTableBytes(int64_t experts, int64_t rows);
+// counts, offsets and weights are host arrays indexed by expert; `table` is
+// device scratch of GroupedGemmTableBytes(end, sum of counts) bytes, which the
+// launch fills (an asynchronous copy on `stream`) and reads.
+absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
+                               const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
+                               size_t table_bytes, cudaStream_t stream);
 
 // Expert weights as the host stores them, turned into the GEMM's input form just
 // before the GEMM (so what crosses PCIe, or stays resident, is the stored form).

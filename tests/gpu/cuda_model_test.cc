@@ -156,8 +156,10 @@ TEST_P(CudaModelTest, F32ModeMatchesCpuExactly) {
 // common, so a token's expert choice can flip; that moves a few positions a
 // lot, hence the median and the argmax share rather than one global bound.
 TEST_P(CudaModelTest, Bf16ModeStaysWithinBf16NoiseOfCpu) {
-  auto backend = MakeCudaPrefillBackend(*model_, {});
+  CudaBackendInfo info;
+  auto backend = MakeCudaPrefillBackend(*model_, {}, &info);
   ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ(info.grouped_layers, info.moe_layers);  // the routed experts ran through the grouped GEMM
   const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
   const int64_t n = static_cast<int64_t>(prompt.size());
   for (DType kv : {DType::kF32, DType::kBF16}) {
@@ -387,6 +389,46 @@ TEST_P(CudaModelTest, QuantizedExpertsFromTheCacheRunOnTheGpu) {
     // BF16 mode (what prefill runs): within BF16 noise of the fp32 mode.
     const std::vector<float> bf16_mode = RunGpu(*model_, prompt, {}, &info);
     EXPECT_LT(RelL2(bf16_mode.data(), gpu.data(), gpu.size()), 0.15);
+  }
+}
+
+// The grouped expert GEMM (all of a layer's experts in one launch per matrix,
+// quantized weights dequantized inside it) computes what one cuBLAS GEMM per
+// expert does after LaunchDequantTiled: the same BF16 products, summed in
+// another order, for BF16, INT8 and INT4 experts, resident and streamed.
+TEST_P(CudaModelTest, GroupedExpertGemmComputesWhatPerExpertGemmsDo) {
+  const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  const std::string root = ::testing::TempDir() + "/krasis_gpu_grouped_" + GetParam();
+  for (ExpertFormat format : {ExpertFormat::kBf16, ExpertFormat::kInt8, ExpertFormat::kInt4}) {
+    SCOPED_TRACE(ExpertFormatName(format));
+    if (format != ExpertFormat::kBf16) {
+      auto options = CachedExpertOptions(FixtureDir(GetParam()), root + "/cache", format, 128);
+      ASSERT_TRUE(options.ok()) << options.status();
+      ASSERT_TRUE(SetExpertFormat(*model_, *options).ok());
+    }
+    for (int resident : {-1, 0}) {
+      CudaBackendOptions options;
+      options.max_resident_expert_layers = resident;
+      options.grouped_experts = false;
+      CudaBackendInfo info;
+      const std::vector<float> want = RunGpu(*model_, prompt, options, &info);
+      EXPECT_EQ(info.grouped_layers, 0);
+      options.grouped_experts = true;
+      const std::vector<float> got = RunGpu(*model_, prompt, options, &info);
+      ASSERT_GT(info.moe_layers, 0);
+      EXPECT_EQ(info.grouped_layers, info.moe_layers);
+      EXPECT_EQ(info.expert_format, std::string(ExpertFormatName(format)));
+      ASSERT_EQ(got.size(), want.size());
+      int same = 0;
+      for (int64_t p = 0; p < n; ++p) same += Argmax(&got[p * vocab_], vocab_) == Argmax(&want[p * vocab_], vocab_);
+      const double err = RelL2(got.data(), want.data(), want.size());
+      std::cout << GetParam() << " " << ExpertFormatName(format) << (resident == 0 ? " streamed" : " resident")
+                << ": grouped vs per-expert GEMMs rel L2 " << err << ", argmax equal at " << same << "/" << n << "\n";
+      // Only the fp32 summation order differs; BF16 rounding of the activations can amplify it a little.
+      EXPECT_LT(err, 1e-2);
+      EXPECT_GE(same, static_cast<int>(n) - 2);
+    }
   }
 }
 

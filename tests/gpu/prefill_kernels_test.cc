@@ -155,6 +155,32 @@ TEST_F(PrefillKernelsTest, SiluMulAndBf16AndAddMatchReference) {
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(sum[i], y[i] + x[i]) << i;
 }
 
+TEST_F(PrefillKernelsTest, EmbedRowsWidenExactlyWhatTheCpuWidens) {
+  const int64_t vocab = 300, dim = 520;
+  const std::vector<float> table = Random(static_cast<size_t>(vocab * dim));
+  std::vector<uint16_t> table16(table.size());
+  for (size_t i = 0; i < table.size(); ++i) table16[i] = FloatToBF16(table[i]);
+  std::mt19937 rng(++seed_);
+  std::vector<int32_t> ids(77);
+  for (int32_t& id : ids) id = static_cast<int32_t>(rng() % vocab);
+  ids[0] = 0, ids[1] = static_cast<int32_t>(vocab - 1);
+  DeviceBuffer<int32_t> d_ids(ids);
+  for (bool f32 : {false, true}) {
+    SCOPED_TRACE(f32 ? "F32 table" : "BF16 table");
+    const TensorView view = f32 ? TensorView{DType::kF32, {vocab, dim}, reinterpret_cast<const std::byte*>(table.data())}
+                                : TensorView{DType::kBF16, {vocab, dim}, reinterpret_cast<const std::byte*>(table16.data())};
+    std::vector<float> want(ids.size() * static_cast<size_t>(dim));
+    for (size_t t = 0; t < ids.size(); ++t) ref::EmbeddingRow(view, ids[t], &want[t * static_cast<size_t>(dim)]);
+    DeviceBuffer<float> t32(table);
+    DeviceBuffer<uint16_t> t16(table16);
+    DeviceBuffer<float> out(want.size());
+    ASSERT_TRUE(cuda::LaunchEmbedRows(f32 ? static_cast<const void*>(t32.get()) : t16.get(), f32, d_ids.get(),
+                                      static_cast<int64_t>(ids.size()), dim, out.get(), nullptr)
+                    .ok());
+    EXPECT_EQ(out.Download(), want);
+  }
+}
+
 TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
   struct Case {
     int64_t heads, kv_heads, head_dim, v_dim, n, start_pos;

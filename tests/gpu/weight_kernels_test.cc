@@ -1,11 +1,16 @@
 // GPU test (ctest label gpu): expert weights turned from their stored form into
 // the GEMM's input form on the card (LaunchMaterializeDense, LaunchDequantTiled)
-// against the CPU's own decoding of the same bytes, on fresh random matrices.
+// against the CPU's own decoding of the same bytes, and the grouped expert GEMM
+// (LaunchGroupedGemm) against a double-precision product of the same BF16
+// values, on fresh random matrices.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "common/cuda/prefill_kernels.h"
@@ -122,6 +127,112 @@ TEST_F(WeightKernelsTest, MaterializeDenseConvertsEveryStoredTypeLikeTheHost) {
     }
   }
   EXPECT_FALSE(cuda::LaunchMaterializeDense(DType::kI32, nullptr, 4, true, nullptr, nullptr).ok());
+}
+
+
+// One expert's two stacked matrices ([n_split, k] and [n - n_split, k]) as the
+// GEMM reads them, and the BF16 values it must multiply by.
+struct GemmExpert {
+  std::vector<uint16_t> bf16[2];
+  std::optional<quant::QuantizedMatrix> q[2];
+  std::vector<float> value;  // [n, k]: what the product must use
+};
+
+TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
+  // Expert row counts around the 128-row block (0, 1, 127, 128, 129, 300),
+  // output widths that are not a multiple of the 128-column block, a split
+  // inside a block, every weight form.
+  const std::vector<int32_t> counts = {0, 1, 127, 128, 129, 300, 0, 37};
+  for (int quant : {0, 1, 2}) {
+    for (auto [n, k, n_split, group] :
+         {std::tuple<int64_t, int64_t, int64_t, int64_t>{200, 256, 96, 64}, {160, 96, 160, 32}, {80, 128, 0, 128}}) {
+      SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split);
+      const int64_t experts = static_cast<int64_t>(counts.size());
+      std::vector<int32_t> offsets(counts.size());
+      int64_t rows = 0;
+      for (size_t e = 0; e < counts.size(); ++e) offsets[e] = static_cast<int32_t>(rows), rows += counts[e];
+      const int64_t ldx = k + 8, ldy = n + 5;
+      std::vector<float> xf = Random(static_cast<size_t>(rows * ldx));
+      std::vector<uint16_t> x(xf.size());
+      for (size_t i = 0; i < xf.size(); ++i) x[i] = FloatToBF16(xf[i]), xf[i] = BF16ToFloat(x[i]);
+      std::vector<GemmExpert> ex(counts.size());
+      std::vector<cuda::ExpertGemmWeights> w(counts.size());
+      for (size_t e = 0; e < counts.size(); ++e) {
+        ex[e].value.assign(static_cast<size_t>(n * k), 0.0f);
+        for (int m = 0; m < 2; ++m) {
+          const int64_t r0 = m == 0 ? 0 : n_split, mrows = m == 0 ? n_split : n - n_split;
+          if (mrows == 0) continue;
+          std::vector<float> wm = Random(static_cast<size_t>(mrows * k));
+          std::vector<float> use(wm.size());
+          if (quant == 0) {
+            ex[e].bf16[m].resize(wm.size());
+            for (size_t i = 0; i < wm.size(); ++i) ex[e].bf16[m][i] = FloatToBF16(wm[i]), use[i] = BF16ToFloat(ex[e].bf16[m][i]);
+            // Odd experts' rows start 8 bytes off a 16-byte boundary, as a safetensors file's may.
+            const size_t pad = e % 2 == 1 ? 4 : 0;
+            ex[e].bf16[m].insert(ex[e].bf16[m].begin(), pad, 0);
+            (m == 0 ? w[e].w0 : w[e].w1) = Upload(ex[e].bf16[m].data(), ex[e].bf16[m].size()) + pad;
+          } else {
+            auto q = quant::QuantizeMatrix(wm.data(), mrows, k, static_cast<quant::QuantFormat>(quant), group);
+            ASSERT_TRUE(q.ok()) << q.status();
+            ASSERT_EQ(q->group_size, group);
+            const std::vector<float> deq = quant::DequantizeMatrix(*q);
+            for (size_t i = 0; i < wm.size(); ++i) use[i] = BF16ToFloat(FloatToBF16(deq[i]));
+            (m == 0 ? w[e].w0 : w[e].w1) = Upload(q->data, q->data_bytes());
+            (m == 0 ? w[e].s0 : w[e].s1) = Upload(q->scales, q->scale_count());
+            ex[e].q[m] = std::move(*q);
+          }
+          std::copy(use.begin(), use.end(), ex[e].value.begin() + r0 * k);
+        }
+      }
+      const float guard = 12345.0f;
+      std::vector<float> y0(static_cast<size_t>(rows * ldy), guard);
+      float* y = Upload(y0.data(), y0.size());
+      cuda::GroupedGemmShape shape;
+      shape.n = n, shape.k = k, shape.n_split = n_split, shape.quant = quant, shape.group = group;
+      shape.x = Upload(x.data(), x.size()), shape.ldx = ldx, shape.y = y, shape.ldy = ldy;
+      ASSERT_TRUE(cuda::GroupedGemmTakes(shape, w.data(), 0, experts));
+      const size_t table_bytes = cuda::GroupedGemmTableBytes(experts, rows);
+      void* table = Alloc(table_bytes);
+      const absl::Status st =
+          cuda::LaunchGroupedGemm(shape, counts.data(), offsets.data(), w.data(), 0, experts, table, table_bytes, nullptr);
+      ASSERT_TRUE(st.ok()) << st;
+      const std::vector<float> got = Download<float>(y, y0.size());
+      double err = 0, norm = 0;
+      int nan = 0, guard_hit = 0;
+      for (size_t e = 0; e < counts.size(); ++e) {
+        for (int32_t r = offsets[e]; r < offsets[e] + counts[e]; ++r) {
+          for (int64_t c = 0; c < ldy; ++c) {
+            const float g = got[static_cast<size_t>(r * ldy + c)];
+            if (c >= n) {
+              guard_hit += g != guard;  // columns past n are not written
+              continue;
+            }
+            double want = 0;
+            for (int64_t i = 0; i < k; ++i) {
+              want += double(xf[static_cast<size_t>(r * ldx + i)]) * ex[e].value[static_cast<size_t>(c * k + i)];
+            }
+            nan += std::isnan(g);
+            err += (g - want) * (g - want), norm += want * want;
+          }
+        }
+      }
+      EXPECT_EQ(nan, 0);
+      EXPECT_EQ(guard_hit, 0);
+      EXPECT_GT(norm, 0.0);
+      EXPECT_LT(std::sqrt(err / norm), 1e-5);  // same BF16 inputs, fp32 accumulation
+    }
+  }
+}
+
+TEST_F(WeightKernelsTest, GroupedGemmRefusesWhatItCannotTake) {
+  cuda::GroupedGemmShape shape;
+  shape.n = 64, shape.k = 100, shape.n_split = 64, shape.ldx = 104, shape.ldy = 64;  // k not a multiple of 32
+  cuda::ExpertGemmWeights w;
+  EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &w, 0, 1));
+  const int32_t count = 4, offset = 0;
+  EXPECT_FALSE(cuda::LaunchGroupedGemm(shape, &count, &offset, &w, 0, 1, nullptr, 0, nullptr).ok());
+  shape.k = 128, shape.quant = 2, shape.group = 128, shape.n_split = 40;  // INT4 split inside a 16-row tile
+  EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &w, 0, 1));
 }
 
 }  // namespace

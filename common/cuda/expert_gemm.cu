@@ -1,0 +1,286 @@
+// Grouped expert GEMM (see prefill_kernels.h): every expert's rows of the
+// sorted batch times that expert's weights, all experts in one launch, so a
+// layer of 512 small experts fills the card instead of running 512 GEMMs of a
+// few hundred rows one after another.
+//
+// A block computes 128 rows (of one expert) x 128 output columns, stepping
+// through k 32 at a time: x and the weight rows go global -> shared with
+// cp.async in a three-stage pipeline, ldmatrix feeds mma.sync m16n8k16 (BF16,
+// fp32 accumulation); 8 warps, each 64 rows x 32 columns. Quantized weights
+// arrive in their tile-interleaved bytes (16 rows x 32 columns of a group are
+// contiguous: 256 bytes INT4, 512 INT8) and are dequantized into a BF16 shared
+// tile -- code * scale rounded to BF16, exactly what LaunchDequantTiled writes --
+// before the warps read it. The launch table (per-block expert and rows, per-
+// expert matrix pointers) is built on the host from the expert counts the
+// caller already has there.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "common/cuda/cuda_check.h"
+#include "common/cuda/mma.cuh"
+#include "common/cuda/prefill_kernels.h"
+#include "common/status.h"
+
+namespace krasis::cuda {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 3, kThreads = 256;
+constexpr int kTileBytes = kBM * kBK * 2;  // one [128][32] BF16 stage of x or of the weights
+
+struct BlockRows {  // a block row of the launch: rows [row0, row0 + rows) of x, all of `expert`
+  int32_t expert, row0, rows, pad;
+};
+
+struct Params {
+  const uint16_t* x;
+  float* y;
+  int64_t ldx, ldy;
+  int n, k, n_split, group;
+  const ExpertGemmWeights* weights;
+  const BlockRows* blocks;
+};
+
+// Byte offset of 16-byte chunk c (0..3) of row r in a [rows][32] BF16 tile,
+// swizzled so the 8 row addresses of an ldmatrix hit distinct banks.
+__device__ inline int Swizzle(int r, int c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+
+// Raw bytes of 16 weight rows x kBK columns in the quantized layout.
+template <int kQuant>
+__host__ __device__ constexpr int RawTileBytes() {
+  return kQuant == 2 ? 8 * kBK : 16 * kBK;
+}
+
+template <int kQuant>  // 0 BF16, 1 INT8, 2 INT4
+constexpr size_t SharedBytes() {
+  return kQuant == 0 ? size_t(2 * kStages) * kTileBytes
+                     : size_t(kStages + 1) * kTileBytes + size_t(kStages) * 8 * RawTileBytes<kQuant>();
+}
+
+// kNarrow: BF16 weights aligned to 8 bytes only (a safetensors file's data may
+// start 8 bytes off a 16-byte boundary), loaded 8 bytes at a time.
+template <int kQuant, bool kNarrow>
+__global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  uint8_t* const a_stages = smem;
+  uint8_t* const b_stages = smem + kStages * kTileBytes;      // BF16: kStages tiles; quantized: one
+  uint8_t* const raw_stages = b_stages + kTileBytes;          // quantized: kStages raw tiles
+  const BlockRows blk = p.blocks[blockIdx.y];
+  const ExpertGemmWeights ew = p.weights[blk.expert];
+  const int n0 = blockIdx.x * kBN;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wm = warp / 4, wn = warp % 4;
+  const int steps = p.k / kBK;
+
+  auto load_x = [&](int stage, int step) {
+    for (int i = 0; i < 2; ++i) {
+      const int id = tid + i * kThreads, r = id >> 2, c = id & 3;
+      const bool ok = r < blk.rows;
+      const uint16_t* src = p.x + int64_t(blk.row0 + (ok ? r : 0)) * p.ldx + step * kBK + c * 8;
+      CpAsync16(a_stages + stage * kTileBytes + Swizzle(r, c), src, ok);
+    }
+  };
+  auto load_w = [&](int stage, int step) {
+    if constexpr (kQuant == 0) {
+      for (int i = 0; i < 2; ++i) {
+        const int id = tid + i * kThreads, r = id >> 2, c = id & 3, n = n0 + r;
+        const bool ok = n < p.n;
+        const uint16_t* row = n < p.n_split ? static_cast<const uint16_t*>(ew.w0) + int64_t(n) * p.k
+                                            : static_cast<const uint16_t*>(ew.w1) + int64_t(n - p.n_split) * p.k;
+        const uint16_t* src = ok ? row + step * kBK + c * 8 : static_cast<const uint16_t*>(ew.w0);
+        uint8_t* dst = b_stages + stage * kTileBytes + Swizzle(r, c);
+        if constexpr (kNarrow) {
+          CpAsync8(dst, src, ok);
+          CpAsync8(dst + 8, ok ? src + 4 : src, ok);
+        } else {
+          CpAsync16(dst, src, ok);
+        }
+      }
+    } else {
+      constexpr int kRaw = RawTileBytes<kQuant>(), kChunksPerTile = kRaw / 16;
+      if (tid < 8 * kChunksPerTile) {
+        const int rt = tid / kChunksPerTile, c = tid % kChunksPerTile, n = n0 + rt * 16;
+        const bool ok = n < p.n, second = n >= p.n_split;
+        const int tile = (second ? n - p.n_split : n) / 16;
+        const int k0 = step * kBK, g = k0 / p.group, kin = k0 - g * p.group;
+        const int64_t group_bytes = (kQuant == 2 ? 8 : 16) * int64_t(p.group);
+        const uint8_t* data = static_cast<const uint8_t*>(second ? ew.w1 : ew.w0);
+        const uint8_t* src = data + (int64_t(tile) * (p.k / p.group) + g) * group_bytes +
+                             int64_t(kin) * (kQuant == 2 ? 8 : 16) + c * 16;
+        CpAsync16(raw_stages + stage * 8 * kRaw + rt * kRaw + c * 16, ok ? src : ew.w0, ok);
+      }
+    }
+  };
+  // Quantized: the raw tile of `stage` -> BF16 rows in b_stages. Thread t takes
+  // row t / 2, columns 16 (t % 2) .. + 16.
+  auto dequant = [&](int stage, int step) {
+    constexpr int kRaw = RawTileBytes<kQuant>();
+    const int r = tid >> 1, half = tid & 1, n = n0 + r, rr = r & 15;
+    const uint8_t* raw = raw_stages + stage * 8 * kRaw + (r >> 4) * kRaw;
+    float s = 0.0f;
+    if (n < p.n) {
+      const bool second = n >= p.n_split;
+      const int tile = (second ? n - p.n_split : n) / 16, g = step * kBK / p.group;
+      s = (second ? ew.s1 : ew.s0)[(int64_t(tile) * (p.k / p.group) + g) * 16 + rr];
+    }
+    for (int o = 0; o < 2; ++o) {
+      float v[8];
+      if constexpr (kQuant == 2) {  // octet 2 half + o: columns 8c + j (low nibble), 8c + 4 + j (high)
+        const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (half * 2 + o) * 64 + rr * 4);
+        for (int j = 0; j < 4; ++j) {
+          v[j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xF) - 8);
+          v[j + 4] = static_cast<float>(static_cast<int>((word >> (8 * j + 4)) & 0xF) - 8);
+        }
+      } else {  // quads 4 half + 2 o and the next: 4 columns each
+        for (int qd = 0; qd < 2; ++qd) {
+          const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (half * 4 + o * 2 + qd) * 64 + rr * 4);
+          for (int j = 0; j < 4; ++j) v[qd * 4 + j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xFF) - 128);
+        }
+      }
+      const uint4 packed = make_uint4(PackBf16(v[0] * s, v[1] * s), PackBf16(v[2] * s, v[3] * s),
+                                      PackBf16(v[4] * s, v[5] * s), PackBf16(v[6] * s, v[7] * s));
+      *reinterpret_cast<uint4*>(b_stages + Swizzle(r, half * 2 + o)) = packed;
+    }
+  };
+
+  float acc[4][4][4] = {};
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < steps) load_x(s, s), load_w(s, s);
+    CpAsyncCommit();
+  }
+  for (int step = 0; step < steps; ++step) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // this step's stage has landed; every warp is done with the previous one
+    const int next = step + kStages - 1;
+    if (next < steps) load_x(next % kStages, next), load_w(next % kStages, next);
+    CpAsyncCommit();
+    const int stage = step % kStages;
+    const uint8_t* at = a_stages + stage * kTileBytes;
+    const uint8_t* bt = b_stages + stage * kTileBytes;
+    if constexpr (kQuant != 0) {
+      dequant(stage, step);
+      __syncthreads();
+      bt = b_stages;
+    }
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      uint32_t a[4][4], b[4][2];
+      for (int i = 0; i < 4; ++i) {
+        LdMatrixX4(a[i], at + Swizzle(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+      }
+      for (int j = 0; j < 2; ++j) {
+        uint32_t r[4];
+        LdMatrixX4(r, bt + Swizzle(wn * 32 + j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+        b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+      }
+      for (int i = 0; i < 4; ++i) {
+        for (int j = 0; j < 4; ++j) MmaBf16(acc[i][j], a[i], b[j][0], b[j][1]);
+      }
+    }
+  }
+  CpAsyncWait<0>();
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      const int col = n0 + wn * 32 + j * 8 + (lane & 3) * 2;
+      for (int h = 0; h < 2; ++h) {
+        const int r = wm * 64 + i * 16 + (lane >> 2) + h * 8;
+        if (r >= blk.rows) continue;
+        float* out = p.y + int64_t(blk.row0 + r) * p.ldy + col;
+        if (col < p.n) out[0] = acc[i][j][2 * h];
+        if (col + 1 < p.n) out[1] = acc[i][j][2 * h + 1];
+      }
+    }
+  }
+}
+
+bool Aligned(const void* p, size_t to) { return reinterpret_cast<uintptr_t>(p) % to == 0; }
+
+// Whether every expert's weights of [first, end) are 16-byte aligned.
+bool WeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t end) {
+  for (int64_t e = first; e < end; ++e) {
+    if (!Aligned(weights[e].w0, 16) || !Aligned(weights[e].w1, 16)) return false;
+  }
+  return true;
+}
+
+template <int kQuant, bool kNarrow = false>
+absl::Status Launch(const Params& p, unsigned blocks, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.n + kBN - 1) / kBN), blocks);
+  GroupedGemmKernel<kQuant, kNarrow><<<grid, kThreads, SharedBytes<kQuant>(), stream>>>(p);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weights, int64_t first, int64_t end) {
+  if (s.k <= 0 || s.k % kBK != 0 || s.n <= 0 || s.n > INT32_MAX / 2 || s.k > INT32_MAX / 2) return false;
+  if (s.n_split < 0 || s.n_split > s.n || s.ldx % 8 != 0 || s.ldx < s.k || s.ldy < s.n || !Aligned(s.x, 16)) {
+    return false;
+  }
+  if (s.quant < 0 || s.quant > 2) return false;
+  if (s.quant != 0 && (s.group < kBK || s.k % s.group != 0 || s.group % kBK != 0 || s.n_split % 16 != 0)) return false;
+  for (int64_t e = first; e < end; ++e) {
+    const ExpertGemmWeights& w = weights[e];
+    // BF16 rows may start 8 bytes off (the narrow loads); quantized tiles are 16-byte blocks.
+    const size_t align = s.quant == 0 ? 8 : 16;
+    if (!Aligned(w.w0, align) || !Aligned(w.w1, align) || !Aligned(w.s0, 4) || !Aligned(w.s1, 4)) return false;
+    if (s.n_split > 0 && w.w0 == nullptr) return false;
+    if (s.n_split < s.n && w.w1 == nullptr) return false;
+    if (s.quant != 0 && ((s.n_split > 0 && w.s0 == nullptr) || (s.n_split < s.n && w.s1 == nullptr))) return false;
+  }
+  return true;
+}
+
+size_t GroupedGemmTableBytes(int64_t experts, int64_t rows) {
+  return static_cast<size_t>(experts) * sizeof(ExpertGemmWeights) +
+         static_cast<size_t>(rows / kBM + experts + 1) * sizeof(BlockRows);
+}
+
+absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
+                               const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
+                               size_t table_bytes, cudaStream_t stream) {
+  if (!GroupedGemmTakes(shape, weights, first, end)) {
+    return InvalidArgumentError("LaunchGroupedGemm: shape n=", shape.n, " k=", shape.k, " quant=", shape.quant,
+                                " group=", shape.group, " or its weights are not supported (see GroupedGemmTakes)");
+  }
+  std::vector<BlockRows> blocks;
+  int64_t rows = 0;
+  for (int64_t e = first; e < end; ++e) {
+    rows += counts[e];
+    for (int32_t r = 0; r < counts[e]; r += kBM) {
+      blocks.push_back({static_cast<int32_t>(e), offsets[e] + r, std::min<int32_t>(kBM, counts[e] - r), 0});
+    }
+  }
+  if (blocks.empty()) return absl::OkStatus();
+  if (blocks.size() > 65535) return InvalidArgumentError("LaunchGroupedGemm: ", rows, " rows are too many for one launch");
+  const size_t weight_bytes = static_cast<size_t>(end) * sizeof(ExpertGemmWeights);
+  const size_t block_bytes = blocks.size() * sizeof(BlockRows);
+  if (weight_bytes + block_bytes > table_bytes) {
+    return InvalidArgumentError("LaunchGroupedGemm: table of ", table_bytes, " bytes, ", weight_bytes + block_bytes,
+                                " needed");
+  }
+  std::vector<uint8_t> host(weight_bytes + block_bytes);
+  std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host.data());
+  std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host.data() + weight_bytes);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host.data(), host.size(), cudaMemcpyHostToDevice, stream));
+  Params p{shape.x,
+           shape.y,
+           shape.ldx,
+           shape.ldy,
+           static_cast<int>(shape.n),
+           static_cast<int>(shape.k),
+           static_cast<int>(shape.n_split),
+           static_cast<int>(shape.group),
+           static_cast<const ExpertGemmWeights*>(table),
+           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes)};
+  const unsigned nb = static_cast<unsigned>(blocks.size());
+  if (shape.quant == 0) {
+    return WeightsAligned16(weights, first, end) ? Launch<0>(p, nb, stream) : Launch<0, true>(p, nb, stream);
+  }
+  if (shape.quant == 1) return Launch<1>(p, nb, stream);
+  return Launch<2>(p, nb, stream);
+}
+
+}  // namespace krasis::cuda
