@@ -197,10 +197,11 @@ int main(int argc, char** argv) {
               model_dir.c_str(), (*model)->layers.size(), load_s, precision.c_str(), info.expert_format.c_str(),
               bf16_expert_bytes / gb);
   std::printf("%d card(s), VRAM budget %.2f GB each: %d of %d MoE layers' experts resident (%.2f GB), %d streamed "
-              "(%.2f GB per chunk, all cards; staging %.2f GB, pinning %s); grouped expert GEMM in %d layers\n",
+              "(%.2f GB per chunk, all cards, in %d part(s) per layer; staging %.2f GB, pinning %s); grouped expert GEMM in %d "
+              "layers\n",
               info.cards, info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
               info.resident_expert_bytes / gb, info.streamed_layers, info.streamed_expert_bytes / gb,
-              info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-", info.grouped_layers);
+              info.stream_parts, info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-", info.grouped_layers);
   std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
               *h2d, *gemm, static_cast<long long>(chunk));
   std::printf("%8s | %8s | %9s | %7s | %12s | %9s | %11s | %8s\n", "tokens", "seconds", "tokens/s", "TFLOP",

@@ -279,6 +279,7 @@ class CudaPrefillBackend final : public PrefillBackend {
 #endif
   CudaBackendInfo* info_ = nullptr;
   cuda::ExpertStore experts_;
+  int stream_parts_ = 1;  // streamed layers move in this many parts (the placement's choice)
   DeviceMemory wscratch_;  // one expert matrix in the GEMM input form
   const bool f32_;               // the fp32 checking mode
   const cudaDataType act_type_;  // GEMM input type: CUDA_R_16BF, or CUDA_R_32F
@@ -400,7 +401,7 @@ absl::Status CudaPrefillBackend::Init() {
   for (const cuda::ExpertLayout& e : layouts) scratch = std::max<size_t>(scratch, static_cast<size_t>(e.inter * hidden_));
   RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(2 * scratch, 1) * act_bytes_));  // gate and up
   ASSIGN_OR_RETURN(std::vector<bool> resident, PlaceExperts(layouts, free_at_start));
-  RETURN_IF_ERROR(experts_.Init(std::move(layouts), resident, options_.pinning));
+  RETURN_IF_ERROR(experts_.Init(std::move(layouts), resident, options_.pinning, stream_parts_));
   // Which layers the grouped expert GEMM computes, decided once: their weight
   // forms and alignments do not change (card buffers are 256-byte aligned, and
   // the layout keeps every matrix's host address modulo 256).
@@ -408,7 +409,9 @@ absl::Status CudaPrefillBackend::Init() {
   for (size_t l = 0; l < layers_.size(); ++l) {
     if (experts_.layout(l).experts.empty()) continue;
     GroupedMoe plan;
-    layers_[l].grouped = options_.grouped_experts && PlanGrouped(experts_.layout(l), 256, &plan);
+    bool grouped = options_.grouped_experts;
+    for (int p = 0; p < experts_.parts(l) && grouped; ++p) grouped = PlanGrouped(experts_.part(l, p), 256, &plan);
+    layers_[l].grouped = grouped;
     grouped_layers += layers_[l].grouped ? 1 : 0;
   }
   if (info_ != nullptr) {
@@ -427,6 +430,7 @@ absl::Status CudaPrefillBackend::Init() {
     info_->staging_bytes = static_cast<int64_t>(2 * experts_.staging_bytes());
     info_->pinning = cuda::PinningName(experts_.pinning());
     info_->grouped_layers = grouped_layers;
+    info_->stream_parts = experts_.streamed_layers() > 0 ? stream_parts_ : 1;
   }
   return absl::OkStatus();
 }
@@ -460,13 +464,14 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
   GpuPlacementInput in;
   in.budget_bytes = budget;
   in.fixed_bytes = static_cast<int64_t>(free_at_start - free_now) + workspace + positions;
-  for (const cuda::ExpertLayout& e : layouts) in.layers.push_back({0, static_cast<int64_t>(e.bytes)});
-  auto plan = PlanGpuPlacement(in);
+  for (const cuda::ExpertLayout& e : layouts) in.layers.push_back({0, static_cast<int64_t>(e.bytes), e.end - e.first});
+  auto plan = PlanGpuPlacement(in, options_.expert_parts);
   if (!plan.ok()) {
     return absl::ResourceExhaustedError(StrCat(plan.status().message(), " (", chunk, "-token chunks, room for ",
                                                context, " tokens of KV)"));
   }
   if (info_ != nullptr) info_->budget_bytes = budget;
+  stream_parts_ = options_.expert_parts > 0 ? options_.expert_parts : plan->stream_parts;
   std::vector<bool> resident = plan->experts_resident;
   if (options_.max_resident_expert_layers >= 0) {
     int kept = 0;
@@ -1049,15 +1054,21 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                                     rows_act_.as<uint16_t>(), stream_));
   const size_t layer = static_cast<size_t>(&L - layers_.data());
   const cuda::ExpertLayout& layout = experts_.layout(layer);
-  ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, stream_));
-  RETURN_IF_ERROR(Lap(kExpertWait));
-  // This card's experts (all of them on one card) and their rows [row0, row1).
-  const size_t first = static_cast<size_t>(layout.first), end = static_cast<size_t>(layout.end);
-  const int64_t row0 = first < counts.size() ? offsets[first] : choices;
-  const int64_t row1 = end < counts.size() ? offsets[end] : choices;
-  ASSIGN_OR_RETURN(const bool grouped, GroupedExperts(L, layout, base, counts, offsets, row0, row1));
-  if (!grouped) RETURN_IF_ERROR(ExpertByExpert(layout, base, counts, offsets, row0, row1));
-  RETURN_IF_ERROR(experts_.Release(layer, stream_));
+  // The first row of expert e's segment of the sorted rows.
+  auto row_of = [&](int64_t e) { return e < static_cast<int64_t>(counts.size()) ? offsets[static_cast<size_t>(e)] : choices; };
+  // This card's experts (all of them on one card) and their rows [row0, row1),
+  // computed part by part as each part of a streamed layer reaches the card.
+  const int64_t row0 = row_of(layout.first), row1 = row_of(layout.end);
+  for (int p = 0; p < experts_.parts(layer); ++p) {
+    const cuda::ExpertLayout& part = experts_.part(layer, p);
+    ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, p, stream_));
+    RETURN_IF_ERROR(Lap(kExpertWait));
+    const int64_t part_row0 = row_of(part.first), part_row1 = row_of(part.end);
+    ASSIGN_OR_RETURN(const bool grouped, GroupedExperts(L, part, base, counts, offsets, part_row0, part_row1));
+    if (!grouped) RETURN_IF_ERROR(ExpertByExpert(part, base, counts, offsets, part_row0, part_row1));
+    RETURN_IF_ERROR(experts_.Release(layer, p, stream_));
+    RETURN_IF_ERROR(Lap(kExperts));
+  }
   // Other cards' rows count as zero here (their partial sums come in the all-reduce).
   float* const rows_out = expert_out_.as<float>();
   const size_t row_bytes = static_cast<size_t>(hidden_) * sizeof(float);

@@ -62,6 +62,10 @@ struct CudaBackendOptions {
   // all of a layer's experts) where the weight form allows it; false: one cuBLAS
   // GEMM per expert (for comparisons).
   bool grouped_experts = true;
+  // Streamed layers move in this many parts (groups of experts); 0: the
+  // placement's choice (parts when two buffers of a whole layer do not fit, or
+  // when smaller buffers leave room for more resident layers).
+  int expert_parts = 0;
 };
 
 // Where the backend put the routed experts (for logs and benchmarks).
@@ -73,6 +77,7 @@ struct CudaBackendInfo {
   std::string pinning;        // "register" or "ring" (when something streams)
   int cards = 1;              // several: the expert bytes and layers above are summed over the cards
   int grouped_layers = 0;     // MoE layers whose experts run through the grouped GEMM
+  int stream_parts = 1;       // streamed layers move in this many parts
 };
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

@@ -107,6 +107,53 @@ void UnpinPages(const std::vector<uintptr_t>& held) {
 
 const char* PinningName(Pinning p) { return p == Pinning::kRegister ? "register" : "ring"; }
 
+namespace {
+
+// Lays out the experts [out.first, out.end) of `out` on the card (the others
+// get no bytes): every matrix, by host address, coalesced into ranges laid end
+// to end, each keeping its host address modulo 256 (alignment carries over).
+void LayRanges(ExpertLayout& out) {
+  struct Part {
+    const char* host;
+    size_t bytes;
+    size_t* offset;
+  };
+  const int64_t count = static_cast<int64_t>(out.experts.size());
+  out.ranges.clear();
+  std::vector<Part> parts;
+  for (int64_t i = 0; i < count; ++i) {
+    if (i < out.first || i >= out.end) {
+      for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) m.host = nullptr, m.bytes = 0, m.host_scales = nullptr, m.scale_bytes = 0;
+      continue;
+    }
+    for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) {
+      parts.push_back({static_cast<const char*>(m.host), m.bytes, &m.offset});
+      if (m.quant != 0) parts.push_back({reinterpret_cast<const char*>(m.host_scales), m.scale_bytes, &m.scales_offset});
+    }
+  }
+  std::sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) { return a.host < b.host; });
+  size_t at = 0;
+  for (size_t i = 0; i < parts.size();) {
+    const char* begin = parts[i].host;
+    const char* end = begin + parts[i].bytes;
+    size_t j = i + 1;
+    while (j < parts.size() && parts[j].host <= end + kMergeGap) {
+      end = std::max(end, parts[j].host + parts[j].bytes);
+      ++j;
+    }
+    // Keep the host address modulo 256 (alignment carries over).
+    const size_t mod = reinterpret_cast<uintptr_t>(begin) % 256;
+    const size_t offset = (at + 255) / 256 * 256 + mod;
+    out.ranges.push_back({begin, static_cast<size_t>(end - begin), offset});
+    for (size_t k = i; k < j; ++k) *parts[k].offset = offset + static_cast<size_t>(parts[k].host - begin);
+    at = offset + static_cast<size_t>(end - begin);
+    i = j;
+  }
+  out.bytes = at;
+}
+
+}  // namespace
+
 absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int share, int shares) {
   if (shares < 1 || share < 0 || share >= shares) {
     return InvalidArgumentError("LayoutExperts: share ", share, " of ", shares);
@@ -154,45 +201,24 @@ absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, i
       out.experts.push_back(e);
     }
   }
-  // Every part, by host address, coalesced into ranges laid end to end on the card.
-  struct Part {
-    const char* host;
-    size_t bytes;
-    size_t* offset;
-  };
   const int64_t count = static_cast<int64_t>(out.experts.size());
   out.first = share * count / shares;
   out.end = (share + 1) * count / shares;
-  std::vector<Part> parts;
-  for (int64_t i = 0; i < count; ++i) {
-    if (i < out.first || i >= out.end) {
-      for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) m.host = nullptr, m.bytes = 0, m.host_scales = nullptr, m.scale_bytes = 0;
-      continue;
-    }
-    for (StoredMatrix& m : out.experts[static_cast<size_t>(i)]) {
-      parts.push_back({static_cast<const char*>(m.host), m.bytes, &m.offset});
-      if (m.quant != 0) parts.push_back({reinterpret_cast<const char*>(m.host_scales), m.scale_bytes, &m.scales_offset});
-    }
+  LayRanges(out);
+  return out;
+}
+
+std::vector<ExpertLayout> SplitLayout(const ExpertLayout& layout, int parts) {
+  const int64_t count = layout.end - layout.first;
+  parts = static_cast<int>(std::clamp<int64_t>(parts, 1, std::max<int64_t>(count, 1)));
+  std::vector<ExpertLayout> out;
+  for (int p = 0; p < parts; ++p) {
+    ExpertLayout part = layout;
+    part.first = layout.first + p * count / parts;
+    part.end = layout.first + (p + 1) * count / parts;
+    LayRanges(part);
+    out.push_back(std::move(part));
   }
-  std::sort(parts.begin(), parts.end(), [](const Part& a, const Part& b) { return a.host < b.host; });
-  size_t at = 0;
-  for (size_t i = 0; i < parts.size();) {
-    const char* begin = parts[i].host;
-    const char* end = begin + parts[i].bytes;
-    size_t j = i + 1;
-    while (j < parts.size() && parts[j].host <= end + kMergeGap) {
-      end = std::max(end, parts[j].host + parts[j].bytes);
-      ++j;
-    }
-    // Keep the host address modulo 256 (alignment carries over).
-    const size_t mod = reinterpret_cast<uintptr_t>(begin) % 256;
-    const size_t offset = (at + 255) / 256 * 256 + mod;
-    out.ranges.push_back({begin, static_cast<size_t>(end - begin), offset});
-    for (size_t k = i; k < j; ++k) *parts[k].offset = offset + static_cast<size_t>(parts[k].host - begin);
-    at = offset + static_cast<size_t>(end - begin);
-    i = j;
-  }
-  out.bytes = at;
   return out;
 }
 
@@ -218,23 +244,32 @@ ExpertStore::~ExpertStore() {
 
 size_t ExpertStore::streamed_bytes() const {
   size_t n = 0;
-  for (size_t l : order_) n += layouts_[l].bytes;
+  for (size_t u = 0; u < order_.size(); ++u) n += Unit(u).bytes;
   return n;
 }
 
 absl::Status ExpertStore::Init(std::vector<ExpertLayout> layouts, const std::vector<bool>& resident,
-                               Pinning pinning) {
+                               Pinning pinning, int stream_parts) {
   layouts_ = std::move(layouts);
   pinning_ = pinning;
   position_.assign(layouts_.size(), -1);
   resident_.resize(layouts_.size());
+  parts_.resize(layouts_.size());
   for (size_t l = 0; l < layouts_.size(); ++l) {
     const ExpertLayout& L = layouts_[l];
+    if (L.experts.empty() || resident[l]) {
+      parts_[l] = {L};
+    } else {
+      parts_[l] = SplitLayout(L, stream_parts);
+    }
     if (L.experts.empty()) continue;
     if (!resident[l]) {
       position_[l] = static_cast<int>(order_.size());
-      order_.push_back(l);
-      stage_bytes_ = std::max(stage_bytes_, L.bytes);
+      ++streamed_layers_;
+      for (size_t p = 0; p < parts_[l].size(); ++p) {
+        order_.emplace_back(l, static_cast<int>(p));
+        stage_bytes_ = std::max(stage_bytes_, parts_[l][p].bytes);
+      }
       continue;
     }
     RETURN_IF_ERROR(resident_[l].Reserve(L.bytes));
@@ -278,8 +313,8 @@ absl::Status ExpertStore::Init(std::vector<ExpertLayout> layouts, const std::vec
 absl::Status ExpertStore::RegisterRanges() {
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   std::vector<std::pair<uintptr_t, uintptr_t>> spans;
-  for (size_t l : order_) {
-    for (const HostRange& r : layouts_[l].ranges) {
+  for (size_t u = 0; u < order_.size(); ++u) {
+    for (const HostRange& r : Unit(u).ranges) {
       const uintptr_t b = reinterpret_cast<uintptr_t>(r.host) / page * page;
       const uintptr_t e = (reinterpret_cast<uintptr_t>(r.host) + r.bytes + page - 1) / page * page;
       spans.emplace_back(b, e);
@@ -308,23 +343,23 @@ absl::Status ExpertStore::RegisterRanges() {
 
 absl::Status ExpertStore::Issue(uint64_t use) {
   const int stage = static_cast<int>(use % 2);
-  const size_t layer = order_[use % order_.size()];
-  const bool held = stage_holds_[stage] == static_cast<int64_t>(layer);
-  stage_holds_[stage] = static_cast<int64_t>(layer);
+  const size_t unit = static_cast<size_t>(use % order_.size());
+  const bool held = stage_holds_[stage] == static_cast<int64_t>(unit);
+  stage_holds_[stage] = static_cast<int64_t>(unit);
   if (pinning_ == Pinning::kRing) {
     {
       std::lock_guard<std::mutex> lock(ring_mu_);
-      jobs_.push_back({use, stage, held ? -1 : static_cast<int64_t>(layer)});
+      jobs_.push_back({use, stage, held ? -1 : static_cast<int64_t>(unit)});
     }
     ring_cv_.notify_all();
     return absl::OkStatus();
   }
-  return held ? absl::OkStatus() : CopyLayer(stage, layer);
+  return held ? absl::OkStatus() : CopyUnit(stage, unit);
 }
 
-absl::Status ExpertStore::CopyLayer(int stage, size_t layer) {
+absl::Status ExpertStore::CopyUnit(int stage, size_t unit) {
   CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_stream_, consumed_[stage], 0));
-  for (const HostRange& r : layouts_[layer].ranges) {
+  for (const HostRange& r : Unit(unit).ranges) {
     // In pieces that each stay inside one pinned span (another card's store may
     // have pinned the pages where this range begins or ends).
     const uintptr_t begin = reinterpret_cast<uintptr_t>(r.host), end = begin + r.bytes;
@@ -358,7 +393,7 @@ void ExpertStore::RingLoop() {
       job = jobs_.front();
       jobs_.pop_front();
     }
-    absl::Status s = job.layer < 0 ? absl::OkStatus() : RingCopy(job.stage, static_cast<size_t>(job.layer));
+    absl::Status s = job.unit < 0 ? absl::OkStatus() : RingCopy(job.stage, static_cast<size_t>(job.unit));
     {
       std::lock_guard<std::mutex> lock(ring_mu_);
       if (!s.ok() && ring_error_.ok()) ring_error_ = s;
@@ -368,10 +403,10 @@ void ExpertStore::RingLoop() {
   }
 }
 
-absl::Status ExpertStore::RingCopy(int stage, size_t layer) {
+absl::Status ExpertStore::RingCopy(int stage, size_t unit) {
   CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_stream_, consumed_[stage], 0));
   static thread_local size_t next_slot = 0;
-  for (const HostRange& r : layouts_[layer].ranges) {
+  for (const HostRange& r : Unit(unit).ranges) {
     for (size_t off = 0; off < r.bytes; off += kSlotBytes) {
       const size_t n = std::min(kSlotBytes, r.bytes - off);
       const size_t k = next_slot++ % slots_.size();
@@ -410,16 +445,16 @@ absl::Status ExpertStore::Prefetch() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, cudaStream_t stream) {
+absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, int p, cudaStream_t stream) {
   const int pos = position_[layer];
   if (pos < 0) return resident_[layer].as<const char>();
-  const uint64_t count = order_.size();
-  if (next_use_ % count != static_cast<uint64_t>(pos)) {
-    // A pass stopped part way (an error): start over from this layer.
+  const uint64_t count = order_.size(), unit = static_cast<uint64_t>(pos + p);
+  if (next_use_ % count != unit) {
+    // A pass stopped part way (an error): start over from this part.
     RETURN_IF_ERROR(Drain());
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
     stage_holds_[0] = stage_holds_[1] = -1;
-    next_use_ += (static_cast<uint64_t>(pos) + count - next_use_ % count) % count;
+    next_use_ += (unit + count - next_use_ % count) % count;
     issued_ = next_use_;
     if (pinning_ == Pinning::kRing) {
       std::lock_guard<std::mutex> lock(ring_mu_);
@@ -437,7 +472,7 @@ absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, cudaStream_t stre
   return stage_[stage].as<const char>();
 }
 
-absl::Status ExpertStore::Release(size_t layer, cudaStream_t stream) {
+absl::Status ExpertStore::Release(size_t layer, int /*p*/, cudaStream_t stream) {
   if (position_[layer] < 0) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR(cudaEventRecord(consumed_[next_use_ % 2], stream));
   ++next_use_;

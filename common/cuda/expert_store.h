@@ -16,7 +16,10 @@
 // Layers are resident (uploaded once) or streamed: a streamed layer is copied,
 // on a copy stream of its own, into one of two staging buffers while the layer
 // before it computes, in the cyclic order of the streamed layers (so the next
-// chunk's first layers load during this chunk's last ones). Streaming reads the
+// chunk's first layers load during this chunk's last ones). A streamed layer
+// may move in parts (SplitLayout), each part a unit of that cycle: the backend
+// computes a part's experts while the next part loads, so the staging buffers
+// need only hold a part. Streaming reads the
 // host bytes either straight from their pages, pinned in place with
 // cudaHostRegister (kRegister), or through a ring of pinned buffers that host
 // threads fill with memcpy (kRing); kRegister falls back to kRing where the
@@ -78,6 +81,12 @@ struct ExpertLayout {
 // `share` of `shares` holds experts [share E / shares, (share + 1) E / shares).
 absl::StatusOr<ExpertLayout> LayoutExperts(const FfnDesc& ffn, int64_t hidden, int share = 0, int shares = 1);
 
+// `layout` cut into `parts` layouts of contiguous groups of its experts (as
+// even as whole experts allow; at most one per expert), each laid out on its own:
+// a part's matrices have offsets from the part's own start, and the experts
+// outside it have no bytes.
+std::vector<ExpertLayout> SplitLayout(const ExpertLayout& layout, int parts);
+
 enum class Pinning { kRegister, kRing };
 const char* PinningName(Pinning p);
 
@@ -89,44 +98,53 @@ class ExpertStore {
   ExpertStore& operator=(const ExpertStore&) = delete;
 
   // layouts[l] (empty experts for layers without routed experts) and whether
-  // each stays resident. Uploads the resident ones; sets up streaming for the rest.
-  absl::Status Init(std::vector<ExpertLayout> layouts, const std::vector<bool>& resident, Pinning pinning);
+  // each stays resident. Uploads the resident ones; sets up streaming for the
+  // rest, in `stream_parts` parts each.
+  absl::Status Init(std::vector<ExpertLayout> layouts, const std::vector<bool>& resident, Pinning pinning,
+                    int stream_parts = 1);
 
   const ExpertLayout& layout(size_t layer) const { return layouts_[layer]; }
   bool streamed(size_t layer) const { return position_[layer] >= 0; }
+  // A layer's parts: one (the layout itself) unless it streams in parts.
+  int parts(size_t layer) const { return static_cast<int>(parts_[layer].size()); }
+  const ExpertLayout& part(size_t layer, int p) const { return parts_[layer][static_cast<size_t>(p)]; }
   // The streaming mode in use (kRing when kRegister fell back).
   Pinning pinning() const { return pinning_; }
   // Bytes crossing PCIe per forward pass (the streamed layers' experts).
   size_t streamed_bytes() const;
   size_t staging_bytes() const { return stage_bytes_; }
-  int streamed_layers() const { return static_cast<int>(order_.size()); }
+  int streamed_layers() const { return streamed_layers_; }
 
   // Starts loading the next streamed layers (call before a forward pass).
   absl::Status Prefetch();
-  // The card address of `layer`'s experts, valid for work enqueued on `stream`
-  // from now until Release(layer, stream).
-  absl::StatusOr<const char*> Acquire(size_t layer, cudaStream_t stream);
-  // Everything on `stream` that reads the layer's experts is enqueued.
-  absl::Status Release(size_t layer, cudaStream_t stream);
+  // The card address of part `p` of `layer`'s experts (the base of
+  // part(layer, p)'s offsets), valid for work enqueued on `stream` from now
+  // until Release(layer, p, stream). Parts are taken in order.
+  absl::StatusOr<const char*> Acquire(size_t layer, int p, cudaStream_t stream);
+  // Everything on `stream` that reads that part is enqueued.
+  absl::Status Release(size_t layer, int p, cudaStream_t stream);
 
  private:
   absl::Status Issue(uint64_t use);            // starts the copy of use `use` into its stage
-  absl::Status CopyLayer(int stage, size_t layer);  // kRegister: enqueue the copies
+  absl::Status CopyUnit(int stage, size_t unit);  // kRegister: enqueue the copies
   void RingLoop();
-  absl::Status RingCopy(int stage, size_t layer);
+  absl::Status RingCopy(int stage, size_t unit);
+  const ExpertLayout& Unit(size_t unit) const { return part(order_[unit].first, order_[unit].second); }
   absl::Status Drain();                        // waits for every copy and the ring
   absl::Status RegisterRanges();
 
   std::vector<ExpertLayout> layouts_;
   std::vector<DeviceMemory> resident_;
-  std::vector<int> position_;  // index in order_, or -1 (resident or no experts)
-  std::vector<size_t> order_;  // streamed layers
+  std::vector<std::vector<ExpertLayout>> parts_;  // per layer
+  std::vector<int> position_;  // index in order_ of the layer's first part, or -1 (resident or no experts)
+  std::vector<std::pair<size_t, int>> order_;  // streamed units: (layer, part)
+  int streamed_layers_ = 0;
   Pinning pinning_ = Pinning::kRegister;
   cudaStream_t copy_stream_ = nullptr;
   DeviceMemory stage_[2];
   size_t stage_bytes_ = 0;
   cudaEvent_t copied_[2] = {nullptr, nullptr}, consumed_[2] = {nullptr, nullptr};
-  int64_t stage_holds_[2] = {-1, -1};  // layer whose copy into the stage was issued last
+  int64_t stage_holds_[2] = {-1, -1};  // unit whose copy into the stage was issued last
   uint64_t next_use_ = 0, issued_ = 0;  // uses numbered in streaming order; stage = use % 2
   std::vector<uintptr_t> registered_;  // pinned spans this store uses (process-wide registry)
   std::vector<uintptr_t> span_bounds_;  // their starts and ends, sorted: copies are cut there
@@ -135,7 +153,7 @@ class ExpertStore {
   struct Job {
     uint64_t use;
     int stage;
-    int64_t layer;  // -1: nothing to copy (the stage already holds it)
+    int64_t unit;  // -1: nothing to copy (the stage already holds it)
   };
   std::thread ring_thread_;
   std::mutex ring_mu_;

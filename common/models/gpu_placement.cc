@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <numeric>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "common/status.h"
@@ -20,46 +21,70 @@ int64_t MlpBytes(const MlpDesc& m) { return m.inter == 0 ? 0 : MatrixBytes(m.gat
 
 }  // namespace
 
-absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in) {
+int64_t ExpertPartBytes(int64_t experts, int64_t count, int parts) {
+  if (parts <= 1 || count <= 1) return experts;
+  const int64_t per_part = (count + parts - 1) / parts;
+  constexpr int64_t kAlignmentRoom = int64_t{1} << 20;
+  return std::min(experts, (experts + count - 1) / count * per_part + kAlignmentRoom);
+}
+
+absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in, int parts) {
   GpuPlacement plan;
   const size_t n = in.layers.size();
   plan.experts_resident.assign(n, true);
-  int64_t fixed = in.fixed_bytes, experts = 0, largest = 0;
+  int64_t fixed = in.fixed_bytes, experts = 0, most_experts = 0;
   for (const GpuLayerBytes& l : in.layers) {
     fixed += l.resident;
     experts += l.experts;
-    largest = std::max(largest, l.experts);
+    most_experts = std::max(most_experts, l.expert_count);
   }
   if (fixed + experts <= in.budget_bytes) {
     plan.all_resident = true;
     plan.device_bytes = fixed + experts;
     return plan;
   }
-  // Streaming: two buffers, each as large as the largest layer's experts.
-  const int64_t buffers = 2 * largest;
-  if (fixed + buffers > in.budget_bytes) {
-    return absl::ResourceExhaustedError(StrCat(
-        "the VRAM budget of ", absl::StrFormat("%.2f", Gib(in.budget_bytes)), " GiB is too small: the non-expert weights, "
-        "KV and workspace need ", absl::StrFormat("%.2f", Gib(fixed)), " GiB and two buffers for streaming experts ",
-        absl::StrFormat("%.2f", Gib(buffers)), " GiB more"));
-  }
-  int64_t room = in.budget_bytes - fixed - buffers;
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return in.layers[a].experts > in.layers[b].experts; });
-  for (size_t l : order) {
-    if (in.layers[l].experts == 0) continue;
-    if (in.layers[l].experts <= room) {
-      room -= in.layers[l].experts;
-    } else {
-      plan.experts_resident[l] = false;
-      plan.streamed_bytes += in.layers[l].experts;
+  // Streaming: two buffers, each as large as the largest part of a layer's experts.
+  std::optional<GpuPlacement> best;
+  int64_t smallest_buffers = 0;
+  // At most kMaxParts parts: each costs its launches, and small groups of experts fill the card less.
+  constexpr int kMaxParts = 8;
+  const int64_t most_parts = std::min<int64_t>(kMaxParts, std::max<int64_t>(most_experts, 1));
+  for (int p = parts > 0 ? parts : 1; p == parts || (parts <= 0 && p <= most_parts); p *= 2) {
+    int64_t largest = 0;
+    for (const GpuLayerBytes& l : in.layers) largest = std::max(largest, ExpertPartBytes(l.experts, l.expert_count, p));
+    const int64_t buffers = 2 * largest;
+    smallest_buffers = smallest_buffers == 0 ? buffers : std::min(smallest_buffers, buffers);
+    if (fixed + buffers <= in.budget_bytes) {
+      GpuPlacement candidate;
+      candidate.experts_resident.assign(n, true);
+      int64_t room = in.budget_bytes - fixed - buffers;
+      for (size_t l : order) {
+        if (in.layers[l].experts == 0) continue;
+        if (in.layers[l].experts <= room) {
+          room -= in.layers[l].experts;
+        } else {
+          candidate.experts_resident[l] = false;
+          candidate.streamed_bytes += in.layers[l].experts;
+        }
+      }
+      candidate.stream_buffer_bytes = largest;
+      candidate.stream_parts = p;
+      candidate.device_bytes = in.budget_bytes - room;
+      if (!best || candidate.streamed_bytes < best->streamed_bytes) best = std::move(candidate);
     }
+    if (p == parts) break;
   }
-  plan.stream_buffer_bytes = largest;
-  plan.device_bytes = in.budget_bytes - room;
-  return plan;
+  if (!best) {
+    return absl::ResourceExhaustedError(StrCat(
+        "the VRAM budget of ", absl::StrFormat("%.2f", Gib(in.budget_bytes)), " GiB is too small: the non-expert weights, "
+        "KV and workspace need ", absl::StrFormat("%.2f", Gib(fixed)), " GiB and two buffers for streaming experts ",
+        absl::StrFormat("%.2f", Gib(smallest_buffers)), " GiB more"));
+  }
+  return *best;
 }
 
 std::vector<GpuLayerBytes> GpuLayerSizes(const DecoderModel& model) {

@@ -4,8 +4,11 @@
 // lm_head), the prompt's KV and the workspace stay resident, as many layers'
 // routed experts as fit stay resident too, and the other layers' routed
 // experts stream from pinned host RAM through two buffers (one filling over
-// PCIe while the other's layer computes). Pure arithmetic, no CUDA: the CUDA
-// backend applies the plan; tests check it anywhere.
+// PCIe while the other's layer computes). When two buffers of a whole layer's
+// experts would not fit (or when smaller buffers leave room for more resident
+// layers), streamed layers move in parts: contiguous groups of their experts,
+// each part computed as soon as it is on the card. Pure arithmetic, no CUDA:
+// the CUDA backend applies the plan; tests check it anywhere.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,7 @@ namespace krasis {
 struct GpuLayerBytes {
   int64_t resident = 0;  // norms, token mixer, router, shared expert or dense MLP
   int64_t experts = 0;   // all routed experts of the layer (0 for dense layers)
+  int64_t expert_count = 0;  // how many (0: the layer cannot be cut into parts)
 };
 
 struct GpuPlacementInput {
@@ -32,15 +36,23 @@ struct GpuPlacement {
   bool all_resident = false;
   std::vector<bool> experts_resident;  // per layer: its routed experts stay on the card
   int64_t stream_buffer_bytes = 0;     // each of the two streaming buffers (0 when nothing streams)
+  int stream_parts = 1;                // streamed layers move in this many parts (groups of experts)
   int64_t streamed_bytes = 0;          // routed-expert bytes that cross PCIe per chunk
   int64_t device_bytes = 0;            // what the plan allocates in all
 };
 
 // The plan for `input`; kResourceExhausted saying how much is needed when even
-// the non-expert weights plus two streaming buffers do not fit. Layers whose
-// experts stay resident are chosen largest first (each saves its bytes of
-// PCIe traffic on every chunk).
-absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& input);
+// the non-expert weights plus two streaming buffers of the smallest parts do
+// not fit. Layers whose experts stay resident are chosen largest first (each
+// saves its bytes of PCIe traffic on every chunk); the number of parts (1, 2,
+// 4 or 8) is the one that streams the fewest bytes, the fewest among equals.
+// `parts` > 0 imposes that number instead.
+absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& input, int parts = 0);
+
+// The bytes of the largest part when a layer of `experts` bytes and `count`
+// experts is cut into `parts` groups of whole experts (with room for the
+// alignment of the group's ranges on the card).
+int64_t ExpertPartBytes(int64_t experts, int64_t count, int parts);
 
 // The bytes each layer of `model` needs on the card with its matrices in BF16
 // (norm vectors and biases in F32), as the CUDA backend uploads them.

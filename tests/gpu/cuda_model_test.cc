@@ -290,14 +290,17 @@ TEST_P(CudaModelTest, StreamedExpertsComputeExactlyWhatResidentOnesDo) {
   EXPECT_EQ(info.streamed_layers, 0);
   EXPECT_GT(info.resident_expert_bytes, 0);
   for (cuda::Pinning pinning : {cuda::Pinning::kRegister, cuda::Pinning::kRing}) {
-    for (int resident : {0, 1}) {
-      SCOPED_TRACE(testing::Message() << cuda::PinningName(pinning) << ", " << resident << " layer(s) resident");
+    for (auto [resident, parts] : {std::pair{0, 0}, {1, 0}, {0, 3}}) {
+      SCOPED_TRACE(testing::Message() << cuda::PinningName(pinning) << ", " << resident << " layer(s) resident, "
+                                      << parts << " parts");
       options.pinning = pinning;
       options.max_resident_expert_layers = resident;
+      options.expert_parts = parts;
       auto backend = MakeCudaPrefillBackend(*model_, options, &info);
       ASSERT_TRUE(backend.ok()) << backend.status();
       EXPECT_EQ(info.streamed_layers, info.moe_layers - resident);
       EXPECT_GT(info.streamed_expert_bytes, 0);
+      EXPECT_EQ(info.stream_parts, parts > 0 ? parts : 1);
       std::cout << GetParam() << ": " << info.streamed_layers << " streamed layers, pinning " << info.pinning << "\n";
       for (int pass = 0; pass < 2; ++pass) {
         auto cache = model_->MakeCache(64, 4, DType::kF32);
@@ -407,9 +410,10 @@ TEST_P(CudaModelTest, GroupedExpertGemmComputesWhatPerExpertGemmsDo) {
       ASSERT_TRUE(options.ok()) << options.status();
       ASSERT_TRUE(SetExpertFormat(*model_, *options).ok());
     }
-    for (int resident : {-1, 0}) {
+    for (auto [resident, parts] : {std::pair{-1, 0}, {0, 0}, {0, 3}}) {
       CudaBackendOptions options;
       options.max_resident_expert_layers = resident;
+      options.expert_parts = parts;  // streamed layers in 3 parts: each part's experts one grouped launch
       options.grouped_experts = false;
       CudaBackendInfo info;
       const std::vector<float> want = RunGpu(*model_, prompt, options, &info);
@@ -424,6 +428,7 @@ TEST_P(CudaModelTest, GroupedExpertGemmComputesWhatPerExpertGemmsDo) {
       for (int64_t p = 0; p < n; ++p) same += Argmax(&got[p * vocab_], vocab_) == Argmax(&want[p * vocab_], vocab_);
       const double err = RelL2(got.data(), want.data(), want.size());
       std::cout << GetParam() << " " << ExpertFormatName(format) << (resident == 0 ? " streamed" : " resident")
+                << (parts > 0 ? " in parts" : "")
                 << ": grouped vs per-expert GEMMs rel L2 " << err << ", argmax equal at " << same << "/" << n << "\n";
       // Only the fp32 summation order differs; BF16 rounding of the activations can amplify it a little.
       EXPECT_LT(err, 1e-2);

@@ -5,6 +5,7 @@
 // carries over, and quantized experts bring their scales along.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -157,6 +158,57 @@ TEST(ExpertLayoutTest, SharesSplitTheExpertsBetweenCards) {
   EXPECT_EQ(holders, std::vector<int>(experts, 1));
   for (auto [share, shares] : {std::pair{2, 2}, {-1, 2}, {0, 0}}) {
     EXPECT_EQ(cuda::LayoutExperts(ffn, hidden, share, shares).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(ExpertLayoutTest, PartsSplitACardsExpertsIntoGroupsLaidOutOnTheirOwn) {
+  const int64_t hidden = 64, inter = 32, experts = 7;
+  const size_t matrix = static_cast<size_t>(hidden * inter) * 2;
+  std::vector<char> buffer(3 * matrix * experts + 64);
+  std::mt19937 rng(13);
+  for (char& c : buffer) c = static_cast<char>(rng());
+  FfnDesc ffn;
+  ffn.kind = FfnDesc::Kind::kMoe;
+  for (int64_t e = 0; e < experts; ++e) {
+    const std::byte* base = reinterpret_cast<const std::byte*>(buffer.data()) + 8 + 3 * matrix * e;
+    MlpDesc d;
+    d.inter = inter;
+    d.gate = TensorView{DType::kBF16, {inter, hidden}, base};
+    d.up = TensorView{DType::kBF16, {inter, hidden}, base + matrix};
+    d.down = TensorView{DType::kBF16, {hidden, inter}, base + 2 * matrix};
+    ffn.experts.push_back(d);
+  }
+  // The second card's share (experts 3..6) in 3 parts, and more parts than experts.
+  auto layout = cuda::LayoutExperts(ffn, hidden, 1, 2);
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  for (int parts : {3, 9}) {
+    SCOPED_TRACE(parts);
+    const std::vector<cuda::ExpertLayout> split = cuda::SplitLayout(*layout, parts);
+    ASSERT_EQ(static_cast<int64_t>(split.size()), std::min<int64_t>(parts, layout->end - layout->first));
+    std::vector<int> holders(experts, 0);
+    int64_t next = layout->first;
+    for (const cuda::ExpertLayout& part : split) {
+      EXPECT_EQ(part.first, next);  // contiguous, in order
+      EXPECT_GT(part.end, part.first);
+      next = part.end;
+      const std::vector<char> image = Image(part);
+      EXPECT_LT(part.bytes, layout->bytes);
+      for (int64_t e = 0; e < experts; ++e) {
+        const bool held = e >= part.first && e < part.end;
+        holders[static_cast<size_t>(e)] += held;
+        const MlpDesc& d = ffn.experts[static_cast<size_t>(e)];
+        const TensorView* views[3] = {&d.gate, &d.up, &d.down};
+        for (int k = 0; k < 3; ++k) {
+          const cuda::StoredMatrix& m = part.experts[static_cast<size_t>(e)][static_cast<size_t>(k)];
+          EXPECT_EQ(m.bytes, held ? matrix : 0u) << e;
+          if (!held) continue;
+          EXPECT_EQ(std::memcmp(image.data() + m.offset, views[k]->data, matrix), 0) << e << "/" << k;
+          EXPECT_EQ(m.offset % 256, reinterpret_cast<uintptr_t>(views[k]->data) % 256);
+        }
+      }
+    }
+    EXPECT_EQ(next, layout->end);
+    EXPECT_EQ(holders, (std::vector<int>{0, 0, 0, 1, 1, 1, 1}));
   }
 }
 

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace krasis {
 namespace {
 
@@ -40,6 +42,7 @@ TEST(GpuPlacementTest, LargestLayersStayResidentAndTheRestStream) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->all_resident);
   EXPECT_EQ(plan->stream_buffer_bytes, 120 * kMiB);
+  EXPECT_EQ(plan->stream_parts, 1);  // the layers' expert counts are not given: they are never cut
   EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, true, true, true, false, false, false}));
   EXPECT_EQ(plan->streamed_bytes, 280 * kMiB);
   EXPECT_EQ(plan->device_bytes, 890 * kMiB);
@@ -58,6 +61,46 @@ TEST(GpuPlacementTest, TooSmallABudgetSaysWhatIsNeeded) {
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(plan.status().message().find("0.32 GiB"), std::string::npos) << plan.status();  // the fixed part
   EXPECT_NE(plan.status().message().find("0.23 GiB"), std::string::npos) << plan.status();  // two buffers
+}
+
+TEST(GpuPlacementTest, LayersTooLargeForTwoBuffersStreamInParts) {
+  // Qwen3-Coder-Next-like: 8 layers of 3 GiB of experts (512 experts each), 2
+  // GiB fixed, an 8 GiB budget: two whole-layer buffers (6 GiB) leave no room
+  // for a layer, halves (2 x 1.5 GiB, plus alignment room) not quite either;
+  // quarters leave 4.5 GiB, one resident layer, as eighths do: quarters.
+  constexpr int64_t kGiB = int64_t{1} << 30;
+  GpuPlacementInput in;
+  in.budget_bytes = 8 * kGiB;
+  in.fixed_bytes = 2 * kGiB;
+  for (int l = 0; l < 8; ++l) in.layers.push_back({0, 3 * kGiB, 512});
+  auto plan = PlanGpuPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stream_parts, 4);
+  EXPECT_EQ(plan->stream_buffer_bytes, ExpertPartBytes(3 * kGiB, 512, 4));
+  EXPECT_GE(plan->stream_buffer_bytes, 3 * kGiB / 4);
+  EXPECT_EQ(std::count(plan->experts_resident.begin(), plan->experts_resident.end(), true), 1);
+  EXPECT_EQ(plan->streamed_bytes, 7 * 3 * kGiB);
+  EXPECT_LE(plan->device_bytes, in.budget_bytes);
+
+  // 7 GiB: only parts fit at all (halves: 3 GiB of buffers).
+  in.budget_bytes = 7 * kGiB;
+  plan = PlanGpuPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_GT(plan->stream_parts, 1);
+  EXPECT_EQ(plan->streamed_bytes, 8 * 3 * kGiB - (plan->stream_parts >= 4 ? 3 * kGiB : 0));
+
+  // Imposed parts; and a layer that cannot be cut (count 0) never is.
+  plan = PlanGpuPlacement(in, 4);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stream_parts, 4);
+  EXPECT_EQ(ExpertPartBytes(3 * kGiB, 0, 4), 3 * kGiB);
+  EXPECT_EQ(ExpertPartBytes(3 * kGiB, 512, 1), 3 * kGiB);
+
+  // Too small even for two buffers of single experts.
+  in.budget_bytes = 2 * kGiB + 4 * kMiB;
+  plan = PlanGpuPlacement(in);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(GpuPlacementTest, LayerSizesOfAFixtureCountEveryTensorOnce) {
