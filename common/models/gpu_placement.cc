@@ -19,6 +19,21 @@ int64_t MatrixBytes(const TensorView& t) { return t.data == nullptr ? 0 : t.nume
 int64_t VectorBytes(const TensorView& t) { return t.data == nullptr ? 0 : t.numel() * 4; }
 int64_t MlpBytes(const MlpDesc& m) { return m.inter == 0 ? 0 : MatrixBytes(m.gate) + MatrixBytes(m.up) + MatrixBytes(m.down); }
 
+// rank[i]: where layer i comes in the bit-reversal order of 0..n-1 (indices
+// past n skipped), which visits the stack evenly at every prefix.
+std::vector<size_t> SpreadRanks(size_t n) {
+  int bits = 0;
+  while ((size_t{1} << bits) < n) ++bits;
+  std::vector<size_t> rank(n);
+  size_t next = 0;
+  for (size_t i = 0; i < (size_t{1} << bits); ++i) {
+    size_t r = 0;
+    for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
+    if (r < n) rank[r] = next++;
+  }
+  return rank;
+}
+
 }  // namespace
 
 int64_t ExpertPartBytes(int64_t experts, int64_t count, int parts) {
@@ -43,10 +58,16 @@ absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in, int p
     plan.device_bytes = fixed + experts;
     return plan;
   }
+  // Largest first; among equals in an order that spreads the chosen ones over
+  // the stack (bit-reversed index: 0, n/2, n/4, 3n/4, ...), so the streamed
+  // layers alternate with resident ones and each copy overlaps resident compute.
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return in.layers[a].experts > in.layers[b].experts; });
+  const std::vector<size_t> spread = SpreadRanks(n);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (in.layers[a].experts != in.layers[b].experts) return in.layers[a].experts > in.layers[b].experts;
+    return spread[a] < spread[b];
+  });
   // Streaming: two buffers, each as large as the largest part of a layer's experts.
   std::optional<GpuPlacement> best;
   int64_t smallest_buffers = 0;

@@ -44,7 +44,8 @@ struct GpuPlacement {
 // The plan for `input`; kResourceExhausted saying how much is needed when even
 // the non-expert weights plus two streaming buffers of the smallest parts do
 // not fit. Layers whose experts stay resident are chosen largest first (each
-// saves its bytes of PCIe traffic on every chunk); the number of parts (1, 2,
+// saves its bytes of PCIe traffic on every chunk), spread over the stack among
+// equals (so streamed layers alternate with resident ones); the number of parts (1, 2,
 // 4 or 8) is the one that streams the fewest bytes, the fewest among equals.
 // `parts` > 0 imposes that number instead.
 absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& input, int parts = 0);

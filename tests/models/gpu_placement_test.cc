@@ -37,13 +37,15 @@ TEST(GpuPlacementTest, EverythingResidentWhenItFits) {
 
 TEST(GpuPlacementTest, LargestLayersStayResidentAndTheRestStream) {
   // 929 - 330 fixed - 2 x 120 buffers leaves 359 MiB: the 120 MiB layer, then
-  // the first two 100 MiB layers; 39 MiB is left, too little for any other.
+  // two of the four 100 MiB layers, 6 and 1 (spread over the stack: the
+  // bit-reversed order of 0..6 is 0, 4, 2, 6, 1, 5, 3); 39 MiB is left, too
+  // little for any other.
   auto plan = PlanGpuPlacement(Input(929 * kMiB));
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->all_resident);
   EXPECT_EQ(plan->stream_buffer_bytes, 120 * kMiB);
   EXPECT_EQ(plan->stream_parts, 1);  // the layers' expert counts are not given: they are never cut
-  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, true, true, true, false, false, false}));
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, true, true, false, false, false, true}));
   EXPECT_EQ(plan->streamed_bytes, 280 * kMiB);
   EXPECT_EQ(plan->device_bytes, 890 * kMiB);
 
@@ -78,9 +80,16 @@ TEST(GpuPlacementTest, LayersTooLargeForTwoBuffersStreamInParts) {
   EXPECT_EQ(plan->stream_parts, 4);
   EXPECT_EQ(plan->stream_buffer_bytes, ExpertPartBytes(3 * kGiB, 512, 4));
   EXPECT_GE(plan->stream_buffer_bytes, 3 * kGiB / 4);
-  EXPECT_EQ(std::count(plan->experts_resident.begin(), plan->experts_resident.end(), true), 1);
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, false, false, false, false, false, false}));
   EXPECT_EQ(plan->streamed_bytes, 7 * 3 * kGiB);
   EXPECT_LE(plan->device_bytes, in.budget_bytes);
+
+  // 15 GiB: eighths (1.5 GiB of buffers) leave room for 4 resident layers, spread: 0, 4, 2, 6.
+  in.budget_bytes = 15 * kGiB;
+  plan = PlanGpuPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, true, false, true, false, true, false}));
+  EXPECT_EQ(plan->stream_parts, 8);
 
   // 7 GiB: only parts fit at all (halves: 3 GiB of buffers).
   in.budget_bytes = 7 * kGiB;
