@@ -427,7 +427,7 @@ absl::Status CudaPrefillBackend::Init() {
           static_cast<int64_t>(e.bytes);
     }
     info_->streamed_layers = experts_.streamed_layers();
-    info_->staging_bytes = static_cast<int64_t>(2 * experts_.staging_bytes());
+    info_->staging_bytes = static_cast<int64_t>(experts_.staging_bytes());
     info_->pinning = cuda::PinningName(experts_.pinning());
     info_->grouped_layers = grouped_layers;
     info_->stream_parts = experts_.streamed_layers() > 0 ? stream_parts_ : 1;

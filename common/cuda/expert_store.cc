@@ -235,8 +235,10 @@ ExpertStore::~ExpertStore() {
     cudaStreamSynchronize(copy_stream_);
     cudaStreamDestroy(copy_stream_);
   }
-  for (cudaEvent_t e : {copied_[0], copied_[1], consumed_[0], consumed_[1]}) {
-    if (e != nullptr) cudaEventDestroy(e);
+  for (const std::vector<cudaEvent_t>* events : {&copied_, &consumed_}) {
+    for (cudaEvent_t e : *events) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
   }
   for (cudaEvent_t e : slot_free_) cudaEventDestroy(e);
   UnpinPages(registered_);
@@ -279,7 +281,12 @@ absl::Status ExpertStore::Init(std::vector<ExpertLayout> layouts, const std::vec
   }
   if (order_.empty()) return absl::OkStatus();
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
-  for (int s = 0; s < 2; ++s) {
+  const int stages = StagesFor(stream_parts);
+  stage_.resize(static_cast<size_t>(stages));
+  copied_.assign(static_cast<size_t>(stages), nullptr);
+  consumed_.assign(static_cast<size_t>(stages), nullptr);
+  stage_holds_.assign(static_cast<size_t>(stages), -1);
+  for (size_t s = 0; s < stage_.size(); ++s) {
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&copied_[s], cudaEventDisableTiming));
     CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&consumed_[s], cudaEventDisableTiming));
     RETURN_IF_ERROR(stage_[s].Reserve(stage_bytes_));
@@ -342,7 +349,7 @@ absl::Status ExpertStore::RegisterRanges() {
 }
 
 absl::Status ExpertStore::Issue(uint64_t use) {
-  const int stage = static_cast<int>(use % 2);
+  const int stage = static_cast<int>(use % stage_.size());
   const size_t unit = static_cast<size_t>(use % order_.size());
   const bool held = stage_holds_[stage] == static_cast<int64_t>(unit);
   stage_holds_[stage] = static_cast<int64_t>(unit);
@@ -441,7 +448,7 @@ absl::Status ExpertStore::Drain() {
 
 absl::Status ExpertStore::Prefetch() {
   if (order_.empty()) return absl::OkStatus();
-  while (issued_ < next_use_ + 2) RETURN_IF_ERROR(Issue(issued_++));
+  while (issued_ < next_use_ + stage_.size()) RETURN_IF_ERROR(Issue(issued_++));
   return absl::OkStatus();
 }
 
@@ -453,7 +460,7 @@ absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, int p, cudaStream
     // A pass stopped part way (an error): start over from this part.
     RETURN_IF_ERROR(Drain());
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-    stage_holds_[0] = stage_holds_[1] = -1;
+    std::fill(stage_holds_.begin(), stage_holds_.end(), -1);
     next_use_ += (unit + count - next_use_ % count) % count;
     issued_ = next_use_;
     if (pinning_ == Pinning::kRing) {
@@ -462,7 +469,7 @@ absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, int p, cudaStream
     }
   }
   RETURN_IF_ERROR(Prefetch());
-  const int stage = static_cast<int>(next_use_ % 2);
+  const int stage = static_cast<int>(next_use_ % stage_.size());
   if (pinning_ == Pinning::kRing) {
     std::unique_lock<std::mutex> lock(ring_mu_);
     ring_cv_.wait(lock, [&] { return ring_done_ > next_use_ || !ring_error_.ok(); });
@@ -474,7 +481,7 @@ absl::StatusOr<const char*> ExpertStore::Acquire(size_t layer, int p, cudaStream
 
 absl::Status ExpertStore::Release(size_t layer, int /*p*/, cudaStream_t stream) {
   if (position_[layer] < 0) return absl::OkStatus();
-  CUDA_RETURN_IF_ERROR(cudaEventRecord(consumed_[next_use_ % 2], stream));
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(consumed_[next_use_ % stage_.size()], stream));
   ++next_use_;
   return Prefetch();
 }

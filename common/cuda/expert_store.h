@@ -99,9 +99,11 @@ class ExpertStore {
 
   // layouts[l] (empty experts for layers without routed experts) and whether
   // each stays resident. Uploads the resident ones; sets up streaming for the
-  // rest, in `stream_parts` parts each.
+  // rest, in `stream_parts` parts each, through StagesFor(stream_parts) buffers.
   absl::Status Init(std::vector<ExpertLayout> layouts, const std::vector<bool>& resident, Pinning pinning,
                     int stream_parts = 1);
+
+  static int StagesFor(int stream_parts) { return stream_parts <= 1 ? 2 : stream_parts + 1; }
 
   const ExpertLayout& layout(size_t layer) const { return layouts_[layer]; }
   bool streamed(size_t layer) const { return position_[layer] >= 0; }
@@ -112,7 +114,7 @@ class ExpertStore {
   Pinning pinning() const { return pinning_; }
   // Bytes crossing PCIe per forward pass (the streamed layers' experts).
   size_t streamed_bytes() const;
-  size_t staging_bytes() const { return stage_bytes_; }
+  size_t staging_bytes() const { return stage_bytes_ * stage_.size(); }  // all buffers
   int streamed_layers() const { return streamed_layers_; }
 
   // Starts loading the next streamed layers (call before a forward pass).
@@ -141,11 +143,14 @@ class ExpertStore {
   int streamed_layers_ = 0;
   Pinning pinning_ = Pinning::kRegister;
   cudaStream_t copy_stream_ = nullptr;
-  DeviceMemory stage_[2];
+  // Staging buffers, each the size of the largest streamed unit: two for whole
+  // layers; parts + 1 when layers move in parts (so a whole layer's parts can
+  // load while the part before them computes).
+  std::vector<DeviceMemory> stage_;
   size_t stage_bytes_ = 0;
-  cudaEvent_t copied_[2] = {nullptr, nullptr}, consumed_[2] = {nullptr, nullptr};
-  int64_t stage_holds_[2] = {-1, -1};  // unit whose copy into the stage was issued last
-  uint64_t next_use_ = 0, issued_ = 0;  // uses numbered in streaming order; stage = use % 2
+  std::vector<cudaEvent_t> copied_, consumed_;
+  std::vector<int64_t> stage_holds_;  // per stage: the unit whose copy into it was issued last
+  uint64_t next_use_ = 0, issued_ = 0;  // uses numbered in streaming order; stage = use % stages
   std::vector<uintptr_t> registered_;  // pinned spans this store uses (process-wide registry)
   std::vector<uintptr_t> span_bounds_;  // their starts and ends, sorted: copies are cut there
 

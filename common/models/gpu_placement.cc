@@ -68,7 +68,7 @@ absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in, int p
     if (in.layers[a].experts != in.layers[b].experts) return in.layers[a].experts > in.layers[b].experts;
     return spread[a] < spread[b];
   });
-  // Streaming: two buffers, each as large as the largest part of a layer's experts.
+  // Streaming: buffers as large as the largest part of a layer's experts.
   std::optional<GpuPlacement> best;
   int64_t smallest_buffers = 0;
   // At most kMaxParts parts: each costs its launches, and small groups of experts fill the card less.
@@ -77,7 +77,9 @@ absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in, int p
   for (int p = parts > 0 ? parts : 1; p == parts || (parts <= 0 && p <= most_parts); p *= 2) {
     int64_t largest = 0;
     for (const GpuLayerBytes& l : in.layers) largest = std::max(largest, ExpertPartBytes(l.experts, l.expert_count, p));
-    const int64_t buffers = 2 * largest;
+    // Two buffers of whole layers; parts + 1 buffers of parts (a layer's parts
+    // load while the part before them computes).
+    const int64_t buffers = (p <= 1 ? 2 : p + 1) * largest;
     smallest_buffers = smallest_buffers == 0 ? buffers : std::min(smallest_buffers, buffers);
     if (fixed + buffers <= in.budget_bytes) {
       GpuPlacement candidate;
@@ -93,6 +95,7 @@ absl::StatusOr<GpuPlacement> PlanGpuPlacement(const GpuPlacementInput& in, int p
         }
       }
       candidate.stream_buffer_bytes = largest;
+      candidate.stream_buffers = p <= 1 ? 2 : p + 1;
       candidate.stream_parts = p;
       candidate.device_bytes = in.budget_bytes - room;
       if (!best || candidate.streamed_bytes < best->streamed_bytes) best = std::move(candidate);

@@ -5,9 +5,10 @@
 // routed experts as fit stay resident too, and the other layers' routed
 // experts stream from pinned host RAM through two buffers (one filling over
 // PCIe while the other's layer computes). When two buffers of a whole layer's
-// experts would not fit (or when smaller buffers leave room for more resident
-// layers), streamed layers move in parts: contiguous groups of their experts,
-// each part computed as soon as it is on the card. Pure arithmetic, no CUDA:
+// experts would not fit (or when less buffer memory leaves room for more
+// resident layers), streamed layers move in P parts -- contiguous groups of
+// their experts, each computed as soon as it is on the card -- through P + 1
+// buffers of a part (a whole layer's parts load while the part before computes). Pure arithmetic, no CUDA:
 // the CUDA backend applies the plan; tests check it anywhere.
 #pragma once
 
@@ -35,14 +36,15 @@ struct GpuPlacementInput {
 struct GpuPlacement {
   bool all_resident = false;
   std::vector<bool> experts_resident;  // per layer: its routed experts stay on the card
-  int64_t stream_buffer_bytes = 0;     // each of the two streaming buffers (0 when nothing streams)
+  int64_t stream_buffer_bytes = 0;     // each streaming buffer (0 when nothing streams)
   int stream_parts = 1;                // streamed layers move in this many parts (groups of experts)
+  int stream_buffers = 2;              // 2 for whole layers, parts + 1 for parts
   int64_t streamed_bytes = 0;          // routed-expert bytes that cross PCIe per chunk
   int64_t device_bytes = 0;            // what the plan allocates in all
 };
 
 // The plan for `input`; kResourceExhausted saying how much is needed when even
-// the non-expert weights plus two streaming buffers of the smallest parts do
+// the non-expert weights plus the streaming buffers of the smallest parts do
 // not fit. Layers whose experts stay resident are chosen largest first (each
 // saves its bytes of PCIe traffic on every chunk), spread over the stack among
 // equals (so streamed layers alternate with resident ones); the number of parts (1, 2,

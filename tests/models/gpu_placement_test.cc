@@ -67,45 +67,52 @@ TEST(GpuPlacementTest, TooSmallABudgetSaysWhatIsNeeded) {
 
 TEST(GpuPlacementTest, LayersTooLargeForTwoBuffersStreamInParts) {
   // Qwen3-Coder-Next-like: 8 layers of 3 GiB of experts (512 experts each), 2
-  // GiB fixed, an 8 GiB budget: two whole-layer buffers (6 GiB) leave no room
-  // for a layer, halves (2 x 1.5 GiB, plus alignment room) not quite either;
-  // quarters leave 4.5 GiB, one resident layer, as eighths do: quarters.
+  // GiB fixed. Buffers: two whole layers 6 GiB; halves 3 x 1.5; quarters 5 x
+  // 0.75; eighths 9 x 0.375 GiB (each part with 1 MiB of alignment room).
   constexpr int64_t kGiB = int64_t{1} << 30;
   GpuPlacementInput in;
-  in.budget_bytes = 8 * kGiB;
   in.fixed_bytes = 2 * kGiB;
   for (int l = 0; l < 8; ++l) in.layers.push_back({0, 3 * kGiB, 512});
+
+  // 7 GiB: whole layers do not fit twice; halves do (no room for a resident layer, as with more parts).
+  in.budget_bytes = 7 * kGiB;
   auto plan = PlanGpuPlacement(in);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(plan->stream_parts, 4);
-  EXPECT_EQ(plan->stream_buffer_bytes, ExpertPartBytes(3 * kGiB, 512, 4));
-  EXPECT_GE(plan->stream_buffer_bytes, 3 * kGiB / 4);
-  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, false, false, false, false, false, false}));
-  EXPECT_EQ(plan->streamed_bytes, 7 * 3 * kGiB);
+  EXPECT_EQ(plan->stream_parts, 2);
+  EXPECT_EQ(plan->stream_buffers, 3);
+  EXPECT_EQ(plan->stream_buffer_bytes, ExpertPartBytes(3 * kGiB, 512, 2));
+  EXPECT_GE(plan->stream_buffer_bytes, 3 * kGiB / 2);
+  EXPECT_EQ(plan->experts_resident, std::vector<bool>(8, false));
+  EXPECT_EQ(plan->streamed_bytes, 8 * 3 * kGiB);
   EXPECT_LE(plan->device_bytes, in.budget_bytes);
 
-  // 15 GiB: eighths (1.5 GiB of buffers) leave room for 4 resident layers, spread: 0, 4, 2, 6.
+  // 8 GiB: two whole-layer buffers fit exactly, and no number of parts saves a layer: whole layers.
+  in.budget_bytes = 8 * kGiB;
+  plan = PlanGpuPlacement(in);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stream_parts, 1);
+  EXPECT_EQ(plan->stream_buffers, 2);
+  EXPECT_EQ(plan->stream_buffer_bytes, 3 * kGiB);
+
+  // 15 GiB: whole layers or halves leave room for 2 resident layers, quarters
+  // for 3 (as eighths do): quarters, the resident layers spread: 0, 4, 2.
   in.budget_bytes = 15 * kGiB;
   plan = PlanGpuPlacement(in);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, true, false, true, false, true, false}));
-  EXPECT_EQ(plan->stream_parts, 8);
-
-  // 7 GiB: only parts fit at all (halves: 3 GiB of buffers).
-  in.budget_bytes = 7 * kGiB;
-  plan = PlanGpuPlacement(in);
-  ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_GT(plan->stream_parts, 1);
-  EXPECT_EQ(plan->streamed_bytes, 8 * 3 * kGiB - (plan->stream_parts >= 4 ? 3 * kGiB : 0));
+  EXPECT_EQ(plan->stream_parts, 4);
+  EXPECT_EQ(plan->stream_buffers, 5);
+  EXPECT_EQ(plan->experts_resident, (std::vector<bool>{true, false, true, false, true, false, false, false}));
+  EXPECT_EQ(plan->streamed_bytes, 5 * 3 * kGiB);
 
   // Imposed parts; and a layer that cannot be cut (count 0) never is.
+  in.budget_bytes = 7 * kGiB;
   plan = PlanGpuPlacement(in, 4);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->stream_parts, 4);
   EXPECT_EQ(ExpertPartBytes(3 * kGiB, 0, 4), 3 * kGiB);
   EXPECT_EQ(ExpertPartBytes(3 * kGiB, 512, 1), 3 * kGiB);
 
-  // Too small even for two buffers of single experts.
+  // Too small even for the buffers of eighths.
   in.budget_bytes = 2 * kGiB + 4 * kMiB;
   plan = PlanGpuPlacement(in);
   ASSERT_FALSE(plan.ok());
