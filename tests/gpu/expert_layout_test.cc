@@ -27,6 +27,23 @@ std::vector<char> Image(const cuda::ExpertLayout& layout) {
   return image;
 }
 
+// `experts` BF16 experts stored back to back from `at`: gate, up, down of each.
+FfnDesc BackToBackExperts(const char* at, int64_t experts, int64_t hidden, int64_t inter) {
+  const size_t matrix = static_cast<size_t>(hidden * inter) * 2;
+  FfnDesc ffn;
+  ffn.kind = FfnDesc::Kind::kMoe;
+  for (int64_t e = 0; e < experts; ++e) {
+    const std::byte* base = reinterpret_cast<const std::byte*>(at) + 3 * matrix * static_cast<size_t>(e);
+    MlpDesc d;
+    d.inter = inter;
+    d.gate = TensorView{DType::kBF16, {inter, hidden}, base};
+    d.up = TensorView{DType::kBF16, {inter, hidden}, base + matrix};
+    d.down = TensorView{DType::kBF16, {hidden, inter}, base + 2 * matrix};
+    ffn.experts.push_back(d);
+  }
+  return ffn;
+}
+
 TEST(ExpertLayoutTest, CheckpointTensorsCoalesceAndKeepTheirBytesAndAlignment) {
   const int64_t hidden = 64, inter = 32, experts = 4;
   const size_t matrix = static_cast<size_t>(hidden * inter) * 2;
@@ -120,17 +137,7 @@ TEST(ExpertLayoutTest, SharesSplitTheExpertsBetweenCards) {
   std::vector<char> buffer(3 * matrix * experts);
   std::mt19937 rng(11);
   for (char& c : buffer) c = static_cast<char>(rng());
-  FfnDesc ffn;
-  ffn.kind = FfnDesc::Kind::kMoe;
-  for (int64_t e = 0; e < experts; ++e) {
-    const std::byte* base = reinterpret_cast<const std::byte*>(buffer.data()) + 3 * matrix * e;
-    MlpDesc d;
-    d.inter = inter;
-    d.gate = TensorView{DType::kBF16, {inter, hidden}, base};
-    d.up = TensorView{DType::kBF16, {inter, hidden}, base + matrix};
-    d.down = TensorView{DType::kBF16, {hidden, inter}, base + 2 * matrix};
-    ffn.experts.push_back(d);
-  }
+  const FfnDesc ffn = BackToBackExperts(buffer.data(), experts, hidden, inter);
   std::vector<int> holders(experts, 0);
   for (int share = 0; share < 2; ++share) {
     auto layout = cuda::LayoutExperts(ffn, hidden, share, 2);
@@ -167,17 +174,7 @@ TEST(ExpertLayoutTest, PartsSplitACardsExpertsIntoGroupsLaidOutOnTheirOwn) {
   std::vector<char> buffer(3 * matrix * experts + 64);
   std::mt19937 rng(13);
   for (char& c : buffer) c = static_cast<char>(rng());
-  FfnDesc ffn;
-  ffn.kind = FfnDesc::Kind::kMoe;
-  for (int64_t e = 0; e < experts; ++e) {
-    const std::byte* base = reinterpret_cast<const std::byte*>(buffer.data()) + 8 + 3 * matrix * e;
-    MlpDesc d;
-    d.inter = inter;
-    d.gate = TensorView{DType::kBF16, {inter, hidden}, base};
-    d.up = TensorView{DType::kBF16, {inter, hidden}, base + matrix};
-    d.down = TensorView{DType::kBF16, {hidden, inter}, base + 2 * matrix};
-    ffn.experts.push_back(d);
-  }
+  const FfnDesc ffn = BackToBackExperts(buffer.data() + 8, experts, hidden, inter);
   // The second card's share (experts 3..6) in 3 parts, and more parts than experts.
   auto layout = cuda::LayoutExperts(ffn, hidden, 1, 2);
   ASSERT_TRUE(layout.ok()) << layout.status();
