@@ -974,6 +974,9 @@ absl::StatusOr<bool> CudaPrefillBackend::GroupedExperts(const GpuLayer& L, const
                                                         const std::vector<int32_t>& offsets, int64_t row0,
                                                         int64_t row1) {
   if (!L.grouped) return false;
+  if (cuda::GroupedGemmBlockRows(counts.data(), layout.first, layout.end) > cuda::kMaxGroupedGemmBlockRows) {
+    return false;  // a chunk this large runs expert by expert
+  }
   GroupedMoe plan;
   if (!PlanGrouped(layout, reinterpret_cast<uintptr_t>(base), &plan)) {
     return InternalError("grouped expert GEMM planned at start but not possible now");

@@ -233,6 +233,12 @@ bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weight
   return true;
 }
 
+int64_t GroupedGemmBlockRows(const int32_t* counts, int64_t first, int64_t end) {
+  int64_t blocks = 0;
+  for (int64_t e = first; e < end; ++e) blocks += (counts[e] + kBM - 1) / kBM;
+  return blocks;
+}
+
 size_t GroupedGemmTableBytes(int64_t experts, int64_t rows) {
   return static_cast<size_t>(experts) * sizeof(ExpertGemmWeights) +
          static_cast<size_t>(rows / kBM + experts + 1) * sizeof(BlockRows);
@@ -254,7 +260,9 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
     }
   }
   if (blocks.empty()) return absl::OkStatus();
-  if (blocks.size() > 65535) return InvalidArgumentError("LaunchGroupedGemm: ", rows, " rows are too many for one launch");
+  if (static_cast<int64_t>(blocks.size()) > kMaxGroupedGemmBlockRows) {
+    return InvalidArgumentError("LaunchGroupedGemm: ", rows, " rows are too many for one launch");
+  }
   const size_t weight_bytes = static_cast<size_t>(end) * sizeof(ExpertGemmWeights);
   const size_t block_bytes = blocks.size() * sizeof(BlockRows);
   if (weight_bytes + block_bytes > table_bytes) {

@@ -160,6 +160,10 @@ struct GroupedGemmShape {
 // of 32 or more dividing k, n_split a multiple of 16 when quantized); the
 // caller otherwise runs one GEMM per expert.
 bool GroupedGemmTakes(const GroupedGemmShape& shape, const ExpertGemmWeights* weights, int64_t first, int64_t end);
+// The launch's block rows (128 rows of one expert each) for these counts; at
+// most kMaxGroupedGemmBlockRows fit one launch.
+inline constexpr int64_t kMaxGroupedGemmBlockRows = 65535;
+int64_t GroupedGemmBlockRows(const int32_t* counts, int64_t first, int64_t end);
 // Device bytes of the launch table for `experts` experts and `rows` rows.
 size_t GroupedGemmTableBytes(int64_t experts, int64_t rows);
 // counts, offsets and weights are host arrays indexed by expert; `table` is

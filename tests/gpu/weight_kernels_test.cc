@@ -231,6 +231,10 @@ TEST_F(WeightKernelsTest, GroupedGemmRefusesWhatItCannotTake) {
   EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &w, 0, 1));
   const int32_t count = 4, offset = 0;
   EXPECT_FALSE(cuda::LaunchGroupedGemm(shape, &count, &offset, &w, 0, 1, nullptr, 0, nullptr).ok());
+  // Block rows: 128 rows of one expert each.
+  const std::vector<int32_t> counts = {0, 1, 128, 129, 300};
+  EXPECT_EQ(cuda::GroupedGemmBlockRows(counts.data(), 0, 5), 0 + 1 + 1 + 2 + 3);
+  EXPECT_EQ(cuda::GroupedGemmBlockRows(counts.data(), 3, 5), 2 + 3);
   shape.k = 128, shape.quant = 2, shape.group = 128, shape.n_split = 40;  // INT4 split inside a 16-row tile
   EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &w, 0, 1));
 }
