@@ -1,6 +1,8 @@
 // Execution of quantized routed experts (see expert_set.h).
 #include "common/quant/expert_set.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -143,22 +145,55 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
     a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
   }
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
-  pool_->Run([&](const PoolWorker& w) {
-    NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); },
-               [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
-                 QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
-               });
-  });
-  for (Active& a : active) {
+  auto gate_up = [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+    QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
+  };
+  auto quantize_h = [&](Active& a) {
     QuantizeActivations(a.h.data(), static_cast<int64_t>(a.tokens.size()), a.q->down.cols, a.q->down.group_size,
                         &a.ha);
+  };
+  auto down = [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+    QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
+  };
+  if (dynamic_sched) {
+    // One dispatch: workers take gate/up grabs until none are left, then down
+    // grabs. The worker that finishes an expert's last gate/up tiles quantizes
+    // its h and marks it ready; a down grab of an expert not ready yet waits for
+    // that (its last gate/up tiles are being computed: every gate/up grab is
+    // handed out before any down grab). So the down projections of the first
+    // experts overlap the last gate/up tiles, and one dispatch barrier and the
+    // serial quantization of h between two dispatches are gone.
+    std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[active.size()]);
+    std::unique_ptr<std::atomic<bool>[]> ready(new std::atomic<bool>[active.size()]);
+    for (size_t i = 0; i < active.size(); ++i) {
+      done[i].store(0);
+      ready[i].store(false);
+    }
+    pool_->Run([&](const PoolWorker& w) {
+      NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); },
+                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+                  gate_up(a, q, t0, t1);
+                  const size_t i = static_cast<size_t>(&a - active.data());
+                  if (done[i].fetch_add(t1 - t0, std::memory_order_acq_rel) + (t1 - t0) == q.gate.tiles()) {
+                    quantize_h(a);
+                    ready[i].store(true, std::memory_order_release);
+                  }
+                });
+      NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); },
+                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+                  const size_t i = static_cast<size_t>(&a - active.data());
+                  while (!ready[i].load(std::memory_order_acquire)) _mm_pause();
+                  down(a, q, t0, t1);
+                });
+    });
+  } else {
+    // Even static slices: a worker's down slice may need gate/up tiles of a
+    // worker that runs after it (nested dispatches run the workers one by
+    // one), so the two halves stay two dispatches.
+    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); }, gate_up); });
+    for (Active& a : active) quantize_h(a);
+    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); }, down); });
   }
-  pool_->Run([&](const PoolWorker& w) {
-    NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); },
-               [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
-                 QMatMul(q.down, a.ha, a.y.data(), hidden_, t0, t1, isa);
-               });
-  });
   for (const Active& a : active) {
     for (size_t i = 0; i < a.tokens.size(); ++i) {
       float* ot = out + a.tokens[i] * hidden_;

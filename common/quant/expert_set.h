@@ -1,8 +1,9 @@
 // Routed experts quantized for the CPU (quant_format.h), each on one NUMA node,
 // and their execution for a decode step: out[t] += sum_i w[t][i] * E_ids[t][i](x_t)
-// with E(x) = down(silu(gate x) * up x). Two pool dispatches per call -- the
-// fused gate/up + SiLU of every active expert, then its down projection -- and
-// in each, an expert's rows are split among the threads of its node only.
+// with E(x) = down(silu(gate x) * up x). One pool dispatch per call: the fused
+// gate/up + SiLU tiles of every active expert are handed out first, then the
+// down projections, each expert's as soon as its gate/up rows are done; an
+// expert's rows are split among the threads of its node only.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,7 @@ class QuantizedExperts {
   // x: [n, hidden]; ids/weights: per token, the chosen experts and their weights.
   // Adds into out: [n, hidden]. `shared`, when given, is one more expert every
   // token uses (a shared expert, on node 0's threads), with weight
-  // shared_weight[t] (null: 1), computed in the same two dispatches.
+  // shared_weight[t] (null: 1), computed in the same dispatch.
   void Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
            const std::vector<std::vector<float>>& weights, float* out, const QuantExpert* shared = nullptr,
            const float* shared_weight = nullptr) const;

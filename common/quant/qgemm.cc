@@ -89,32 +89,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_si512();
     const int8_t* x[NB];
     for (int b = 0; b < NB; ++b) x[b] = a.q.data() + (b0 + std::min(b, nb - 1)) * a.cols + g * G;
-    if (NB == 1) {
-      // One token: four independent accumulators, so consecutive vpdpbusd do not
-      // wait on each other's results (their latency, not memory, would limit a
-      // single chain). G is a multiple of 32: 8 quads / 4 octets per step.
-      __m512i a4[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                       _mm512_setzero_si512()};
-      if (int8) {
-        for (int64_t c = 0; c < G / 4; c += 4) {
-          for (int u = 0; u < 4; ++u) {
-            a4[u] = _mm512_dpbusd_epi32(a4[u], _mm512_loadu_si512(p + (c + u) * 64),
-                                        _mm512_set1_epi32(Load4(x[0] + 4 * (c + u))));
-          }
-        }
-      } else {
-        for (int64_t c = 0; c < G / 8; c += 2) {
-          for (int u = 0; u < 2; ++u) {
-            const __m512i wv = _mm512_loadu_si512(p + (c + u) * 64);
-            a4[2 * u] = _mm512_dpbusd_epi32(a4[2 * u], _mm512_and_si512(wv, low4),
-                                            _mm512_set1_epi32(Load4(x[0] + 8 * (c + u))));
-            a4[2 * u + 1] = _mm512_dpbusd_epi32(a4[2 * u + 1], _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4),
-                                                _mm512_set1_epi32(Load4(x[0] + 8 * (c + u) + 4)));
-          }
-        }
-      }
-      acc[0] = _mm512_add_epi32(_mm512_add_epi32(a4[0], a4[1]), _mm512_add_epi32(a4[2], a4[3]));
-    } else if (int8) {
+    if (int8) {
       for (int64_t c = 0; c < G / 4; ++c) {
         const __m512i wv = _mm512_loadu_si512(p + c * 64);
         for (int b = 0; b < NB; ++b) {
@@ -141,6 +116,78 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
     }
   }
   for (int b = 0; b < nb; ++b) _mm512_storeu_ps(out[b], y[b]);
+}
+
+// Four activation bytes broadcast to every 32-bit lane.
+__attribute__((target("avx512f"), always_inline)) inline __m512i bcast(const int8_t* p) {
+  return _mm512_set1_epi32(Load4(p));
+}
+
+// acc += u8 x s8 dot products of 4 bytes (vpdpbusd). Written as asm because GCC 12
+// copies the accumulator into a fresh register before and after every
+// _mm512_dpbusd_epi32 in an unrolled loop (two extra moves per instruction).
+#define KRASIS_DPBUSD(acc, u8, s8) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8))
+
+// One token (batch-1 decode, the memory-bound case): eight independent
+// accumulators in named registers (an array of them was kept on the stack by
+// GCC, putting a store and reload into every dot-product chain), and for INT4
+// the high nibbles are masked in place (codes x16) and the sum shifted back once
+// per group, instead of shifting every 64-byte load.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const QuantizedMatrix& w, int64_t tile,
+                                                                        const QuantizedActivations& a, int64_t b0,
+                                                                        float out[kTileRows]) {
+  const int64_t G = w.group_size, groups = w.groups();
+  const int offset = QuantOffset(w.format);
+  const int8_t* xrow = a.q.data() + b0 * a.cols;
+  const float* arow_scale = a.scale.data() + b0 * groups;
+  const int32_t* arow_sum = a.sum.data() + b0 * groups;
+  __m512 y = _mm512_setzero_ps();
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
+    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
+    const int8_t* x = xrow + g * G;
+    __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512(), c2 = _mm512_setzero_si512(),
+            c3 = _mm512_setzero_si512(), c4 = _mm512_setzero_si512(), c5 = _mm512_setzero_si512(),
+            c6 = _mm512_setzero_si512(), c7 = _mm512_setzero_si512();
+    __m512i acc;
+    if (w.format == QuantFormat::kInt4) {
+      // G / 8 octets of 64 bytes, four per step (G is a multiple of 32).
+      for (int64_t c = 0; c < G / 8; c += 4, p += 256, x += 32) {
+        const __m512i w0 = _mm512_loadu_si512(p), w1 = _mm512_loadu_si512(p + 64);
+        const __m512i w2 = _mm512_loadu_si512(p + 128), w3 = _mm512_loadu_si512(p + 192);
+        KRASIS_DPBUSD(c0, _mm512_and_si512(w0, m_lo), bcast(x));
+        KRASIS_DPBUSD(c1, _mm512_and_si512(w0, m_hi), bcast(x + 4));
+        KRASIS_DPBUSD(c2, _mm512_and_si512(w1, m_lo), bcast(x + 8));
+        KRASIS_DPBUSD(c3, _mm512_and_si512(w1, m_hi), bcast(x + 12));
+        KRASIS_DPBUSD(c4, _mm512_and_si512(w2, m_lo), bcast(x + 16));
+        KRASIS_DPBUSD(c5, _mm512_and_si512(w2, m_hi), bcast(x + 20));
+        KRASIS_DPBUSD(c6, _mm512_and_si512(w3, m_lo), bcast(x + 24));
+        KRASIS_DPBUSD(c7, _mm512_and_si512(w3, m_hi), bcast(x + 28));
+      }
+      const __m512i lo = _mm512_add_epi32(_mm512_add_epi32(c0, c2), _mm512_add_epi32(c4, c6));
+      const __m512i hi = _mm512_add_epi32(_mm512_add_epi32(c1, c3), _mm512_add_epi32(c5, c7));
+      acc = _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+    } else {
+      // G / 4 quads of 64 bytes, eight per step (G is a multiple of 32).
+      for (int64_t c = 0; c < G / 4; c += 8, p += 512, x += 32) {
+        KRASIS_DPBUSD(c0, _mm512_loadu_si512(p), bcast(x));
+        KRASIS_DPBUSD(c1, _mm512_loadu_si512(p + 64), bcast(x + 4));
+        KRASIS_DPBUSD(c2, _mm512_loadu_si512(p + 128), bcast(x + 8));
+        KRASIS_DPBUSD(c3, _mm512_loadu_si512(p + 192), bcast(x + 12));
+        KRASIS_DPBUSD(c4, _mm512_loadu_si512(p + 256), bcast(x + 16));
+        KRASIS_DPBUSD(c5, _mm512_loadu_si512(p + 320), bcast(x + 20));
+        KRASIS_DPBUSD(c6, _mm512_loadu_si512(p + 384), bcast(x + 24));
+        KRASIS_DPBUSD(c7, _mm512_loadu_si512(p + 448), bcast(x + 28));
+      }
+      acc = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                             _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    }
+    const __m512 s = _mm512_loadu_ps(w.scales + (tile * groups + g) * kTileRows);
+    const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_set1_epi32(offset * arow_sum[g])));
+    y = _mm512_fmadd_ps(v, _mm512_mul_ps(s, _mm512_set1_ps(arow_scale[g])), y);
+  }
+  _mm512_storeu_ps(out, y);
 }
 
 // AMX tile registers and their shapes: C (0) int32 [nb, 16 rows], A (1) the
@@ -307,7 +354,7 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
         // Here nb <= 8: chunks are 16 only with AMX, whose short tail (< 4) lands here.
         switch (isa) {
           case Isa::kAvx512Vnni:
-            if (nb <= 1) TileAvx512<1>(w, t, a, b0, nb, out);
+            if (nb <= 1) Tile1Avx512(w, t, a, b0, out[0]);
             else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
             else TileAvx512<8>(w, t, a, b0, nb, out);
             break;

@@ -136,7 +136,8 @@ TEST(QGemmTest, KernelsMatchTheReference) {
   };
   for (Shape sh : {Shape{16, 128, 128, 1}, Shape{48, 256, 128, 3}, Shape{37, 192, 128, 8}, Shape{64, 1408, 128, 11},
                    Shape{32, 64, 32, 2}, Shape{512, 2048, 128, 1}, Shape{80, 512, 64, 16},
-                   Shape{40, 256, 128, 17}, Shape{24, 384, 64, 20}}) {
+                   Shape{40, 256, 128, 17}, Shape{24, 384, 64, 20}, Shape{48, 96, 32, 1}, Shape{40, 320, 64, 1},
+                   Shape{33, 160, 32, 9}}) {
     for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
       const uint32_t seed = seeds();
       auto w = Gaussian(sh.rows * sh.cols, seed, 0.05f);
