@@ -168,11 +168,20 @@ class GatedDeltaNet final : public Mixer {
     ApplyAll(*ops_, in, x, total, ys);
     std::vector<float> core(static_cast<size_t>(total * d_.value_dim));
     std::vector<float> z(static_cast<size_t>(total * d_.value_dim));
+    // The recurrence: key-head groups are independent (their q/k channels, the
+    // v channels and recurrent state of their value heads), tokens within a
+    // group are sequential, so one dispatch covers every (sequence, group) pair.
+    std::vector<std::pair<const SequenceRows*, int64_t>> work;
     for (const SequenceRows& r : rows) {
-      if (r.count == 0) continue;
-      RunSequence(&qkvz[r.first_row * d_.qkvz_dim], &ba[r.first_row * 2 * d_.nv], r.count, r.seq->linear[layer],
-                  &core[r.first_row * d_.value_dim], &z[r.first_row * d_.value_dim]);
+      for (int64_t g = 0; r.count > 0 && g < d_.nk; ++g) work.emplace_back(&r, g);
     }
+    ops_->ParallelFor(static_cast<int64_t>(work.size()), [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) {
+        const auto [r, g] = work[static_cast<size_t>(w)];
+        RunGroup(&qkvz[r->first_row * d_.qkvz_dim], &ba[r->first_row * 2 * d_.nv], r->count,
+                 r->seq->linear[layer], g, &core[r->first_row * d_.value_dim], &z[r->first_row * d_.value_dim]);
+      }
+    });
     // Gated RMSNorm per value head: norm(o) * w * silu(z); then out_proj.
     ops_->RmsNorm(core.data(), total * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, core.data());
     ops_->SiluMul(z.data(), core.data(), total * d_.value_dim, core.data());
@@ -181,100 +190,78 @@ class GatedDeltaNet final : public Mixer {
   }
 
  private:
-  // Runs the recurrence over `count` consecutive tokens of one sequence, from
-  // their projections qkvz [count, qkvz_dim] and ba [count, 2 nv], into core
-  // [count, value_dim] (before the gated norm) and z [count, value_dim].
-  void RunSequence(const float* qkvz, const float* ba, int64_t count, LinearState& state, float* core,
-                   float* z) const {
-    std::vector<float> mixed(static_cast<size_t>(d_.conv_dim));
-    std::vector<float> b(static_cast<size_t>(d_.nv));
-    std::vector<float> a(static_cast<size_t>(d_.nv));
-    for (int64_t t = 0; t < count; ++t) {
-      Regroup(qkvz + t * d_.qkvz_dim, ba + t * 2 * d_.nv, mixed.data(), z + t * d_.value_dim, b.data(), a.data());
-      Conv(mixed.data(), state.conv.data());
-      DeltaRule(mixed.data(), b.data(), a.data(), state.recurrent.data(), core + t * d_.value_dim);
-    }
-  }
-
-  // fix_query_key_value_ordering + cat(q, k, v): from the per-group projections of
-  // one token to mixed [conv_dim], z [value_dim], b [nv], a [nv].
-  void Regroup(const float* qkvz, const float* ba, float* mixed, float* z, float* b,
-               float* a) const {
+  // Runs key-head group g of one sequence over `count` consecutive tokens, from
+  // their projections qkvz [count, qkvz_dim] and ba [count, 2 nv] (laid out per
+  // group, see the top), into the group's value heads of core [count, value_dim]
+  // (before the gated norm) and z [count, value_dim].
+  void RunGroup(const float* qkvz, const float* ba, int64_t count, LinearState& state, int64_t g, float* core,
+                float* z) const {
     const int64_t rdv = d_.ratio * d_.dv;
-    for (int64_t g = 0; g < d_.nk; ++g) {
-      const float* src = qkvz + g * d_.group_dim;
-      std::copy(src, src + d_.dk, mixed + g * d_.dk);                          // q
-      std::copy(src + d_.dk, src + 2 * d_.dk, mixed + d_.key_dim + g * d_.dk);  // k
-      std::copy(src + 2 * d_.dk, src + 2 * d_.dk + rdv,
-                mixed + 2 * d_.key_dim + g * rdv);                              // v
-      std::copy(src + 2 * d_.dk + rdv, src + 2 * d_.dk + 2 * rdv, z + g * rdv);  // z
-      const float* src_ba = ba + g * 2 * d_.ratio;
-      std::copy(src_ba, src_ba + d_.ratio, b + g * d_.ratio);
-      std::copy(src_ba + d_.ratio, src_ba + 2 * d_.ratio, a + g * d_.ratio);
-    }
-  }
-
-  // Causal depthwise conv1d + SiLU of one token, in place on mixed [conv_dim];
-  // conv_state [conv_dim, K-1] (oldest first) shifts in the raw input.
-  void Conv(float* mixed, float* conv_state) const {
-    const int64_t hist = d_.kernel - 1;
-    ops_->ParallelFor(d_.conv_dim, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const float* w = conv_weight_.data() + c * d_.kernel;
-        float* s = conv_state + c * hist;
-        const float input = mixed[c];
-        float acc = conv_bias_.empty() ? 0.0f : conv_bias_[c];
-        for (int64_t j = 0; j < hist; ++j) acc += w[j] * s[j];
-        acc += w[hist] * input;
-        if (hist > 0) {
-          std::copy(s + 1, s + hist, s);
-          s[hist - 1] = input;
-        }
-        mixed[c] = ref::Silu(acc);
-      }
-    });
-  }
-
-  // The gated delta rule for one token. qkv: conv output [q | k | v]; b, a [nv];
-  // s: recurrent state [nv, dk, dv], updated; o: [nv, dv].
-  void DeltaRule(float* qkv, const float* b, const float* a, float* s, float* o) const {
-    float* q = qkv;
-    float* k = qkv + d_.key_dim;
-    const float* v = qkv + 2 * d_.key_dim;
+    std::vector<float> q(static_cast<size_t>(d_.dk)), k(static_cast<size_t>(d_.dk)), v(static_cast<size_t>(rdv));
+    std::vector<float> delta(static_cast<size_t>(d_.dv));
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_.dk)));
-    for (int64_t h = 0; h < d_.nk; ++h) {
-      ref::L2Normalize(q + h * d_.dk, d_.dk, kL2NormEps);
-      ref::L2Normalize(k + h * d_.dk, d_.dk, kL2NormEps);
-      for (int64_t i = 0; i < d_.dk; ++i) q[h * d_.dk + i] *= scale;
-    }
-    // Value heads are independent: split them over the pool.
-    ops_->ParallelFor(d_.nv, [&](int64_t h0, int64_t h1) {
-      std::vector<float> delta(static_cast<size_t>(d_.dv));
-      for (int64_t h = h0; h < h1; ++h) {
-        const float* qh = q + (h / d_.ratio) * d_.dk;
-        const float* kh = k + (h / d_.ratio) * d_.dk;
-        const float* vh = v + h * d_.dv;
-        float* sh = s + h * d_.dk * d_.dv;
-        const float beta = ref::Sigmoid(b[h]);
-        const float decay = std::exp(neg_a_[h] * ref::Softplus(a[h] + dt_bias_[h]));
-        // S *= exp(g); kv_mem = k^T S (into delta).
-        std::fill(delta.begin(), delta.end(), 0.0f);
-        for (int64_t i = 0; i < d_.dk; ++i) {
-          float* row = sh + i * d_.dv;
-          for (int64_t j = 0; j < d_.dv; ++j) row[j] *= decay;
-          cpu::Axpy(kh[i], row, delta.data(), d_.dv);
-        }
-        // delta = (v - kv_mem) * beta; S += k delta^T; o = q^T S, in one pass.
-        for (int64_t j = 0; j < d_.dv; ++j) delta[j] = (vh[j] - delta[j]) * beta;
-        float* oh = o + h * d_.dv;
-        std::fill(oh, oh + d_.dv, 0.0f);
-        for (int64_t i = 0; i < d_.dk; ++i) {
-          float* row = sh + i * d_.dv;
-          cpu::Axpy(kh[i], delta.data(), row, d_.dv);
-          cpu::Axpy(qh[i], row, oh, d_.dv);
-        }
+    for (int64_t t = 0; t < count; ++t) {
+      const float* src = qkvz + t * d_.qkvz_dim + g * d_.group_dim;
+      const float* src_ba = ba + t * 2 * d_.nv + g * 2 * d_.ratio;
+      std::copy(src + 2 * d_.dk + rdv, src + 2 * d_.dk + 2 * rdv, z + t * d_.value_dim + g * rdv);
+      // The group's channels of mixed_qkv through the conv and SiLU.
+      Conv(src, g * d_.dk, d_.dk, state.conv.data(), q.data());
+      Conv(src + d_.dk, d_.key_dim + g * d_.dk, d_.dk, state.conv.data(), k.data());
+      Conv(src + 2 * d_.dk, 2 * d_.key_dim + g * rdv, rdv, state.conv.data(), v.data());
+      ref::L2Normalize(q.data(), d_.dk, kL2NormEps);
+      ref::L2Normalize(k.data(), d_.dk, kL2NormEps);
+      for (float& x : q) x *= scale;
+      for (int64_t j = 0; j < d_.ratio; ++j) {
+        const int64_t h = g * d_.ratio + j;
+        DeltaRule(q.data(), k.data(), v.data() + j * d_.dv, src_ba[j], src_ba[d_.ratio + j], h,
+                  state.recurrent.data() + h * d_.dk * d_.dv, delta.data(), core + t * d_.value_dim + h * d_.dv);
       }
-    });
+    }
+  }
+
+  // Causal depthwise conv1d + SiLU of one token for `count` channels starting at
+  // channel c0 of mixed_qkv: in [count] raw inputs, out [count]; the channels'
+  // rows of conv_state [conv_dim, K-1] (oldest first) shift in the raw input.
+  void Conv(const float* in, int64_t c0, int64_t count, float* conv_state, float* out) const {
+    const int64_t hist = d_.kernel - 1;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t c = c0 + i;
+      const float* w = conv_weight_.data() + c * d_.kernel;
+      float* s = conv_state + c * hist;
+      const float input = in[i];
+      float acc = conv_bias_.empty() ? 0.0f : conv_bias_[c];
+      for (int64_t j = 0; j < hist; ++j) acc += w[j] * s[j];
+      acc += w[hist] * input;
+      if (hist > 0) {
+        std::copy(s + 1, s + hist, s);
+        s[hist - 1] = input;
+      }
+      out[i] = ref::Silu(acc);
+    }
+  }
+
+  // The gated delta rule for value head h and one token: q, k [dk] (normalised,
+  // q scaled), v [dv], the head's raw b and a; sh: its state [dk, dv], updated;
+  // delta: scratch [dv]; o: [dv].
+  void DeltaRule(const float* q, const float* k, const float* v, float b, float a, int64_t h, float* sh,
+                 float* delta, float* o) const {
+    const float beta = ref::Sigmoid(b);
+    const float decay = std::exp(neg_a_[h] * ref::Softplus(a + dt_bias_[h]));
+    // S *= exp(g); kv_mem = k^T S (into delta).
+    std::fill(delta, delta + d_.dv, 0.0f);
+    for (int64_t i = 0; i < d_.dk; ++i) {
+      float* row = sh + i * d_.dv;
+      for (int64_t j = 0; j < d_.dv; ++j) row[j] *= decay;
+      cpu::Axpy(k[i], row, delta, d_.dv);
+    }
+    // delta = (v - kv_mem) * beta; S += k delta^T; o = q^T S, in one pass.
+    for (int64_t j = 0; j < d_.dv; ++j) delta[j] = (v[j] - delta[j]) * beta;
+    std::fill(o, o + d_.dv, 0.0f);
+    for (int64_t i = 0; i < d_.dk; ++i) {
+      float* row = sh + i * d_.dv;
+      cpu::Axpy(k[i], delta, row, d_.dv);
+      cpu::Axpy(q[i], row, o, d_.dv);
+    }
   }
 
   Dims d_;
