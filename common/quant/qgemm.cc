@@ -28,19 +28,47 @@ inline int32_t Load4(const int8_t* p) {
 }
 
 // Software prefetch of the weight stream: a thread's tiles are contiguous, so
-// while one group is computed the lines kPrefetchBytes further on are requested.
-// The hardware prefetchers stop at every 4 KiB page; this keeps enough reads in
-// flight per core for a short burst (one expert's slice) to run at DRAM speed.
-// KRASIS_PREFETCH=0 turns it off (for measuring what it gives).
-constexpr int64_t kPrefetchBytes = 4096;
-const bool prefetch_on = [] {
-  const char* env = std::getenv("KRASIS_PREFETCH");
-  return env == nullptr || std::string(env) != "0";
+// while one group is computed the lines `distance` bytes further on (and the
+// scales of the group as far ahead) are requested, within the tiles of the
+// current call only (past them are another worker's tiles). The hardware
+// prefetchers stop at every 4 KiB page, and a core's out-of-order window
+// covers only a few KiB of this loop (fewer bytes for INT4, whose loop has
+// more instructions per byte), so without this a core has too few reads in
+// flight to stream at DRAM speed. For measuring: KRASIS_PREFETCH=0 turns it
+// off, KRASIS_PREFETCH_BYTES sets the distance, KRASIS_PREFETCH_L1=1 asks for
+// L1 (prefetcht0) instead of L2 (prefetcht1).
+struct PrefetchPlan {
+  int64_t distance = 16384;
+  bool l1 = false;
+};
+const PrefetchPlan prefetch_plan = [] {
+  PrefetchPlan plan;
+  if (const char* env = std::getenv("KRASIS_PREFETCH_BYTES")) plan.distance = std::max(0L, std::atol(env)) / 64 * 64;
+  if (const char* env = std::getenv("KRASIS_PREFETCH"); env != nullptr && std::string(env) == "0") plan.distance = 0;
+  if (const char* env = std::getenv("KRASIS_PREFETCH_L1")) plan.l1 = std::string(env) == "1";
+  return plan;
 }();
+// The end of the codes and scales of the tiles this thread is computing now
+// (set per call by ForEachTile).
+thread_local const uint8_t* prefetch_data_end = nullptr;
+thread_local const float* prefetch_scales_end = nullptr;
+
 inline void PrefetchGroup(const uint8_t* group, int64_t bytes, const float* scales) {
-  if (!prefetch_on) return;
-  for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(group + kPrefetchBytes + i), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(scales + 4 * kTileRows), _MM_HINT_T0);
+  const int64_t distance = prefetch_plan.distance;
+  if (distance <= 0) return;
+  const uint8_t* ahead = group + distance;
+  const float* scales_ahead = scales + std::max<int64_t>(1, distance / bytes) * kTileRows;
+  if (prefetch_plan.l1) {
+    if (ahead < prefetch_data_end) {
+      for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + i), _MM_HINT_T0);
+    }
+    if (scales_ahead < prefetch_scales_end) _mm_prefetch(reinterpret_cast<const char*>(scales_ahead), _MM_HINT_T0);
+  } else {
+    if (ahead < prefetch_data_end) {
+      for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + i), _MM_HINT_T1);
+    }
+    if (scales_ahead < prefetch_scales_end) _mm_prefetch(reinterpret_cast<const char*>(scales_ahead), _MM_HINT_T1);
+  }
 }
 
 // out[b][16] for tokens b0 .. b0+nb-1 of one tile, all groups.
@@ -341,6 +369,8 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
   constexpr int kMaxNb = 16;
   alignas(64) float out[kMaxNb][kTileRows];
   tile_end = std::min(tile_end, w.tiles());
+  prefetch_data_end = w.data + tile_end * w.groups() * w.group_bytes();
+  prefetch_scales_end = w.scales + tile_end * w.groups() * kTileRows;
   // AMX takes 16 tokens a tile (groups of 64 columns); the others 8.
   const bool amx = isa == Isa::kAmx && w.group_size % 64 == 0 && a.n >= kAmxMinTokens;
   const int chunk = amx ? 16 : 8;
