@@ -17,10 +17,10 @@
 #include <iostream>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 
 
+#include "absl/strings/str_split.h"
 #include "benchmarks/bandwidth.h"
 #include "common/quant/expert_set.h"
 #include "common/threading/numa_pool.h"
@@ -47,13 +47,7 @@ Shape ShapeNamed(const std::string& name) {
   std::exit(2);
 }
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  return out;
-}
+std::vector<std::string> Split(const std::string& s) { return absl::StrSplit(s, ',', absl::SkipEmpty()); }
 
 // Random codes and scales of the right layout, written by the calling thread.
 quant::QuantizedMatrix RandomMatrix(int64_t rows, int64_t cols, quant::QuantFormat format, uint64_t seed) {

@@ -29,10 +29,10 @@
 #include <cstring>
 #include <iostream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "benchmarks/bandwidth.h"
 #include "common/quant/qgemm.h"
 #include "common/threading/numa_pool.h"
@@ -44,13 +44,7 @@ using krasis::NumaThreadPool;
 using krasis::PoolWorker;
 namespace quant = krasis::quant;
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  return out;
-}
+std::vector<std::string> Split(const std::string& s) { return absl::StrSplit(s, ',', absl::SkipEmpty()); }
 
 // A region of `bytes` of the given kind, filled with random bytes (by the pool,
 // so anonymous pages are first touched by their readers' threads).
