@@ -217,6 +217,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
   }
   _mm512_storeu_ps(out, y);
 }
+#undef KRASIS_DPBUSD
 
 // AMX tile registers and their shapes: C (0) int32 [nb, 16 rows], A (1) the
 // tokens' int8 activations [nb, 64 columns], B (2) 64 columns of the 16 weight
