@@ -145,6 +145,8 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
     a.y.resize(a.tokens.size() * static_cast<size_t>(hidden_));
   }
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
+  auto gate_tiles = [](const QuantExpert& q) { return q.gate.tiles(); };
+  auto down_tiles = [](const QuantExpert& q) { return q.down.tiles(); };
   auto gate_up = [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
     QGateUpSilu(q.gate, q.up, *a.in, a.h.data(), q.gate.rows, t0, t1, isa);
   };
@@ -170,29 +172,27 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
       ready[i].store(false);
     }
     pool_->Run([&](const PoolWorker& w) {
-      NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); },
-                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
-                  gate_up(a, q, t0, t1);
-                  const size_t i = static_cast<size_t>(&a - active.data());
-                  if (done[i].fetch_add(t1 - t0, std::memory_order_acq_rel) + (t1 - t0) == q.gate.tiles()) {
-                    quantize_h(a);
-                    ready[i].store(true, std::memory_order_release);
-                  }
-                });
-      NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); },
-                [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
-                  const size_t i = static_cast<size_t>(&a - active.data());
-                  while (!ready[i].load(std::memory_order_acquire)) _mm_pause();
-                  down(a, q, t0, t1);
-                });
+      NodeSlice(w, 0, gate_tiles, [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+        gate_up(a, q, t0, t1);
+        const size_t i = static_cast<size_t>(&a - active.data());
+        if (done[i].fetch_add(t1 - t0, std::memory_order_acq_rel) + (t1 - t0) == q.gate.tiles()) {
+          quantize_h(a);
+          ready[i].store(true, std::memory_order_release);
+        }
+      });
+      NodeSlice(w, 1, down_tiles, [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
+        const size_t i = static_cast<size_t>(&a - active.data());
+        while (!ready[i].load(std::memory_order_acquire)) _mm_pause();
+        down(a, q, t0, t1);
+      });
     });
   } else {
     // Even static slices: a worker's down slice may need gate/up tiles of a
     // worker that runs after it (nested dispatches run the workers one by
     // one), so the two halves stay two dispatches.
-    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 0, [](const QuantExpert& q) { return q.gate.tiles(); }, gate_up); });
+    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 0, gate_tiles, gate_up); });
     for (Active& a : active) quantize_h(a);
-    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 1, [](const QuantExpert& q) { return q.down.tiles(); }, down); });
+    pool_->Run([&](const PoolWorker& w) { NodeSlice(w, 1, down_tiles, down); });
   }
   for (const Active& a : active) {
     for (size_t i = 0; i < a.tokens.size(); ++i) {
