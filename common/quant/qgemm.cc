@@ -27,49 +27,12 @@ inline int32_t Load4(const int8_t* p) {
   return v;
 }
 
-// Software prefetch of the weight stream: a thread's tiles are contiguous, so
-// while one group is computed the lines `distance` bytes further on (and the
-// scales of the group as far ahead) are requested, within the tiles of the
-// current call only (past them are another worker's tiles). The hardware
-// prefetchers stop at every 4 KiB page, and a core's out-of-order window
-// covers only a few KiB of this loop (fewer bytes for INT4, whose loop has
-// more instructions per byte), so without this a core has too few reads in
-// flight to stream at DRAM speed. For measuring: KRASIS_PREFETCH=0 turns it
-// off, KRASIS_PREFETCH_BYTES sets the distance, KRASIS_PREFETCH_L1=1 asks for
-// L1 (prefetcht0) instead of L2 (prefetcht1).
-struct PrefetchPlan {
-  int64_t distance = 16384;
-  bool l1 = false;
-};
-const PrefetchPlan prefetch_plan = [] {
-  PrefetchPlan plan;
-  if (const char* env = std::getenv("KRASIS_PREFETCH_BYTES")) plan.distance = std::max(0L, std::atol(env)) / 64 * 64;
-  if (const char* env = std::getenv("KRASIS_PREFETCH"); env != nullptr && std::string(env) == "0") plan.distance = 0;
-  if (const char* env = std::getenv("KRASIS_PREFETCH_L1")) plan.l1 = std::string(env) == "1";
-  return plan;
-}();
-// The end of the codes and scales of the tiles this thread is computing now
-// (set per call by ForEachTile).
-thread_local const uint8_t* prefetch_data_end = nullptr;
-thread_local const float* prefetch_scales_end = nullptr;
-
-inline void PrefetchGroup(const uint8_t* group, int64_t bytes, const float* scales) {
-  const int64_t distance = prefetch_plan.distance;
-  if (distance <= 0) return;
-  const uint8_t* ahead = group + distance;
-  const float* scales_ahead = scales + std::max<int64_t>(1, distance / bytes) * kTileRows;
-  if (prefetch_plan.l1) {
-    if (ahead < prefetch_data_end) {
-      for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + i), _MM_HINT_T0);
-    }
-    if (scales_ahead < prefetch_scales_end) _mm_prefetch(reinterpret_cast<const char*>(scales_ahead), _MM_HINT_T0);
-  } else {
-    if (ahead < prefetch_data_end) {
-      for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + i), _MM_HINT_T1);
-    }
-    if (scales_ahead < prefetch_scales_end) _mm_prefetch(reinterpret_cast<const char*>(scales_ahead), _MM_HINT_T1);
-  }
-}
+// No software prefetch of the weight stream. Earlier versions called a
+// prefetch helper per group, but GCC's IPA pure-const pass judged the helper
+// free of side effects (to GCC a prefetch has none) and deleted every call, so
+// no build ever issued one and every decode figure measured so far ran on the
+// hardware prefetchers alone. A real one needs asm volatile, and a measurement
+// that shows it pays.
 
 // out[b][16] for tokens b0 .. b0+nb-1 of one tile, all groups.
 void TileScalar(const QuantizedMatrix& w, int64_t tile, const QuantizedActivations& a, int64_t b0, int nb,
@@ -112,7 +75,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void TileAvx512(const Qua
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
-    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     __m512i acc[NB];
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_si512();
     const int8_t* x[NB];
@@ -173,7 +135,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
-    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     const int8_t* x = xrow + g * G;
     __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512(), c2 = _mm512_setzero_si512(),
             c3 = _mm512_setzero_si512(), c4 = _mm512_setzero_si512(), c5 = _mm512_setzero_si512(),
@@ -274,7 +235,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,amx-tile,amx-int8"))) void Ti
   for (int b = 0; b < nb; ++b) y[b] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
-    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     _tile_zero(0);
     for (int64_t k0 = 0; k0 < G; k0 += 64) {
       _tile_loadd(1, a.q.data() + b0 * a.cols + g * G + k0, a.cols);
@@ -315,7 +275,6 @@ __attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int6
   for (int b = 0; b < NB; ++b) y[b][0] = y[b][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     const uint8_t* p = w.data + (tile * groups + g) * w.group_bytes();
-    PrefetchGroup(p, w.group_bytes(), w.scales + (tile * groups + g) * kTileRows);
     __m256i acc[NB][2];
     for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm256_setzero_si256();
     const int8_t* x[NB];
@@ -370,8 +329,6 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
   constexpr int kMaxNb = 16;
   alignas(64) float out[kMaxNb][kTileRows];
   tile_end = std::min(tile_end, w.tiles());
-  prefetch_data_end = w.data + tile_end * w.groups() * w.group_bytes();
-  prefetch_scales_end = w.scales + tile_end * w.groups() * kTileRows;
   // AMX takes 16 tokens a tile (groups of 64 columns); the others 8.
   const bool amx = isa == Isa::kAmx && w.group_size % 64 == 0 && a.n >= kAmxMinTokens;
   const int chunk = amx ? 16 : 8;
