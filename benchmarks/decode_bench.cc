@@ -135,5 +135,33 @@ int main(int argc, char** argv) {
                 p.linear_ns / steps / 1e6, p.routing_ns / steps / 1e6, (p.ffn_ns - p.routing_ns) / steps / 1e6,
                 p.lm_head_ns / steps / 1e6);
   }
+  // Where the time goes, finer: each part's ms per step, the weight bytes it
+  // read per step, and the GB/s that is (against the measured bandwidth above).
+  for (const auto& [batch, p, steps] : profiles) {
+    const double proj_ns = double(p.proj_ns - p.lm_head_proj_ns);
+    struct Part {
+      const char* name;
+      double ns, bytes;
+    } parts[] = {
+        {"mixer projections", proj_ns, double(p.proj_bytes - p.lm_head_bytes)},
+        {"GDN recurrence", double(p.recurrence_ns), 0},
+        {"mixer rest", double(p.attention_ns + p.linear_ns - p.recurrence_ns) - proj_ns, 0},
+        {"router matmul", double(p.router_ns), double(p.router_bytes)},
+        {"top-k", double(p.routing_ns - p.router_ns), 0},
+        {"experts dispatch", double(p.experts_ns), double(p.experts_bytes)},
+        {"ffn rest", double(p.ffn_ns - p.routing_ns - p.experts_ns), 0},
+        {"lm_head", double(p.lm_head_proj_ns), double(p.lm_head_bytes)},
+    };
+    std::printf("\nbatch %d, per step: %-18s %9s %9s %9s %9s\n", batch, "part", "ms", "MB", "GB/s", "of DRAM");
+    for (const Part& part : parts) {
+      const double ms = part.ns / steps / 1e6, mb = part.bytes / steps / 1e6;
+      if (mb > 0) {
+        std::printf("                     %-18s %9.3f %9.1f %9.1f %8.0f%%\n", part.name, ms, mb, mb / ms,
+                    100.0 * (mb / ms) / bandwidth);
+      } else {
+        std::printf("                     %-18s %9.3f %9s %9s %9s\n", part.name, ms, "-", "-", "-");
+      }
+    }
+  }
   return 0;
 }

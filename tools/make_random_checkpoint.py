@@ -7,6 +7,10 @@ so a 30 GB checkpoint needs little RAM.
 
   make_random_checkpoint.py --shape qwen3-coder-next --layers 8 --out DIR
   make_random_checkpoint.py --shape deepseek-v2-lite --out DIR          # all 27 layers
+  make_random_checkpoint.py --shape qwen3-coder-next --layers 8 --experts 32 --out DIR
+      (fewer routed experts: everything else at its real size, for profiling on
+      a machine without the disk or RAM for the real expert count; not for the
+      issue's benchmarks)
 
 qwen3-coder-next is the real architecture (qwen3_next): Gated DeltaNet linear
 attention in three of every four layers, gated full attention in the fourth,
@@ -147,11 +151,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="qwen3-coder-next", choices=sorted(SHAPES))
     ap.add_argument("--layers", type=int, help="default: the real model's count")
+    ap.add_argument("--experts", type=int, help="routed experts per layer (default: the real model's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     cfg = dict(SHAPES[args.shape], torch_dtype="bfloat16")
     if args.layers:
         cfg["num_hidden_layers"] = args.layers
+    if args.experts:
+        key = "num_experts" if "num_experts" in cfg else "n_routed_experts"
+        if args.experts < cfg["num_experts_per_tok"]:
+            ap.error(f"--experts must be at least num_experts_per_tok ({cfg['num_experts_per_tok']})")
+        cfg[key] = args.experts
     n = cfg["num_hidden_layers"]
     if cfg["model_type"] == "qwen3_next":
         every = cfg["full_attention_interval"]

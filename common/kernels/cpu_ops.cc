@@ -118,6 +118,57 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void AxpyAvx512(float alpha
   }
 }
 
+
+// The gated delta rule of one head (see cpu::GatedDeltaRule), 64 state columns
+// at a time: one read-only pass over the block's rows for k^T S, then one pass
+// that updates them and accumulates q^T S. A block's rows (dk x 256 bytes) stay
+// in L1/L2 between the two passes, so the state crosses the memory bus once
+// each way per token.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void GatedDeltaRuleAvx512(const float* q, const float* k,
+                                                                              const float* v, float beta,
+                                                                              float decay, float* s, int64_t dk,
+                                                                              int64_t dv, float* o) {
+  constexpr int kVecs = 4;
+  const __m512 vdecay = _mm512_set1_ps(decay), vbeta = _mm512_set1_ps(beta);
+  for (int64_t c0 = 0; c0 < dv; c0 += 16 * kVecs) {
+    __mmask16 mask[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t left = std::clamp<int64_t>(dv - c0 - 16 * u, 0, 16);
+      mask[u] = static_cast<__mmask16>((1u << left) - 1);
+    }
+    __m512 acc[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) acc[u] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < dk; ++i) {
+      const float* row = s + i * dv + c0;
+      const __m512 ki = _mm512_set1_ps(k[i]);
+      #pragma GCC unroll 4
+      for (int u = 0; u < kVecs; ++u) acc[u] = _mm512_fmadd_ps(ki, _mm512_maskz_loadu_ps(mask[u], row + 16 * u), acc[u]);
+    }
+    __m512 delta[kVecs], out[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) {
+      // (v - decay * k^T S) * beta: k^T (decay S) with the decay taken out of the sum.
+      delta[u] = _mm512_mul_ps(_mm512_fnmadd_ps(vdecay, acc[u], _mm512_maskz_loadu_ps(mask[u], v + c0 + 16 * u)), vbeta);
+      out[u] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < dk; ++i) {
+      float* row = s + i * dv + c0;
+      const __m512 ki = _mm512_set1_ps(k[i]), qi = _mm512_set1_ps(q[i]);
+      #pragma GCC unroll 4
+      for (int u = 0; u < kVecs; ++u) {
+        const __m512 updated =
+            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[u], row + 16 * u), vdecay, _mm512_mul_ps(ki, delta[u]));
+        _mm512_mask_storeu_ps(row + 16 * u, mask[u], updated);
+        out[u] = _mm512_fmadd_ps(qi, updated, out[u]);
+      }
+    }
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) _mm512_mask_storeu_ps(o + c0 + 16 * u, mask[u], out[u]);
+  }
+}
+
 // ------------------------------------------------------------------- AVX2 ---
 
 template <DType D>
@@ -192,6 +243,51 @@ __attribute__((target("avx2,fma,f16c"))) void AxpyAvx2(float alpha, const std::b
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, Load8<D>(x, i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * WidenScalar(D, x, i);
+}
+
+
+// GatedDeltaRuleAvx512 with 8 lanes: 32 state columns at a time.
+__attribute__((target("avx2,fma"))) void GatedDeltaRuleAvx2(const float* q, const float* k, const float* v,
+                                                            float beta, float decay, float* s, int64_t dk,
+                                                            int64_t dv, float* o) {
+  constexpr int kVecs = 4;
+  const __m256 vdecay = _mm256_set1_ps(decay), vbeta = _mm256_set1_ps(beta);
+  for (int64_t c0 = 0; c0 < dv; c0 += 8 * kVecs) {
+    __m256i mask[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) {
+      const int64_t left = std::clamp<int64_t>(dv - c0 - 8 * u, 0, 8);
+      mask[u] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    __m256 acc[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < dk; ++i) {
+      const float* row = s + i * dv + c0;
+      const __m256 ki = _mm256_set1_ps(k[i]);
+      #pragma GCC unroll 4
+      for (int u = 0; u < kVecs; ++u) acc[u] = _mm256_fmadd_ps(ki, _mm256_maskload_ps(row + 8 * u, mask[u]), acc[u]);
+    }
+    __m256 delta[kVecs], out[kVecs];
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) {
+      delta[u] = _mm256_mul_ps(_mm256_fnmadd_ps(vdecay, acc[u], _mm256_maskload_ps(v + c0 + 8 * u, mask[u])), vbeta);
+      out[u] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < dk; ++i) {
+      float* row = s + i * dv + c0;
+      const __m256 ki = _mm256_set1_ps(k[i]), qi = _mm256_set1_ps(q[i]);
+      #pragma GCC unroll 4
+      for (int u = 0; u < kVecs; ++u) {
+        const __m256 updated =
+            _mm256_fmadd_ps(_mm256_maskload_ps(row + 8 * u, mask[u]), vdecay, _mm256_mul_ps(ki, delta[u]));
+        _mm256_maskstore_ps(row + 8 * u, mask[u], updated);
+        out[u] = _mm256_fmadd_ps(qi, updated, out[u]);
+      }
+    }
+    #pragma GCC unroll 4
+    for (int u = 0; u < kVecs; ++u) _mm256_maskstore_ps(o + c0 + 8 * u, mask[u], out[u]);
+  }
 }
 
 // ----------------------------------------------------------------- scalar ---
@@ -280,6 +376,31 @@ void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, I
     case DType::kBF16: AxpyAs<DType::kBF16>(alpha, x, y, n, isa); return;
     case DType::kF16: AxpyAs<DType::kF16>(alpha, x, y, n, isa); return;
     default: AxpyAs<DType::kF32>(alpha, x, y, n, isa);
+  }
+}
+
+void GatedDeltaRule(const float* q, const float* k, const float* v, float beta, float decay, float* s, int64_t dk,
+                    int64_t dv, float* o, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    GatedDeltaRuleAvx512(q, k, v, beta, decay, s, dk, dv, o);
+    return;
+  }
+  if (isa == Isa::kAvx2) {
+    GatedDeltaRuleAvx2(q, k, v, beta, decay, s, dk, dv, o);
+    return;
+  }
+  // The same arithmetic one column at a time.
+  for (int64_t j = 0; j < dv; ++j) {
+    float kv = 0.0f;
+    for (int64_t i = 0; i < dk; ++i) kv += k[i] * s[i * dv + j];
+    const float delta = (v[j] - decay * kv) * beta;
+    float out = 0.0f;
+    for (int64_t i = 0; i < dk; ++i) {
+      float& x = s[i * dv + j];
+      x = x * decay + k[i] * delta;
+      out += q[i] * x;
+    }
+    o[j] = out;
   }
 }
 

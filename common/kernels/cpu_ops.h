@@ -51,6 +51,11 @@ float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, quant::I
 void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
 // The same with x stored as x_dtype (F32, BF16 or F16).
 void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+// One token of the gated delta rule for one head, with state s [dk, dv]
+// (row-major) updated in place: S *= decay; delta = (v - k^T S) * beta;
+// S += k delta^T; o [dv] = q^T S. The state is read once and written once.
+void GatedDeltaRule(const float* q, const float* k, const float* v, float beta, float decay, float* s, int64_t dk,
+                    int64_t dv, float* o, quant::Isa isa = quant::BestIsa());
 // y[t, i] += bias[i] for rows t < n of `cols` values (nothing when bias.data is null).
 void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y);
 }  // namespace cpu

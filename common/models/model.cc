@@ -12,6 +12,7 @@
 #include "common/kernels/cpu_ops.h"
 #include "common/models/architectures.h"
 #include "common/quant/expert_cache.h"
+#include "common/quant/expert_set.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -34,6 +35,25 @@ void ForwardTimer::Lap(uint64_t ForwardProfile::*field) {
   std::lock_guard<std::mutex> lock(profile_mu);
   profile_totals.*field += static_cast<uint64_t>(std::chrono::nanoseconds(now - last_).count());
   last_ = now;
+}
+
+namespace {
+uint64_t WeightBytesRead() { return quant::QuantizedBytesRead() + DenseBytesRead(); }
+}  // namespace
+
+ProfileScope::ProfileScope(uint64_t ForwardProfile::*ns, uint64_t ForwardProfile::*bytes)
+    : on_(profiling.load(std::memory_order_relaxed)), ns_(ns), bytes_(bytes) {
+  if (!on_) return;
+  bytes0_ = WeightBytesRead();
+  start_ = std::chrono::steady_clock::now();
+}
+
+ProfileScope::~ProfileScope() {
+  if (!on_) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(profile_mu);
+  profile_totals.*ns_ += static_cast<uint64_t>(std::chrono::nanoseconds(now - start_).count());
+  if (bytes_ != nullptr) profile_totals.*bytes_ += WeightBytesRead() - bytes0_;
 }
 
 ForwardProfile TakeForwardProfile() {
@@ -141,7 +161,10 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
                   zero_centred_norms, &normed[wanted[i] * hidden]);
   }
   std::vector<float> all(static_cast<size_t>(wanted.back() * vocab));
-  lm_head.Apply(*ops_, normed.data(), wanted.back(), all.data());
+  {
+    ProfileScope scope(&ForwardProfile::lm_head_proj_ns, &ForwardProfile::lm_head_bytes);
+    lm_head.Apply(*ops_, normed.data(), wanted.back(), all.data());
+  }
   logits->assign(batch.size(), {});
   for (size_t i = 0; i < batch.size(); ++i) {
     (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);

@@ -188,6 +188,12 @@ class DecoderModel {
 // MoE blocks split their time into routing (router matmul and top-k) and the rest.
 struct ForwardProfile {
   uint64_t attention_ns = 0, linear_ns = 0, ffn_ns = 0, routing_ns = 0, lm_head_ns = 0;
+  // Finer (ProfileScope): every Projection applied (lm_head included), the lm_head
+  // product alone, the router product, and the routed experts' dispatch (with a
+  // shared expert that joins it); each with the weight bytes it read.
+  uint64_t proj_ns = 0, proj_bytes = 0, lm_head_proj_ns = 0, lm_head_bytes = 0;
+  uint64_t router_ns = 0, router_bytes = 0, experts_ns = 0, experts_bytes = 0;
+  uint64_t recurrence_ns = 0;  // Gated DeltaNet: conv, norms and the delta rule (no weights)
 };
 // Adds the time since construction or the last Lap to a field of the totals
 // (when profiling is on).
@@ -199,6 +205,24 @@ class ForwardTimer {
  private:
   bool on_;
   std::chrono::steady_clock::time_point last_;
+};
+// Adds the time from construction to destruction, and the weight bytes the
+// kernels counted meanwhile (quant::QuantizedBytesRead + DenseBytesRead), to
+// two fields of the totals (when profiling is on; bytes may be null). Call from the forward
+// thread only: pool workers count bytes into the same global counters.
+class ProfileScope {
+ public:
+  ProfileScope(uint64_t ForwardProfile::*ns, uint64_t ForwardProfile::*bytes);
+  ~ProfileScope();
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  bool on_;
+  uint64_t ForwardProfile::*ns_;
+  uint64_t ForwardProfile::*bytes_;
+  std::chrono::steady_clock::time_point start_;
+  uint64_t bytes0_ = 0;
 };
 // Turns the accounting on or off (off by default: no clock reads).
 void EnableForwardProfile(bool on);

@@ -240,5 +240,46 @@ TEST_F(CpuOpsTest, ParallelForCoversEveryIndexOnce) {
   for (const auto& g : got) EXPECT_LT(RelError(g.data(), want.data(), g.size()), 2e-6);
 }
 
+// cpu::GatedDeltaRule against the rule as transformers writes it (S *= decay;
+// kv = k^T S; delta = (v - kv) beta; S += k delta^T; o = q^T S), in double, over
+// several tokens so the state carries, for head sizes with and without vector
+// tails, on every SIMD path.
+TEST(GatedDeltaRuleTest, MatchesTheRuleInDouble) {
+  for (Isa isa : Isas()) {
+    for (auto [dk, dv] : {std::pair<int64_t, int64_t>{128, 128}, {16, 16}, {7, 70}, {33, 5}, {64, 200}}) {
+      SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " dk " << dk << " dv " << dv);
+      std::vector<float> s = Random(static_cast<size_t>(dk * dv), 11);
+      for (float& x : s) x *= 0.1f;
+      std::vector<double> want(s.begin(), s.end());
+      std::vector<float> o(static_cast<size_t>(dv));
+      std::vector<double> o_want(static_cast<size_t>(dv));
+      for (int token = 0; token < 4; ++token) {
+        const std::vector<float> q = Random(static_cast<size_t>(dk), 20 + token);
+        const std::vector<float> k = Random(static_cast<size_t>(dk), 30 + token);
+        const std::vector<float> v = Random(static_cast<size_t>(dv), 40 + token);
+        const float beta = 0.2f + 0.15f * token, decay = 0.97f - 0.2f * token;
+        cpu::GatedDeltaRule(q.data(), k.data(), v.data(), beta, decay, s.data(), dk, dv, o.data(), isa);
+        for (double& x : want) x *= decay;
+        std::vector<double> delta(static_cast<size_t>(dv), 0.0);
+        for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] += k[i] * want[static_cast<size_t>(i * dv + j)];
+        }
+        for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] = (v[j] - delta[static_cast<size_t>(j)]) * beta;
+        std::fill(o_want.begin(), o_want.end(), 0.0);
+        for (int64_t i = 0; i < dk; ++i) {
+          for (int64_t j = 0; j < dv; ++j) {
+            double& x = want[static_cast<size_t>(i * dv + j)];
+            x += k[i] * delta[static_cast<size_t>(j)];
+            o_want[static_cast<size_t>(j)] += q[i] * x;
+          }
+        }
+        std::vector<float> o_wantf(o_want.begin(), o_want.end()), s_wantf(want.begin(), want.end());
+        EXPECT_LT(RelError(o.data(), o_wantf.data(), o.size()), 1e-5) << "token " << token;
+        EXPECT_LT(RelError(s.data(), s_wantf.data(), s.size()), 1e-5) << "token " << token;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace krasis

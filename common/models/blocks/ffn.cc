@@ -252,7 +252,10 @@ void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<fl
 void Moe::Forward(const float* x, int64_t n, float* out) const {
   ForwardTimer timer;
   std::vector<float> logits(static_cast<size_t>(n * num_experts));
-  ops->MatMul(x, n, router, logits.data());
+  {
+    ProfileScope scope(&ForwardProfile::router_ns, &ForwardProfile::router_bytes);
+    ops->MatMul(x, n, router, logits.data());
+  }
   std::fill(out, out + n * hidden, 0.0f);
   std::vector<float> y(static_cast<size_t>(hidden));
   std::vector<std::vector<int>> ids(static_cast<size_t>(n));
@@ -271,6 +274,7 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
   const bool shared_joins = !quantized.empty() && shared.quantized != nullptr &&
                             shared.quantized->pool() == quantized.pool();
   if (!quantized.empty()) {
+    ProfileScope scope(&ForwardProfile::experts_ns, &ForwardProfile::experts_bytes);
     quantized.Run(x, n, ids, weights, out, shared_joins ? &shared.quantized->experts()[0] : nullptr,
                   shared_scale.data());
   } else {

@@ -175,16 +175,19 @@ class GatedDeltaNet final : public Mixer {
     for (const SequenceRows& r : rows) {
       for (int64_t g = 0; r.count > 0 && g < d_.nk; ++g) work.emplace_back(&r, g);
     }
-    ops_->ParallelFor(static_cast<int64_t>(work.size()), [&](int64_t w0, int64_t w1) {
-      for (int64_t w = w0; w < w1; ++w) {
-        const auto [r, g] = work[static_cast<size_t>(w)];
-        RunGroup(&qkvz[r->first_row * d_.qkvz_dim], &ba[r->first_row * 2 * d_.nv], r->count,
-                 r->seq->linear[layer], g, &core[r->first_row * d_.value_dim], &z[r->first_row * d_.value_dim]);
-      }
-    });
-    // Gated RMSNorm per value head: norm(o) * w * silu(z); then out_proj.
-    ops_->RmsNorm(core.data(), total * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, core.data());
-    ops_->SiluMul(z.data(), core.data(), total * d_.value_dim, core.data());
+    {
+      ProfileScope scope(&ForwardProfile::recurrence_ns, nullptr);
+      ops_->ParallelFor(static_cast<int64_t>(work.size()), [&](int64_t w0, int64_t w1) {
+        for (int64_t w = w0; w < w1; ++w) {
+          const auto [r, g] = work[static_cast<size_t>(w)];
+          RunGroup(&qkvz[r->first_row * d_.qkvz_dim], &ba[r->first_row * 2 * d_.nv], r->count,
+                   r->seq->linear[layer], g, &core[r->first_row * d_.value_dim], &z[r->first_row * d_.value_dim]);
+        }
+      });
+      // Gated RMSNorm per value head: norm(o) * w * silu(z); then out_proj.
+      ops_->RmsNorm(core.data(), total * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, core.data());
+      ops_->SiluMul(z.data(), core.data(), total * d_.value_dim, core.data());
+    }
     out_proj_.Apply(*ops_, core.data(), total, out);
     return absl::OkStatus();
   }
@@ -198,7 +201,6 @@ class GatedDeltaNet final : public Mixer {
                 float* z) const {
     const int64_t rdv = d_.ratio * d_.dv;
     std::vector<float> q(static_cast<size_t>(d_.dk)), k(static_cast<size_t>(d_.dk)), v(static_cast<size_t>(rdv));
-    std::vector<float> delta(static_cast<size_t>(d_.dv));
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_.dk)));
     for (int64_t t = 0; t < count; ++t) {
       const float* src = qkvz + t * d_.qkvz_dim + g * d_.group_dim;
@@ -214,7 +216,7 @@ class GatedDeltaNet final : public Mixer {
       for (int64_t j = 0; j < d_.ratio; ++j) {
         const int64_t h = g * d_.ratio + j;
         DeltaRule(q.data(), k.data(), v.data() + j * d_.dv, src_ba[j], src_ba[d_.ratio + j], h,
-                  state.recurrent.data() + h * d_.dk * d_.dv, delta.data(), core + t * d_.value_dim + h * d_.dv);
+                  state.recurrent.data() + h * d_.dk * d_.dv, core + t * d_.value_dim + h * d_.dv);
       }
     }
   }
@@ -242,26 +244,12 @@ class GatedDeltaNet final : public Mixer {
 
   // The gated delta rule for value head h and one token: q, k [dk] (normalised,
   // q scaled), v [dv], the head's raw b and a; sh: its state [dk, dv], updated;
-  // delta: scratch [dv]; o: [dv].
+  // o: [dv].
   void DeltaRule(const float* q, const float* k, const float* v, float b, float a, int64_t h, float* sh,
-                 float* delta, float* o) const {
+                 float* o) const {
     const float beta = ref::Sigmoid(b);
     const float decay = std::exp(neg_a_[h] * ref::Softplus(a + dt_bias_[h]));
-    // S *= exp(g); kv_mem = k^T S (into delta).
-    std::fill(delta, delta + d_.dv, 0.0f);
-    for (int64_t i = 0; i < d_.dk; ++i) {
-      float* row = sh + i * d_.dv;
-      for (int64_t j = 0; j < d_.dv; ++j) row[j] *= decay;
-      cpu::Axpy(k[i], row, delta, d_.dv);
-    }
-    // delta = (v - kv_mem) * beta; S += k delta^T; o = q^T S, in one pass.
-    for (int64_t j = 0; j < d_.dv; ++j) delta[j] = (v[j] - delta[j]) * beta;
-    std::fill(o, o + d_.dv, 0.0f);
-    for (int64_t i = 0; i < d_.dk; ++i) {
-      float* row = sh + i * d_.dv;
-      cpu::Axpy(k[i], delta, row, d_.dv);
-      cpu::Axpy(q[i], row, o, d_.dv);
-    }
+    cpu::GatedDeltaRule(q, k, v, beta, decay, sh, d_.dk, d_.dv, o);
   }
 
   Dims d_;

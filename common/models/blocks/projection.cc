@@ -5,6 +5,7 @@
 
 #include "common/kernels/cpu_ops.h"
 #include "common/mapped_file.h"
+#include "common/models/model.h"
 #include "common/quant/quantize.h"
 #include "common/status.h"
 
@@ -20,17 +21,25 @@ absl::Status Projection::Quantize(ExpertFormat format, int64_t group_size, NumaT
   return absl::OkStatus();
 }
 
-void Projection::Apply(const Ops& ops, const float* x, int64_t n, float* y) const {
-  if (quantized == nullptr) {
-    ops.MatMul(x, n, weight, y, bias.data != nullptr ? &bias : nullptr);
+namespace {
+void ApplyOne(const Projection& p, const Ops& ops, const float* x, int64_t n, float* y) {
+  if (p.quantized == nullptr) {
+    ops.MatMul(x, n, p.weight, y, p.bias.data != nullptr ? &p.bias : nullptr);
     return;
   }
-  quant::PoolMatMul(*quantized, x, n, y, *pool);
-  cpu::AddBias(bias, n, quantized->rows, y);
+  quant::PoolMatMul(*p.quantized, x, n, y, *p.pool);
+  cpu::AddBias(p.bias, n, p.quantized->rows, y);
+}
+}  // namespace
+
+void Projection::Apply(const Ops& ops, const float* x, int64_t n, float* y) const {
+  ProfileScope scope(&ForwardProfile::proj_ns, &ForwardProfile::proj_bytes);
+  ApplyOne(*this, ops, x, n, y);
 }
 
 void ApplyAll(const Ops& ops, std::span<const Projection* const> projections, const float* x, int64_t n,
               std::span<float* const> ys) {
+  ProfileScope scope(&ForwardProfile::proj_ns, &ForwardProfile::proj_bytes);
   std::vector<const quant::QuantizedMatrix*> ws;
   std::vector<float*> outs;
   std::vector<size_t> batched;
@@ -41,7 +50,7 @@ void ApplyAll(const Ops& ops, std::span<const Projection* const> projections, co
       outs.push_back(ys[i]);
       batched.push_back(i);
     } else {
-      p.Apply(ops, x, n, ys[i]);
+      ApplyOne(p, ops, x, n, ys[i]);
     }
   }
   if (ws.empty()) return;
