@@ -272,23 +272,46 @@ __global__ void __launch_bounds__(kTcThreads) TensorCoreAttentionKernel(const fl
 }
 
 // ------------------------------------------------ FlashAttention-2 style ---
-// Each warp owns 16 query rows of one head, held in registers as BF16 mma
-// fragments with their output O (fp32) and softmax state; a block (8 warps, 128
-// queries) streams keys 64 at a time through shared memory (K row-major, V
-// transposed, both BF16). S = Q K^T and O += P V are mma.sync m16n8k16 on BF16
-// tensor cores with fp32 accumulation; the probabilities go from S's
-// accumulator registers straight into P's operand registers, so neither S nor P
-// nor O touches shared memory. For the head sizes of the supported models
-// (template instances); others use the wmma kernel above.
-constexpr int kFaWarps = 8;
-constexpr int kFaQueries = 16 * kFaWarps;
+// Each warp owns MT x 16 query rows of one head, with their output O (fp32) and
+// softmax state in registers; a block of NW warps streams the keys 64 at a time
+// through shared memory as BF16, K and V both row-major with 16 bytes of padding
+// per row (the eight 16-byte rows one ldmatrix phase reads then fall in distinct
+// banks). S = Q K^T and O += P V are mma.sync m16n8k16 on BF16 tensor cores with
+// fp32 accumulation; K's B fragments come from ldmatrix, V's from ldmatrix.trans
+// (V needs no transposed copy); the probabilities go from S's accumulator
+// registers straight into P's operand registers, so neither S nor P nor O
+// touches shared memory.
+//
+// Key tiles are double-buffered: while the warps work on tile i, tile i + 1 is
+// on its way (cp.async, bypassing the registers, for BF16 K/V; through the
+// registers with a conversion for float K/V), so each tile costs one
+// __syncthreads and the warps do not wait for memory between tiles.
+//
+// MT = 1: Q's fragments sit in registers, loaded once. MT = 2: 32 rows per warp,
+// so each K or V fragment read from shared memory feeds two mma instead of one
+// (with 16 rows the shared-memory reads, not the tensor cores, bound the
+// kernel); Q then lives in shared memory (its registers would not fit beside
+// twice the O and S) and its A fragments are read with ldmatrix on every tile.
+// Q sits in shared memory for head_dim 256 too: beside its O (128 registers)
+// its 64 fragment registers would spill. On an H200 (attention_bench, BF16 K/V,
+// 16 heads) MT = 2 was at most 4% faster (16K tokens) or slower (4K) and spills
+// a little, so every instance runs MT = 1 with 8 warps: 128 queries a block,
+// one block per SM (about 226 registers a thread).
+// For the head sizes of the supported models (template instances); others use
+// the wmma kernel above.
 constexpr int kFaKeys = 64;
-constexpr int kFaThreads = 32 * kFaWarps;
 
-template <int DQK, int DV>
-constexpr size_t FaSharedBytes() {
-  return size_t(kFaKeys) * (DQK + 8) * 2 + size_t(DV) * (kFaKeys + 8) * 2;
-}
+template <int DQK, int DV, int MT, int NW>
+struct Fa2Tiling {
+  static constexpr int kThreads = 32 * NW;
+  static constexpr int kRows = 16 * MT * NW;  // queries per block
+  static constexpr int kKld = DQK + 8, kVld = DV + 8, kQld = DQK + 8;  // bf16 per shared row
+  static constexpr int kStage = kFaKeys * (kKld + kVld);              // bf16 per K+V stage
+  // Q in shared memory rather than registers (see Fa2AttentionKernel).
+  static constexpr bool kQShared = MT > 1 || DQK > 192;
+  static constexpr size_t kQBytes = kQShared ? size_t(kRows) * kQld * 2 : 0;
+  static constexpr size_t kBytes = kQBytes + 2 * size_t(kStage) * 2;
+};
 
 // K/V elements as stored: float (converted to BF16 as a tile is loaded) or
 // BF16 already (copied 16 bytes at a time: half the bytes through L2).
@@ -299,19 +322,317 @@ __device__ inline void LoadKvRow(const float* src, __nv_bfloat16* dst) {
 template <typename KV>
 inline constexpr int kKvVec = sizeof(KV) == 4 ? 4 : 8;  // elements per vector load
 
+// Rows k0 .. k0 + kFaKeys - 1 of one head's K or V (D wide, `src` at the head's
+// first column) into shared rows of LD elements; zeros past last_pos, so the
+// masked keys of the last tile hold no NaN that 0 * NaN could spread. The row
+// is cut into segments of 64 elements (or D if less) and CPS consecutive
+// threads copy one segment of a row: every thread keeps one row and one column
+// for the whole tile, so its addresses are one pointer plus constant offsets
+// (computing each chunk's address from scratch costs registers the kernel has
+// not got).
+template <int D, int LD, int NT, typename KV>
+__device__ inline void LoadKvRows(const KV* src, int64_t stride, int64_t k0, int64_t last_pos, __nv_bfloat16* dst,
+                                  int tid) {
+  constexpr int VEC = kKvVec<KV>, SW = D < 64 ? D : 64, CPS = SW / VEC, RP = NT / CPS;  // RP: rows per pass
+  static_assert(D % SW == 0 && NT % CPS == 0 && kFaKeys % RP == 0, "whole tile in whole passes");
+  const int r0 = tid / CPS, c0 = (tid % CPS) * VEC;
+  const KV* row = src + (k0 + r0) * stride + c0;
+  __nv_bfloat16* d = dst + r0 * LD + c0;
+#pragma unroll
+  for (int pass = 0; pass < kFaKeys / RP; ++pass) {
+    const bool valid = k0 + r0 + pass * RP <= last_pos;
+    const KV* from = valid ? row + pass * RP * stride : src;  // a valid address either way
+#pragma unroll
+    for (int seg = 0; seg < D / SW; ++seg) {
+      __nv_bfloat16* to = d + pass * RP * LD + seg * SW;
+      if constexpr (VEC == 8) {
+        CpAsync16(to, from + seg * SW, valid);  // zero-filled when !valid
+      } else if (valid) {
+        LoadKvRow(reinterpret_cast<const float*>(from) + seg * SW, to);
+      } else {
+        *reinterpret_cast<uint2*>(to) = make_uint2(0, 0);
+      }
+    }
+  }
+}
+
+__device__ inline float Exp2(float x) {  // 2^x, one MUFU op; 2^-inf = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int DQK, int DV, typename KV, int MT, int NW>
+__global__ void __launch_bounds__(32 * NW) Fa2AttentionKernel(const float* q, const KV* k, const KV* v,
+                                                            AttentionShape s, float* out) {
+  using T = Fa2Tiling<DQK, DV, MT, NW>;
+  constexpr int KLD = T::kKld, VLD = T::kVld, QLD = T::kQld, NT = T::kThreads;
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto* qs = reinterpret_cast<__nv_bfloat16*>(smem);                // [kRows][QLD], kQShared only
+  auto* stages = reinterpret_cast<__nv_bfloat16*>(smem + T::kQBytes);  // 2 x (K [64][KLD], V [64][VLD])
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  // Heads vary fastest and later query tiles (more keys) come first: every
+  // head's heaviest tiles start in the first waves, and the heads of one KV
+  // head run side by side while its K/V are in L2.
+  const int64_t h = blockIdx.x, kvh = h / (s.heads / s.kv_heads);
+  const int64_t q0 = int64_t(gridDim.y - 1 - blockIdx.y) * T::kRows;
+  const int rows = static_cast<int>(min(int64_t{T::kRows}, s.n - q0));
+  const int w0 = warp * 16 * MT;  // this warp's first row in the tile
+  const int64_t last_pos = s.start_pos + q0 + rows - 1;
+  const KV* kh = k + kvh * DQK;
+  const KV* vh = v + kvh * DV;
+  const uint32_t stages_addr = static_cast<uint32_t>(__cvta_generic_to_shared(stages));
+  const uint32_t q_lane = static_cast<uint32_t>(__cvta_generic_to_shared(qs)) +
+                          ((w0 + lane % 16) * QLD + 8 * (lane / 16)) * 2;  // kQShared: A fragments
+
+  // The first tile is on its way while Q is read.
+  LoadKvRows<DQK, KLD, NT>(kh, s.k_stride, 0, last_pos, stages, tid);
+  LoadKvRows<DV, VLD, NT>(vh, s.v_stride, 0, last_pos, stages + kFaKeys * KLD, tid);
+  CpAsyncCommit();
+
+  // !kQShared: Q fragments of rows w0 + g and w0 + g + 8 in registers.
+  uint32_t qa[T::kQShared ? 1 : DQK / 16][4];
+  if constexpr (!T::kQShared) {
+    const int r_lo = w0 + g, r_hi = w0 + g + 8;
+    const float* q_lo = q + (q0 + r_lo) * s.q_stride + h * DQK;
+    const float* q_hi = q + (q0 + r_hi) * s.q_stride + h * DQK;
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      float2 a = make_float2(0, 0), b = a, c2 = a, d = a;
+      if (r_lo < rows) a = *reinterpret_cast<const float2*>(q_lo + c), c2 = *reinterpret_cast<const float2*>(q_lo + c + 8);
+      if (r_hi < rows) b = *reinterpret_cast<const float2*>(q_hi + c), d = *reinterpret_cast<const float2*>(q_hi + c + 8);
+      qa[kk][0] = PackBf16(a.x, a.y);
+      qa[kk][1] = PackBf16(b.x, b.y);
+      qa[kk][2] = PackBf16(c2.x, c2.y);
+      qa[kk][3] = PackBf16(d.x, d.y);
+    }
+  } else {
+    // The block's Q rows in BF16 in shared memory, zeros past the last
+    // query (float2 loads: Q rows are only 8-byte aligned).
+    for (int idx = tid; idx < T::kRows * DQK / 2; idx += NT) {
+      const int r = idx / (DQK / 2), c = (idx % (DQK / 2)) * 2;
+      float2 x = make_float2(0, 0);
+      if (r < rows) x = *reinterpret_cast<const float2*>(q + (q0 + r) * s.q_stride + h * DQK + c);
+      *reinterpret_cast<uint32_t*>(qs + r * QLD + c) = PackBf16(x.x, x.y);
+    }
+  }
+  float o[MT][DV / 8][4];
+  float m_run[MT][2], l_run[MT][2];  // per m-tile: rows g and g + 8
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int j = 0; j < DV / 8; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.0f;
+  }
+  // Scores are kept in log2 units: exp(x * scale) = 2^(x * scale * log2 e).
+  const float scale_log2 = s.scale * 1.4426950408889634f;
+  const int64_t warp_first = s.start_pos + q0 + w0, warp_last = warp_first + 16 * MT - 1;
+  const bool warp_idle = w0 >= rows;
+  const int tiles = static_cast<int>(last_pos / kFaKeys) + 1;
+
+  for (int it = 0; it < tiles; ++it) {
+    const int64_t k0 = int64_t(it) * kFaKeys;
+    CpAsyncWait<0>();
+    // Tile `it` (and Q) visible to every warp; every warp is done with tile
+    // it - 1, whose stage the next load overwrites.
+    __syncthreads();
+    if (it + 1 < tiles) {
+      __nv_bfloat16* next = stages + ((it + 1) & 1) * T::kStage;
+      LoadKvRows<DQK, KLD, NT>(kh, s.k_stride, k0 + kFaKeys, last_pos, next, tid);
+      LoadKvRows<DV, VLD, NT>(vh, s.v_stride, k0 + kFaKeys, last_pos, next + kFaKeys * KLD, tid);
+      CpAsyncCommit();
+    }
+    if (warp_idle || k0 > warp_last) continue;  // every key of the tile is after this warp's queries
+    // This lane's ldmatrix row addresses (shared space, bytes) for the fragments
+    // of the first key / column tile; the others are constant offsets from them.
+    const uint32_t ks = stages_addr + (it & 1) * (T::kStage * 2);
+    const uint32_t k_lane = ks + ((8 * (lane / 16) + lane % 8) * KLD + 8 * ((lane / 8) % 2)) * 2;
+    const uint32_t v_lane = ks + (kFaKeys * KLD + (8 * ((lane / 8) % 2) + lane % 8) * VLD + 8 * (lane / 16)) * 2;
+
+    float sc[MT][kFaKeys / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int j = 0; j < kFaKeys / 8; ++j) sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (!T::kQShared) {
+          a[mt][0] = qa[kk][0], a[mt][1] = qa[kk][1], a[mt][2] = qa[kk][2], a[mt][3] = qa[kk][3];
+        } else {
+          // Matrices: rows 0-7 / 8-15 of the m-tile x columns 0-7 / 8-15 of kk.
+          LdMatrixX4(a[mt], q_lane + (16 * mt * QLD + kk * 16) * 2);
+        }
+      }
+#pragma unroll
+      for (int jp = 0; jp < kFaKeys / 16; ++jp) {
+        // Matrices: keys 16 jp + 0-7 / 8-15 x columns 0-7 / 8-15 of kk, i.e.
+        // b0, b1 of key tile 2 jp and of key tile 2 jp + 1.
+        uint32_t b[4];
+        LdMatrixX4(b, k_lane + (16 * jp * KLD + kk * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          MmaBf16(sc[mt][2 * jp], a[mt], b[0], b[1]);
+          MmaBf16(sc[mt][2 * jp + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+    // Only a tile reaching past the warp's first query needs the causal mask:
+    // key column c of the tile is visible to warp row r iff c <= r + diag.
+    const bool diag_tile = k0 + kFaKeys - 1 > warp_first;
+    const int diag = static_cast<int>(warp_first - k0);
+    float sum[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int j = 0; j < kFaKeys / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = sc[mt][j][e] * scale_log2;
+          if (diag_tile && 8 * j + 2 * t + (e & 1) > 16 * mt + g + 8 * (e / 2) + diag) x = -INFINITY;
+          sc[mt][j][e] = x;
+          mx[e / 2] = fmaxf(mx[e / 2], x);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        // Finite: key 0 is visible to every row and comes in the first tile. On
+        // that tile the old max is -inf and alpha 0 (O and l are still 0).
+        const float m_new = fmaxf(m_run[mt][r], mx[r]);
+        const float alpha = Exp2(m_run[mt][r] - m_new);
+        m_run[mt][r] = m_new;
+        l_run[mt][r] *= alpha;
+        sum[mt][r] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DV / 8; ++j) {
+          o[mt][j][2 * r] *= alpha;
+          o[mt][j][2 * r + 1] *= alpha;
+        }
+      }
+    }
+    // P V, 16 keys at a time: P's operand registers for those keys are made
+    // from S tiles 2 kk and 2 kk + 1 just before their mma, so S's registers die
+    // as P's are born (S and P of the whole tile never live together).
+#pragma unroll
+    for (int kk = 0; kk < kFaKeys / 16; ++kk) {
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int j = 2 * kk + half;
+          float p[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            // Rounded to BF16 as P V multiplies them, so the sum matches.
+            p[e] = __bfloat162float(__float2bfloat16_rn(Exp2(sc[mt][j][e] - m_run[mt][e / 2])));
+          }
+          sum[mt][0] += p[0] + p[1];
+          sum[mt][1] += p[2] + p[3];
+          // S tile j's accumulator layout is half of P's operand layout for keys 16 kk.
+          pa[mt][half * 2 + 0] = PackBf16(p[0], p[1]);
+          pa[mt][half * 2 + 1] = PackBf16(p[2], p[3]);
+        }
+      }
+#pragma unroll
+      for (int jp = 0; jp < DV / 16; ++jp) {
+        // Matrices (transposed): keys 16 kk + 0-7 / 8-15 x value columns
+        // 16 jp + 0-7 / 8-15, i.e. b0, b1 of column tile 2 jp and of 2 jp + 1.
+        uint32_t b[4];
+        LdMatrixX4Trans(b, v_lane + (16 * kk * VLD + 16 * jp) * 2);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          MmaBf16(o[mt][2 * jp], pa[mt], b[0], b[1]);
+          MmaBf16(o[mt][2 * jp + 1], pa[mt], b[2], b[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        sum[mt][r] += __shfl_xor_sync(0xffffffffu, sum[mt][r], 1);
+        sum[mt][r] += __shfl_xor_sync(0xffffffffu, sum[mt][r], 2);
+        l_run[mt][r] += sum[mt][r];
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int r_lo = w0 + 16 * mt + g, r_hi = r_lo + 8;
+#pragma unroll
+    for (int j = 0; j < DV / 8; ++j) {
+      const int c = 8 * j + 2 * t;
+      if (r_lo < rows) {
+        float* dst = out + ((q0 + r_lo) * s.heads + h) * DV + c;
+        *reinterpret_cast<float2*>(dst) = make_float2(o[mt][j][0] / l_run[mt][0], o[mt][j][1] / l_run[mt][0]);
+      }
+      if (r_hi < rows) {
+        float* dst = out + ((q0 + r_hi) * s.heads + h) * DV + c;
+        *reinterpret_cast<float2*>(dst) = make_float2(o[mt][j][2] / l_run[mt][1], o[mt][j][3] / l_run[mt][1]);
+      }
+    }
+  }
+}
+
+template <int DQK, int DV, int MT, int NW, typename KV>
+absl::Status LaunchFa2Tiled(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+                       cudaStream_t stream) {
+  using T = Fa2Tiling<DQK, DV, MT, NW>;
+  auto* kernel = Fa2AttentionKernel<DQK, DV, KV, MT, NW>;
+  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::kBytes)));
+  const int64_t tiles = (s.n + T::kRows - 1) / T::kRows;
+  if (tiles > 65535) return InvalidArgumentError("causal attention: ", s.n, " queries is more than one launch takes");
+  const dim3 grid(static_cast<unsigned>(s.heads), static_cast<unsigned>(tiles));
+  kernel<<<grid, T::kThreads, T::kBytes, stream>>>(q, k, v, s, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+// The tiling each head size runs with (see Fa2AttentionKernel): 8 warps of 16
+// rows for all of them.
 template <int DQK, int DV, typename KV>
-__global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q, const KV* k, const KV* v,
+absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+                       cudaStream_t stream) {
+  return LaunchFa2Tiled<DQK, DV, 1, 8>(q, k, v, s, out, stream);
+}
+
+// ------------------------------------- the kernel before double buffering ---
+// The first FlashAttention-2 kernel (8 warps of 16 rows; K and V loaded
+// synchronously into one buffer, V transposed with 2-byte stores, K fragments
+// read 32 bits at a time), kept only as attention_bench's baseline
+// (LaunchCausalAttentionBf16KvVariant, variant 1); prefill never runs it.
+constexpr int kSyncWarps = 8;
+constexpr int kSyncQueries = 16 * kSyncWarps;
+constexpr int kSyncKeys = 64;
+constexpr int kSyncThreads = 32 * kSyncWarps;
+
+template <int DQK, int DV>
+constexpr size_t SyncSharedBytes() {
+  return size_t(kSyncKeys) * (DQK + 8) * 2 + size_t(DV) * (kSyncKeys + 8) * 2;
+}
+
+template <int DQK, int DV, typename KV>
+__global__ void __launch_bounds__(kSyncThreads) Fa2SyncKernel(const float* q, const KV* k, const KV* v,
                                                                 AttentionShape s, float* out) {
   constexpr int VEC = kKvVec<KV>;
-  constexpr int KLD = DQK + 8, VLD = kFaKeys + 8;  // bf16 elements per shared row (bank-conflict padding)
+  constexpr int KLD = DQK + 8, VLD = kSyncKeys + 8;  // bf16 elements per shared row (bank-conflict padding)
   extern __shared__ __align__(16) unsigned char smem[];
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  auto* vt = ks + kFaKeys * KLD;
+  auto* vt = ks + kSyncKeys * KLD;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int64_t h = blockIdx.y, kvh = h / (s.heads / s.kv_heads);
   // Later query tiles have more keys: start them first.
-  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kFaQueries;
-  const int rows = static_cast<int>(min(int64_t{kFaQueries}, s.n - q0));
+  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kSyncQueries;
+  const int rows = static_cast<int>(min(int64_t{kSyncQueries}, s.n - q0));
   const int w0 = warp * 16;  // this warp's first row in the tile
 
   // Q fragments of rows w0 + g and w0 + g + 8.
@@ -339,10 +660,10 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
   const int64_t last_pos = s.start_pos + q0 + rows - 1;
   const float scale = s.scale;
 
-  for (int64_t k0 = 0; k0 <= last_pos; k0 += kFaKeys) {
+  for (int64_t k0 = 0; k0 <= last_pos; k0 += kSyncKeys) {
     __syncthreads();  // every warp is done with the previous tile
     // K tile [64][DQK] and V tile transposed [DV][64], BF16, zeros past last_pos.
-    for (int idx = tid; idx < kFaKeys * DQK / VEC; idx += kFaThreads) {
+    for (int idx = tid; idx < kSyncKeys * DQK / VEC; idx += kSyncThreads) {
       const int kj = idx / (DQK / VEC), c = (idx % (DQK / VEC)) * VEC;
       const int64_t p = k0 + kj;
       __nv_bfloat16* dst = ks + kj * KLD + c;
@@ -354,8 +675,8 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(k + p * s.k_stride + kvh * DQK + c);
       }
     }
-    for (int idx = tid; idx < kFaKeys * DV / VEC; idx += kFaThreads) {
-      const int kj = idx % kFaKeys, c = (idx / kFaKeys) * VEC;
+    for (int idx = tid; idx < kSyncKeys * DV / VEC; idx += kSyncThreads) {
+      const int kj = idx % kSyncKeys, c = (idx / kSyncKeys) * VEC;
       const int64_t p = k0 + kj;
       __nv_bfloat16 x[VEC];
       if (p > last_pos) {
@@ -370,16 +691,16 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
     __syncthreads();
     if (k0 > warp_last || w0 >= rows) continue;  // every key of the tile is after this warp's queries
 
-    float sc[kFaKeys / 8][4];
-    for (int j = 0; j < kFaKeys / 8; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+    float sc[kSyncKeys / 8][4];
+    for (int j = 0; j < kSyncKeys / 8; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
     for (int kk = 0; kk < DQK / 16; ++kk) {
-      for (int j = 0; j < kFaKeys / 8; ++j) {
+      for (int j = 0; j < kSyncKeys / 8; ++j) {
         const __nv_bfloat16* kr = ks + (8 * j + g) * KLD + kk * 16 + 2 * t;
         MmaBf16(sc[j], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
       }
     }
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
-    for (int j = 0; j < kFaKeys / 8; ++j) {
+    for (int j = 0; j < kSyncKeys / 8; ++j) {
       for (int e = 0; e < 4; ++e) {
         const int64_t key = k0 + 8 * j + 2 * t + (e & 1);
         const bool lo = e < 2;
@@ -400,8 +721,8 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
     const float alpha_lo = new_lo == -INFINITY ? 1.0f : __expf(m_lo - new_lo);
     const float alpha_hi = new_hi == -INFINITY ? 1.0f : __expf(m_hi - new_hi);
     float sum_lo = 0.0f, sum_hi = 0.0f;
-    uint32_t pa[kFaKeys / 16][4];
-    for (int j = 0; j < kFaKeys / 8; ++j) {
+    uint32_t pa[kSyncKeys / 16][4];
+    for (int j = 0; j < kSyncKeys / 8; ++j) {
       float p[4];
       for (int e = 0; e < 4; ++e) {
         const float m = e < 2 ? new_lo : new_hi;
@@ -428,7 +749,7 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
       o[j][2] *= alpha_hi;
       o[j][3] *= alpha_hi;
     }
-    for (int kk = 0; kk < kFaKeys / 16; ++kk) {
+    for (int kk = 0; kk < kSyncKeys / 16; ++kk) {
       for (int j = 0; j < DV / 8; ++j) {
         const __nv_bfloat16* vr = vt + (8 * j + g) * VLD + kk * 16 + 2 * t;
         MmaBf16(o[j], pa[kk], *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8));
@@ -449,14 +770,15 @@ __global__ void __launch_bounds__(kFaThreads) Fa2AttentionKernel(const float* q,
   }
 }
 
+
 template <int DQK, int DV, typename KV>
-absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
-                       cudaStream_t stream) {
-  constexpr size_t bytes = FaSharedBytes<DQK, DV>();
+absl::Status LaunchFa2Sync(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+                           cudaStream_t stream) {
+  constexpr size_t bytes = SyncSharedBytes<DQK, DV>();
   CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(Fa2AttentionKernel<DQK, DV, KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  const dim3 grid(static_cast<unsigned>((s.n + kFaQueries - 1) / kFaQueries), static_cast<unsigned>(s.heads));
-  Fa2AttentionKernel<DQK, DV, KV><<<grid, kFaThreads, bytes, stream>>>(q, k, v, s, out);
+      cudaFuncSetAttribute(Fa2SyncKernel<DQK, DV, KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  const dim3 grid(static_cast<unsigned>((s.n + kSyncQueries - 1) / kSyncQueries), static_cast<unsigned>(s.heads));
+  Fa2SyncKernel<DQK, DV, KV><<<grid, kSyncThreads, bytes, stream>>>(q, k, v, s, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -506,6 +828,37 @@ absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, cons
     return InvalidArgumentError("LaunchCausalAttentionBf16Kv: K/V rows must be 16-byte aligned (strides multiples of 8)");
   }
   return *launched;
+}
+
+absl::Status LaunchCausalAttentionBf16KvVariant(int variant, const float* q, const uint16_t* k, const uint16_t* v,
+                                                const AttentionShape& s, float* out, cudaStream_t stream) {
+  if (variant == 0) return LaunchCausalAttentionBf16Kv(q, k, v, s, out, stream);
+  AttentionShape shape = s;
+  if (shape.q_stride == 0) shape.q_stride = s.heads * s.head_dim;
+  const auto* k16 = reinterpret_cast<const __nv_bfloat16*>(k);
+  const auto* v16 = reinterpret_cast<const __nv_bfloat16*>(v);
+  if (s.n <= 0 || s.heads % s.kv_heads != 0 || s.k_stride % 8 != 0 || s.v_stride % 8 != 0 || shape.q_stride % 2 != 0) {
+    return InvalidArgumentError("LaunchCausalAttentionBf16KvVariant: unsupported shape");
+  }
+  if (s.head_dim == 192 && s.v_dim == 128) {
+    switch (variant) {
+      case 1: return LaunchFa2Sync<192, 128>(q, k16, v16, shape, out, stream);
+      case 2: return LaunchFa2Tiled<192, 128, 1, 8>(q, k16, v16, shape, out, stream);
+      case 3: return LaunchFa2Tiled<192, 128, 1, 4>(q, k16, v16, shape, out, stream);
+      case 4: return LaunchFa2Tiled<192, 128, 2, 4>(q, k16, v16, shape, out, stream);
+      case 5: return LaunchFa2Tiled<192, 128, 2, 8>(q, k16, v16, shape, out, stream);
+      default: break;
+    }
+  } else if (s.head_dim == 256 && s.v_dim == 256) {
+    switch (variant) {
+      case 1: return LaunchFa2Sync<256, 256>(q, k16, v16, shape, out, stream);
+      case 2: return LaunchFa2Tiled<256, 256, 1, 8>(q, k16, v16, shape, out, stream);
+      case 3: return LaunchFa2Tiled<256, 256, 1, 4>(q, k16, v16, shape, out, stream);
+      default: break;
+    }
+  }
+  return InvalidArgumentError("LaunchCausalAttentionBf16KvVariant: no variant ", variant, " for head_dim ", s.head_dim,
+                              " / v_dim ", s.v_dim);
 }
 
 absl::Status LaunchCausalAttention(const float* q, const float* k, const float* v, const AttentionShape& s,

@@ -33,6 +33,23 @@ __device__ inline void LdMatrixX4(uint32_t r[4], const void* smem_row) {
                : "r"(addr));
 }
 
+// The same from a shared-space address (__cvta_generic_to_shared): kernels that
+// keep 32-bit tile addresses let constant offsets fold into the instruction
+// instead of holding a 64-bit generic pointer per fragment.
+__device__ inline void LdMatrixX4(uint32_t r[4], uint32_t smem_addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr));
+}
+// Each matrix transposed: r[m] holds what LdMatrixX4 would give for the
+// transpose of matrix m. Reads a row-major [k][n] tile (V in attention) as
+// mma.sync's column-major B fragments without a transposed copy in memory.
+__device__ inline void LdMatrixX4Trans(uint32_t r[4], uint32_t smem_addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr));
+}
+
 // 16 bytes global -> shared without the registers; zero-filled when !valid
 // (src must still be a valid address then).
 __device__ inline void CpAsync16(void* smem, const void* src, bool valid) {

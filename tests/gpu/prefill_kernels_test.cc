@@ -195,6 +195,7 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
       {16, 16, 192, 128, 300, 77},  // MLA, several tiles after a prefix not a multiple of a tile
       {4, 2, 40, 40, 20, 5},      // head size not a multiple of 16: the fp32 kernel either way
       {16, 2, 256, 256, 260, 70},  // Qwen3-Next's full attention: several tiles of 256-dim heads
+      {16, 4, 192, 128, 700, 130},  // MLA shape with GQA: query tiles not whole, a prefix not a whole key tile
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << "heads " << c.heads << "/" << c.kv_heads << " d " << c.head_dim << "/"
