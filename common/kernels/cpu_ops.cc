@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/kernels/reference.h"
 #include "common/quant/qgemm.h"
 
 namespace krasis {
@@ -118,6 +119,47 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void AxpyAvx512(float alpha
   }
 }
 
+
+// e^x for x clamped to [-87.3, 88.3] (no infinities, no denormals): x = n ln2 + r
+// with |r| <= ln2 / 2, e^r by its Taylor series to r^7 (relative error about
+// 1e-8, under float's rounding), times 2^n.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 ExpAvx512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);  // ln2 in two parts: n * hi is exact
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) {
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  }
+  return _mm512_scalef_ps(p, n);
+}
+
+// out = silu(gate) * up (up null: silu(gate)); out may be gate or up.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void SiluMulAvx512(const float* gate, const float* up,
+                                                                       int64_t n, float* out) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    __m512 y = _mm512_div_ps(g, _mm512_add_ps(one, ExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    if (up != nullptr) y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, up + i));
+    _mm512_mask_storeu_ps(out + i, m, y);
+  }
+}
+
+// x *= sigmoid(gate).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void SigmoidMulAvx512(const float* gate, int64_t n, float* x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    const __m512 y = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i),
+                                   _mm512_add_ps(one, ExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_mask_storeu_ps(x + i, m, y);
+  }
+}
 
 // The gated delta rule of one head (see cpu::GatedDeltaRule), 64 state columns
 // at a time: one read-only pass over the block's rows for k^T S, then one pass
@@ -245,6 +287,44 @@ __attribute__((target("avx2,fma,f16c"))) void AxpyAvx2(float alpha, const std::b
   for (; i < n; ++i) y[i] += alpha * WidenScalar(D, x, i);
 }
 
+
+// ExpAvx512 with 8 lanes; 2^n built in the exponent bits.
+__attribute__((target("avx2,fma"))) inline __m256 ExpAvx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) {
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  }
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) void SiluMulAvx2(const float* gate, const float* up, int64_t n, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    __m256 y = _mm256_div_ps(g, _mm256_add_ps(one, ExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    if (up != nullptr) y = _mm256_mul_ps(y, _mm256_loadu_ps(up + i));
+    _mm256_storeu_ps(out + i, y);
+  }
+  for (; i < n; ++i) out[i] = ref::Silu(gate[i]) * (up != nullptr ? up[i] : 1.0f);
+}
+
+__attribute__((target("avx2,fma"))) void SigmoidMulAvx2(const float* gate, int64_t n, float* x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i),
+                                          _mm256_add_ps(one, ExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g)))));
+  }
+  for (; i < n; ++i) x[i] *= ref::Sigmoid(gate[i]);
+}
 
 // GatedDeltaRuleAvx512 with 8 lanes: 32 state columns at a time.
 __attribute__((target("avx2,fma"))) void GatedDeltaRuleAvx2(const float* q, const float* k, const float* v,
@@ -379,6 +459,26 @@ void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, I
   }
 }
 
+void SiluMul(const float* gate, const float* up, int64_t n, float* out, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    SiluMulAvx512(gate, up, n, out);
+  } else if (isa == Isa::kAvx2) {
+    SiluMulAvx2(gate, up, n, out);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = ref::Silu(gate[i]) * (up != nullptr ? up[i] : 1.0f);
+  }
+}
+
+void SigmoidMul(const float* gate, int64_t n, float* x, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    SigmoidMulAvx512(gate, n, x);
+  } else if (isa == Isa::kAvx2) {
+    SigmoidMulAvx2(gate, n, x);
+  } else {
+    for (int64_t i = 0; i < n; ++i) x[i] *= ref::Sigmoid(gate[i]);
+  }
+}
+
 void GatedDeltaRule(const float* q, const float* k, const float* v, float beta, float decay, float* s, int64_t dk,
                     int64_t dv, float* o, Isa isa) {
   if (quant::HasAvx512(isa)) {
@@ -478,7 +578,7 @@ void CpuOps::RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView
 }
 
 void CpuOps::SiluMul(const float* gate, const float* up, int64_t n, float* out) const {
-  ref::SiluMul(gate, up, n, out);  // elementwise already: nothing to gain over the reference
+  cpu::SiluMul(gate, up, n, out, isa_);
 }
 
 void CpuOps::Attention(const AttentionArgs& a) const {

@@ -51,6 +51,11 @@ float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, quant::I
 void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
 // The same with x stored as x_dtype (F32, BF16 or F16).
 void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+// out[i] = silu(gate[i]) * up[i] (up null: silu(gate[i])), with a vector e^x as
+// accurate as std::exp to about an ulp; out may alias gate or up.
+void SiluMul(const float* gate, const float* up, int64_t n, float* out, quant::Isa isa = quant::BestIsa());
+// x[i] *= sigmoid(gate[i]).
+void SigmoidMul(const float* gate, int64_t n, float* x, quant::Isa isa = quant::BestIsa());
 // One token of the gated delta rule for one head, with state s [dk, dv]
 // (row-major) updated in place: S *= decay; delta = (v - k^T S) * beta;
 // S += k delta^T; o [dv] = q^T S. The state is read once and written once.

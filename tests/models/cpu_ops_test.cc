@@ -125,9 +125,31 @@ TEST_F(CpuOpsTest, RmsNormAndSiluMulMatchReference) {
       }
     }
     std::vector<float> g = Random(1000, ++seed), u = Random(1000, ++seed), got(1000), want(1000);
-    ops.SiluMul(g.data(), u.data(), 1000, got.data());
-    ref::SiluMul(g.data(), u.data(), 1000, want.data());
-    EXPECT_LT(RelError(got.data(), want.data(), got.size()), 1e-6);
+    for (float& x : g) x *= 4.0f;
+    // The far ends of e^x's clamp, zero, and a tail shorter than a vector.
+    const float ends[] = {-100.0f, -88.0f, -87.0f, -20.0f, -0.0f, 0.0f, 20.0f, 87.0f, 88.5f, 100.0f};
+    std::copy(std::begin(ends), std::end(ends), g.begin());
+    for (int64_t n : {1000, 997, 3}) {
+      SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " n=" << n);
+      ops.SiluMul(g.data(), u.data(), n, got.data());
+      ref::SiluMul(g.data(), u.data(), n, want.data());
+      EXPECT_LT(RelError(got.data(), want.data(), static_cast<size_t>(n)), 1e-6);
+      // Element by element too, so one bad value in a thousand cannot hide.
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_NEAR(got[i], want[i], 2e-6f * std::abs(want[i]) + 1e-30f) << "gate " << g[i];
+      }
+      // silu alone (no up), in place.
+      std::vector<float> x(g.begin(), g.begin() + n);
+      cpu::SiluMul(x.data(), nullptr, n, x.data(), isa);
+      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(x[i], ref::Silu(g[i]), 2e-6f * std::abs(ref::Silu(g[i])) + 1e-30f);
+      // x *= sigmoid(gate).
+      std::vector<float> y(u.begin(), u.begin() + n);
+      cpu::SigmoidMul(g.data(), n, y.data(), isa);
+      for (int64_t i = 0; i < n; ++i) {
+        const float w = u[i] * ref::Sigmoid(g[i]);
+        EXPECT_NEAR(y[i], w, 2e-6f * std::abs(w) + 1e-30f) << "gate " << g[i];
+      }
+    }
   }
 }
 

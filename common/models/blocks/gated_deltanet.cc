@@ -129,6 +129,7 @@ class GatedDeltaNet final : public Mixer {
     neg_a_ = ToFloatVector(a_log);
     for (float& v : neg_a_) v = -std::exp(v);  // -A_log.float().exp()
     ASSIGN_OR_RETURN(norm_, weights.Get(prefix + "norm.weight", {d_.dv}));
+    norm_f_ = ToFloatVector(norm_);
     ASSIGN_OR_RETURN(out_proj_.weight, weights.Get(prefix + "out_proj.weight", {d_.hidden, d_.value_dim}));
     return absl::OkStatus();
   }
@@ -167,7 +168,6 @@ class GatedDeltaNet final : public Mixer {
     float* ys[] = {qkvz.data(), ba.data()};
     ApplyAll(*ops_, in, x, total, ys);
     std::vector<float> core(static_cast<size_t>(total * d_.value_dim));
-    std::vector<float> z(static_cast<size_t>(total * d_.value_dim));
     // The recurrence: key-head groups are independent (their q/k channels, the
     // v channels and recurrent state of their value heads), tokens within a
     // group are sequential, so one dispatch covers every (sequence, group) pair.
@@ -181,12 +181,9 @@ class GatedDeltaNet final : public Mixer {
         for (int64_t w = w0; w < w1; ++w) {
           const auto [r, g] = work[static_cast<size_t>(w)];
           RunGroup(&qkvz[r->first_row * d_.qkvz_dim], &ba[r->first_row * 2 * d_.nv], r->count,
-                   r->seq->linear[layer], g, &core[r->first_row * d_.value_dim], &z[r->first_row * d_.value_dim]);
+                   r->seq->linear[layer], g, &core[r->first_row * d_.value_dim]);
         }
       });
-      // Gated RMSNorm per value head: norm(o) * w * silu(z); then out_proj.
-      ops_->RmsNorm(core.data(), total * d_.nv, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, core.data());
-      ops_->SiluMul(z.data(), core.data(), total * d_.value_dim, core.data());
     }
     out_proj_.Apply(*ops_, core.data(), total, out);
     return absl::OkStatus();
@@ -196,16 +193,15 @@ class GatedDeltaNet final : public Mixer {
   // Runs key-head group g of one sequence over `count` consecutive tokens, from
   // their projections qkvz [count, qkvz_dim] and ba [count, 2 nv] (laid out per
   // group, see the top), into the group's value heads of core [count, value_dim]
-  // (before the gated norm) and z [count, value_dim].
-  void RunGroup(const float* qkvz, const float* ba, int64_t count, LinearState& state, int64_t g, float* core,
-                float* z) const {
+  // (after the gated norm: ready for out_proj).
+  void RunGroup(const float* qkvz, const float* ba, int64_t count, LinearState& state, int64_t g,
+                float* core) const {
     const int64_t rdv = d_.ratio * d_.dv;
     std::vector<float> q(static_cast<size_t>(d_.dk)), k(static_cast<size_t>(d_.dk)), v(static_cast<size_t>(rdv));
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d_.dk)));
     for (int64_t t = 0; t < count; ++t) {
       const float* src = qkvz + t * d_.qkvz_dim + g * d_.group_dim;
       const float* src_ba = ba + t * 2 * d_.nv + g * 2 * d_.ratio;
-      std::copy(src + 2 * d_.dk + rdv, src + 2 * d_.dk + 2 * rdv, z + t * d_.value_dim + g * rdv);
       // The group's channels of mixed_qkv through the conv and SiLU.
       Conv(src, g * d_.dk, d_.dk, state.conv.data(), q.data());
       Conv(src + d_.dk, d_.key_dim + g * d_.dk, d_.dk, state.conv.data(), k.data());
@@ -213,10 +209,16 @@ class GatedDeltaNet final : public Mixer {
       ref::L2Normalize(q.data(), d_.dk, kL2NormEps);
       ref::L2Normalize(k.data(), d_.dk, kL2NormEps);
       for (float& x : q) x *= scale;
+      const float* z = src + 2 * d_.dk + rdv;
       for (int64_t j = 0; j < d_.ratio; ++j) {
         const int64_t h = g * d_.ratio + j;
+        float* o = core + t * d_.value_dim + h * d_.dv;
         DeltaRule(q.data(), k.data(), v.data() + j * d_.dv, src_ba[j], src_ba[d_.ratio + j], h,
-                  state.recurrent.data() + h * d_.dk * d_.dv, core + t * d_.value_dim + h * d_.dv);
+                  state.recurrent.data() + h * d_.dk * d_.dv, o);
+        // Gated RMSNorm of the head: norm(o) * w * silu(z).
+        const float inv = 1.0f / std::sqrt(cpu::Dot(o, o, d_.dv) / static_cast<float>(d_.dv) + norm_eps_);
+        for (int64_t i = 0; i < d_.dv; ++i) o[i] = o[i] * inv * norm_f_[static_cast<size_t>(i)];
+        cpu::SiluMul(z + j * d_.dv, o, d_.dv, o);
       }
     }
   }
@@ -238,8 +240,9 @@ class GatedDeltaNet final : public Mixer {
         std::copy(s + 1, s + hist, s);
         s[hist - 1] = input;
       }
-      out[i] = ref::Silu(acc);
+      out[i] = acc;
     }
+    cpu::SiluMul(out, nullptr, count, out);
   }
 
   // The gated delta rule for value head h and one token: q, k [dk] (normalised,
@@ -263,6 +266,7 @@ class GatedDeltaNet final : public Mixer {
   std::vector<float> dt_bias_;      // [nv]
   std::vector<float> neg_a_;        // [nv]: -exp(A_log)
   TensorView norm_;                 // [dv], used as plain w
+  std::vector<float> norm_f_;       // the same widened
   Projection out_proj_;             // [hidden, nv*dv]
 
  public:

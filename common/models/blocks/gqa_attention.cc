@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/kernels/reference.h"
 #include "common/models/blocks/projection.h"
 #include "common/status.h"
@@ -108,7 +109,7 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     ops->Attention(args);
   }
   if (options.output_gate) {
-    for (size_t i = 0; i < attn.size(); ++i) attn[i] *= ref::Sigmoid(gate[i]);
+    cpu::SigmoidMul(gate.data(), static_cast<int64_t>(attn.size()), attn.data());
   }
   o_proj.Apply(*ops, attn.data(), total, out);
   return absl::OkStatus();
