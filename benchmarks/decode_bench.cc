@@ -67,8 +67,10 @@ int main(int argc, char** argv) {
   krasis::NumaThreadPool& pool = krasis::NumaThreadPool::Default();
   std::printf("model %s, everything quantizable in %s (ready in %.1f s), %d threads\n", model_dir.c_str(),
               format_name.c_str(), std::chrono::duration<double>(Clock::now() - t0).count(), pool.num_threads());
-  const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
-  std::printf("measured DRAM read bandwidth: %.1f GB/s\n", bandwidth);
+  // The machine's read bandwidth varies from run to run (a shared host), so it
+  // is measured again just before each batch size and that row is held to it.
+  double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
+  std::printf("measured DRAM read bandwidth: %.1f GB/s (measured again before each row)\n", bandwidth);
   {
     // What one pool dispatch costs with nothing to do (the floor of every
     // parallel step).
@@ -77,12 +79,14 @@ int main(int argc, char** argv) {
     for (int i = 0; i < kRuns; ++i) pool.Run([](const krasis::PoolWorker&) {});
     std::printf("empty pool dispatch: %.1f us\n\n", std::chrono::duration<double, std::micro>(Clock::now() - d0).count() / kRuns);
   }
-  std::printf("%6s %12s %16s %10s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "ceiling tok/s", "ratio");
+  std::printf("%6s %12s %16s %10s %12s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "DRAM GB/s",
+              "ceiling tok/s", "ratio");
   const int64_t vocab = (*model)->config().vocab_size;
   struct Profile {
     int batch;
     krasis::ForwardProfile p;
     double steps;
+    double bandwidth;  // measured before the row
   };
   std::vector<Profile> profiles;
   std::stringstream list(batches);
@@ -101,6 +105,7 @@ int main(int argc, char** argv) {
       std::cerr << s << "\n";
       return 1;
     }
+    bandwidth = krasis::bench::MeasureReadBandwidth(pool);
     const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
     krasis::EnableForwardProfile(true);
     krasis::TakeForwardProfile();
@@ -121,23 +126,23 @@ int main(int argc, char** argv) {
     const double per_token =
         double(krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead() - bytes0) / tokens;
     const double ceiling = bandwidth * 1e9 / per_token;
-    std::printf("%6d %12.1f %16.1f %10.1f %14.1f %7.0f%%\n", batch, tokens / seconds, per_token / 1e6,
-                per_token * tokens / seconds / 1e9, ceiling, 100.0 * (tokens / seconds) / ceiling);
+    std::printf("%6d %12.1f %16.1f %10.1f %12.1f %14.1f %7.0f%%\n", batch, tokens / seconds, per_token / 1e6,
+                per_token * tokens / seconds / 1e9, bandwidth, ceiling, 100.0 * (tokens / seconds) / ceiling);
     const krasis::ForwardProfile p = krasis::TakeForwardProfile();
     krasis::EnableForwardProfile(false);
-    profiles.push_back({batch, p, double(steps)});
+    profiles.push_back({batch, p, double(steps), bandwidth});
   }
   std::printf("\nper step, ms: %6s %10s %10s %10s %10s %10s\n", "batch", "attention", "linear", "routing",
               "experts", "lm_head");
-  for (const auto& [batch, p, steps] : profiles) {
+  for (const auto& [batch, p, steps, bw] : profiles) {
     // ffn_ns covers the whole block, routing included.
     std::printf("               %6d %10.3f %10.3f %10.3f %10.3f %10.3f\n", batch, p.attention_ns / steps / 1e6,
                 p.linear_ns / steps / 1e6, p.routing_ns / steps / 1e6, (p.ffn_ns - p.routing_ns) / steps / 1e6,
                 p.lm_head_ns / steps / 1e6);
   }
   // Where the time goes, finer: each part's ms per step, the weight bytes it
-  // read per step, and the GB/s that is (against the measured bandwidth above).
-  for (const auto& [batch, p, steps] : profiles) {
+  // read per step, and the GB/s that is (against the row's measured bandwidth).
+  for (const auto& [batch, p, steps, bw] : profiles) {
     const double proj_ns = double(p.proj_ns - p.lm_head_proj_ns);
     struct Part {
       const char* name;
@@ -157,7 +162,7 @@ int main(int argc, char** argv) {
       const double ms = part.ns / steps / 1e6, mb = part.bytes / steps / 1e6;
       if (mb > 0) {
         std::printf("                     %-18s %9.3f %9.1f %9.1f %8.0f%%\n", part.name, ms, mb, mb / ms,
-                    100.0 * (mb / ms) / bandwidth);
+                    100.0 * (mb / ms) / bw);
       } else {
         std::printf("                     %-18s %9.3f %9s %9s %9s\n", part.name, ms, "-", "-", "-");
       }

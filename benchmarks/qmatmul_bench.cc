@@ -112,22 +112,6 @@ bool MakeRegion(const std::string& kind, size_t bytes, const std::string& dir, N
   return false;
 }
 
-__attribute__((target("avx512f"))) uint64_t Read512(const uint8_t* p, size_t n) {
-  __m512i acc = _mm512_setzero_si512();
-  for (size_t i = 0; i + 256 <= n; i += 256) {
-    acc = _mm512_xor_si512(acc, _mm512_loadu_si512(p + i));
-    acc = _mm512_xor_si512(acc, _mm512_loadu_si512(p + i + 64));
-    acc = _mm512_xor_si512(acc, _mm512_loadu_si512(p + i + 128));
-    acc = _mm512_xor_si512(acc, _mm512_loadu_si512(p + i + 192));
-  }
-  return static_cast<uint64_t>(_mm_cvtsi128_si64(_mm512_castsi512_si128(acc)));
-}
-
-uint64_t Read(const uint8_t* p, size_t n) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512 ? Read512(p, n) : krasis::bench::ReadAvx2(p, n);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -201,8 +185,8 @@ int main(int argc, char** argv) {
               const int64_t t1 = std::min(end, t0 + grab);
               if (op == "read") {
                 const int64_t g = w.groups();
-                s ^= Read(w.data + t0 * g * w.group_bytes(), static_cast<size_t>((t1 - t0) * g * w.group_bytes()));
-                s ^= Read(reinterpret_cast<const uint8_t*>(w.scales + t0 * g * quant::kTileRows),
+                s ^= krasis::bench::ReadBytes(w.data + t0 * g * w.group_bytes(), static_cast<size_t>((t1 - t0) * g * w.group_bytes()));
+                s ^= krasis::bench::ReadBytes(reinterpret_cast<const uint8_t*>(w.scales + t0 * g * quant::kTileRows),
                              static_cast<size_t>((t1 - t0) * g * quant::kTileRows * 4));
               } else {
                 quant::QMatMul(w, a, y.data(), w.rows, t0, t1, isa);

@@ -133,7 +133,12 @@ TEST_F(CpuOpsTest, RmsNormAndSiluMulMatchReference) {
       SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " n=" << n);
       ops.SiluMul(g.data(), u.data(), n, got.data());
       ref::SiluMul(g.data(), u.data(), n, want.data());
-      EXPECT_LT(RelError(got.data(), want.data(), static_cast<size_t>(n)), 1e-6);
+      // (Not for n = 3: those three are the tiny silu(-100), silu(-88) and
+      // silu(-87), where e^x's clamp gives -4.5e-37 for silu(-100) and the
+      // reference, whose e^100 overflows, gives -0.)
+      if (n > 3) {
+        EXPECT_LT(RelError(got.data(), want.data(), static_cast<size_t>(n)), 1e-6);
+      }
       // Element by element too, so one bad value in a thousand cannot hide.
       for (int64_t i = 0; i < n; ++i) {
         EXPECT_NEAR(got[i], want[i], 2e-6f * std::abs(want[i]) + 1e-30f) << "gate " << g[i];
