@@ -34,6 +34,8 @@ struct QuantizedActivations {
   int64_t groups() const { return cols / group_size; }
 };
 
-void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t group_size, QuantizedActivations* out);
+// simd = false: the scalar loop only (the SIMD path must match it exactly; for tests).
+void QuantizeActivations(const float* x, int64_t n, int64_t cols, int64_t group_size, QuantizedActivations* out,
+                         bool simd = true);
 
 }  // namespace krasis::quant

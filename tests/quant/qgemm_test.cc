@@ -164,6 +164,26 @@ TEST(QGemmTest, KernelsMatchTheReference) {
   }
 }
 
+// The SIMD activation quantizer gives exactly the scalar loop's codes, scales
+// and sums (on a machine without AVX-512 both runs take the scalar loop), over
+// group sizes 32-128, zero groups, ties at .5 and values at the clamp.
+TEST(QGemmTest, SimdActivationQuantizationIsExactlyTheScalarOne) {
+  for (int64_t group : {32, 64, 128}) {
+    const int64_t n = 3, cols = 4 * group;
+    auto x = Gaussian(n * cols, 40 + static_cast<uint32_t>(group));
+    std::fill(x.begin(), x.begin() + group, 0.0f);  // an all-zero group
+    for (int64_t k = 0; k < group; ++k) x[group + k] = 0.5f * static_cast<float>(k % 9) - 2.0f;  // ties
+    x[2 * group] = -7.0f;  // the group's amax, negative: code -127
+    QuantizedActivations simd, scalar;
+    QuantizeActivations(x.data(), n, cols, group, &simd);
+    QuantizeActivations(x.data(), n, cols, group, &scalar, /*simd=*/false);
+    EXPECT_EQ(simd.q, scalar.q) << "group " << group;
+    EXPECT_EQ(simd.scale, scalar.scale) << "group " << group;
+    EXPECT_EQ(simd.sum, scalar.sum) << "group " << group;
+    EXPECT_EQ(scalar.q[static_cast<size_t>(2 * group)], -127);
+  }
+}
+
 TEST(QGemmTest, RowTileRangesAndStrides) {
   const int64_t rows = 100, cols = 256, n = 3;
   auto w = Gaussian(rows * cols, 5);
