@@ -128,7 +128,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void AxpyAvx512(float alpha
 // with |r| <= ln2 / 2, e^r by its Taylor series to r^7 (relative error about
 // 1e-8, under float's rounding), times 2^n.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 ExpAvx512(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  // Bound first, x second: max/min return their second operand when either is
+  // NaN, so a NaN stays NaN (and reaches the caller) instead of being clamped.
+  x = _mm512_min_ps(_mm512_set1_ps(88.3f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);  // ln2 in two parts: n * hi is exact
@@ -294,7 +296,7 @@ __attribute__((target("avx2,fma,f16c"))) void AxpyAvx2(float alpha, const std::b
 
 // ExpAvx512 with 8 lanes; 2^n built in the exponent bits.
 __attribute__((target("avx2,fma"))) inline __m256 ExpAvx2(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));  // NaN stays NaN
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);

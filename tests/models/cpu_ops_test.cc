@@ -147,6 +147,14 @@ TEST_F(CpuOpsTest, RmsNormAndSiluMulMatchReference) {
       std::vector<float> x(g.begin(), g.begin() + n);
       cpu::SiluMul(x.data(), nullptr, n, x.data(), isa);
       for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(x[i], ref::Silu(g[i]), 2e-6f * std::abs(ref::Silu(g[i])) + 1e-30f);
+      // A NaN gate gives NaN, as the reference does (not a clamped number).
+      std::vector<float> nan_gate(g.begin(), g.begin() + n), nan_out(static_cast<size_t>(n));
+      nan_gate[static_cast<size_t>(n - 1)] = std::nanf("");
+      cpu::SiluMul(nan_gate.data(), nullptr, n, nan_out.data(), isa);
+      EXPECT_TRUE(std::isnan(nan_out[static_cast<size_t>(n - 1)]));
+      std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+      cpu::SigmoidMul(nan_gate.data(), n, ones.data(), isa);
+      EXPECT_TRUE(std::isnan(ones[static_cast<size_t>(n - 1)]));
       // x *= sigmoid(gate).
       std::vector<float> y(u.begin(), u.begin() + n);
       cpu::SigmoidMul(g.data(), n, y.data(), isa);
