@@ -129,7 +129,6 @@ class GatedDeltaNet final : public Mixer {
     neg_a_ = ToFloatVector(a_log);
     for (float& v : neg_a_) v = -std::exp(v);  // -A_log.float().exp()
     ASSIGN_OR_RETURN(norm_, weights.Get(prefix + "norm.weight", {d_.dv}));
-    norm_f_ = ToFloatVector(norm_);
     ASSIGN_OR_RETURN(out_proj_.weight, weights.Get(prefix + "out_proj.weight", {d_.hidden, d_.value_dim}));
     return absl::OkStatus();
   }
@@ -216,9 +215,8 @@ class GatedDeltaNet final : public Mixer {
         DeltaRule(q.data(), k.data(), v.data() + j * d_.dv, src_ba[j], src_ba[d_.ratio + j], h,
                   state.recurrent.data() + h * d_.dk * d_.dv, o);
         // Gated RMSNorm of the head: norm(o) * w * silu(z).
-        const float inv = 1.0f / std::sqrt(cpu::Dot(o, o, d_.dv) / static_cast<float>(d_.dv) + norm_eps_);
-        for (int64_t i = 0; i < d_.dv; ++i) o[i] = o[i] * inv * norm_f_[static_cast<size_t>(i)];
-        cpu::SiluMul(z + j * d_.dv, o, d_.dv, o);
+        ops_->RmsNorm(o, 1, d_.dv, norm_, norm_eps_, /*zero_centred=*/false, o);
+        ops_->SiluMul(z + j * d_.dv, o, d_.dv, o);
       }
     }
   }
@@ -266,7 +264,6 @@ class GatedDeltaNet final : public Mixer {
   std::vector<float> dt_bias_;      // [nv]
   std::vector<float> neg_a_;        // [nv]: -exp(A_log)
   TensorView norm_;                 // [dv], used as plain w
-  std::vector<float> norm_f_;       // the same widened
   Projection out_proj_;             // [hidden, nv*dv]
 
  public:
