@@ -453,10 +453,6 @@ float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, Isa isa)
   }
 }
 
-void Axpy(float alpha, const float* x, float* y, int64_t n, Isa isa) {
-  AxpyAs<DType::kF32>(alpha, reinterpret_cast<const std::byte*>(x), y, n, isa);
-}
-
 void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, Isa isa) {
   switch (x_dtype) {
     case DType::kBF16: AxpyAs<DType::kBF16>(alpha, x, y, n, isa); return;

@@ -47,9 +47,7 @@ namespace cpu {
 float Dot(const float* a, const float* b, int64_t n, quant::Isa isa = quant::BestIsa());
 // The same with b stored as b_dtype (F32, BF16 or F16), widened as it is read.
 float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, quant::Isa isa = quant::BestIsa());
-// y[i] += alpha * x[i].
-void Axpy(float alpha, const float* x, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
-// The same with x stored as x_dtype (F32, BF16 or F16).
+// y[i] += alpha * x[i] with x stored as x_dtype (F32, BF16 or F16).
 void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
 // out[i] = silu(gate[i]) * up[i] (up null: silu(gate[i])), with a vector e^x as
 // accurate as std::exp to about an ulp; out may alias gate or up.
