@@ -59,16 +59,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void RowsAvx512(const float
                                                                     float* y, int64_t ys) {
   const size_t esize = DTypeSize(D);
   const int64_t full = in / 16 * 16;
+  const quant::WeightPrefetch& prefetch = quant::WeightPrefetchSetting();
   for (int64_t r = r0; r < r1; ++r) {
     const std::byte* row = w + static_cast<size_t>(r * in) * esize;
     __m512 acc[NB][2];
     for (int b = 0; b < NB; ++b) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= full; i += 32) {
-      // The weight stream 4 KiB ahead into L2, as the quantized batch-1 kernel
-      // does (a hint: never faults past the end). asm volatile: GCC deletes
-      // __builtin_prefetch calls it judges side-effect free.
-      asm volatile("prefetcht1 %c1(%0)" ::"r"(row + static_cast<size_t>(i) * esize), "i"(4096));
+      // The weight stream ahead of the loads, as the quantized batch-1 kernel does.
+      if (prefetch.bytes != 0) quant::PrefetchWeightLine(row + static_cast<size_t>(i) * esize + prefetch.bytes, prefetch.l1);
       const __m512 w0 = Load16<D>(row, i), w1 = Load16<D>(row, i + 16);
       for (int b = 0; b < NB; ++b) {
         acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + b * in + i), acc[b][0]);

@@ -28,31 +28,19 @@ inline int32_t Load4(const int8_t* p) {
   return v;
 }
 
-// Software prefetch of the one-token kernel's weight stream (Tile1Avx512):
-// 4 KiB ahead of the loads, into L2 (prefetcht1). Measured on the GPU host
-// (16 cores, qmatmul_bench, 2 GB file mapping): INT4 went from 73% of a plain
-// read to 88% (INT8 88% -> 96%), ahead of 512 B - 2 KiB and of L1 hints. It
-// crosses the 4 KiB page boundaries where the hardware streamer stops.
+// Software prefetch of the weight streams (WeightPrefetchSetting): 4 KiB ahead
+// of the loads, into L2 (prefetcht1). Measured on the GPU host (16 cores,
+// qmatmul_bench, 2 GB file mapping): INT4 went from 73% of a plain read to 88%
+// (INT8 88% -> 96%), ahead of 512 B - 2 KiB and of L1 hints. It crosses the
+// 4 KiB page boundaries where the hardware streamer stops.
 // KRASIS_PREFETCH_BYTES sets the distance (0: none), KRASIS_PREFETCH_L1=1 hints
-// L1 instead (for measuring). Written as asm volatile: an earlier helper
-// around __builtin_prefetch was judged free of side effects by GCC's IPA
-// pure-const pass and deleted, so no build issued one.
-const int64_t prefetch_bytes = [] {
-  const char* env = std::getenv("KRASIS_PREFETCH_BYTES");
-  return env != nullptr ? std::max(0L, std::atol(env)) : 4096L;
-}();
-const bool prefetch_l1 = [] {
-  const char* env = std::getenv("KRASIS_PREFETCH_L1");
-  return env != nullptr && std::string_view(env) == "1";
-}();
-
-// Four cache lines at p (a hint: never faults, even past the mapping's end).
-inline void Prefetch256(const uint8_t* p) {
-  if (!prefetch_l1) {
-    asm volatile("prefetcht1 (%0)\n\tprefetcht1 64(%0)\n\tprefetcht1 128(%0)\n\tprefetcht1 192(%0)" ::"r"(p));
-  } else {
-    asm volatile("prefetcht0 (%0)\n\tprefetcht0 64(%0)\n\tprefetcht0 128(%0)\n\tprefetcht0 192(%0)" ::"r"(p));
-  }
+// L1 instead (for measuring).
+// Four cache lines at p (written out: GCC at -O2 keeps a 4-trip loop here).
+inline void Prefetch256(const uint8_t* p, bool l1) {
+  PrefetchWeightLine(p, l1);
+  PrefetchWeightLine(p + 64, l1);
+  PrefetchWeightLine(p + 128, l1);
+  PrefetchWeightLine(p + 192, l1);
 }
 
 // out[b][16] for tokens b0 .. b0+nb-1 of one tile, all groups.
@@ -152,7 +140,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
   const int8_t* xrow = a.q.data() + b0 * a.cols;
   const float* arow_scale = a.scale.data() + b0 * groups;
   const int32_t* arow_sum = a.sum.data() + b0 * groups;
-  const int64_t pf = prefetch_bytes;
+  const int64_t pf = WeightPrefetchSetting().bytes;
+  const bool pf_l1 = WeightPrefetchSetting().l1;
   __m512 y = _mm512_setzero_ps();
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = 0; g < groups; ++g) {
@@ -165,7 +154,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
     if (w.format == QuantFormat::kInt4) {
       // G / 8 octets of 64 bytes, four per step (G is a multiple of 32).
       for (int64_t c = 0; c < G / 8; c += 4, p += 256, x += 32) {
-        if (pf != 0) Prefetch256(p + pf);
+        if (pf != 0) Prefetch256(p + pf, pf_l1);
         const __m512i w0 = _mm512_loadu_si512(p), w1 = _mm512_loadu_si512(p + 64);
         const __m512i w2 = _mm512_loadu_si512(p + 128), w3 = _mm512_loadu_si512(p + 192);
         KRASIS_DPBUSD(c0, _mm512_and_si512(w0, m_lo), bcast(x));
@@ -184,8 +173,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
       // G / 4 quads of 64 bytes, eight per step (G is a multiple of 32).
       for (int64_t c = 0; c < G / 4; c += 8, p += 512, x += 32) {
         if (pf != 0) {
-          Prefetch256(p + pf);
-          Prefetch256(p + pf + 256);
+          Prefetch256(p + pf, pf_l1);
+          Prefetch256(p + pf + 256, pf_l1);
         }
         KRASIS_DPBUSD(c0, _mm512_loadu_si512(p), bcast(x));
         KRASIS_DPBUSD(c1, _mm512_loadu_si512(p + 64), bcast(x + 4));
@@ -410,6 +399,18 @@ bool IsaSupported(Isa isa) {
     case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     default: return true;
   }
+}
+
+const WeightPrefetch& WeightPrefetchSetting() {
+  static const WeightPrefetch setting = [] {
+    WeightPrefetch w;
+    const char* bytes = std::getenv("KRASIS_PREFETCH_BYTES");
+    w.bytes = bytes != nullptr ? std::max(0L, std::atol(bytes)) : 4096L;
+    const char* l1 = std::getenv("KRASIS_PREFETCH_L1");
+    w.l1 = l1 != nullptr && std::string_view(l1) == "1";
+    return w;
+  }();
+  return setting;
 }
 
 Isa BestIsa() {

@@ -25,6 +25,25 @@ bool IsaSupported(Isa isa);
 Isa BestIsa();
 // True when `isa` has the AVX-512 (F, BW, VL, VNNI) instructions.
 inline bool HasAvx512(Isa isa) { return isa == Isa::kAvx512Vnni || isa == Isa::kAmx; }
+// The software prefetch of the decode kernels' weight streams (the batch-1
+// quantized kernel and the BF16 matmul rows): `bytes` ahead of the loads (0:
+// none), into L1 when `l1`, else L2. 4 KiB into L2 by default; qgemm.cc has the
+// measurement and the KRASIS_PREFETCH_* knobs that change it.
+struct WeightPrefetch {
+  int64_t bytes = 0;
+  bool l1 = false;
+};
+const WeightPrefetch& WeightPrefetchSetting();
+// A hint for the cache line at p (never faults, even past a mapping's end).
+// asm volatile: GCC deletes __builtin_prefetch calls that it judges free of
+// side effects.
+inline void PrefetchWeightLine(const void* p, bool l1) {
+  if (l1) {
+    asm volatile("prefetcht0 (%0)" ::"r"(p));
+  } else {
+    asm volatile("prefetcht1 (%0)" ::"r"(p));
+  }
+}
 // Tokens from which the AMX path takes a tile (below it, AVX-512 VNNI).
 inline constexpr int kAmxMinTokens = 4;
 
