@@ -80,9 +80,7 @@ int main(int argc, char** argv) {
   std::printf("model %s, everything quantizable in %s (ready in %.1f s), %d threads\n", model_dir.c_str(),
               format_name.c_str(), std::chrono::duration<double>(Clock::now() - t0).count(), pool.num_threads());
   // The machine's read bandwidth varies from run to run (a shared host), so it
-  // is measured again just before each batch size and that row is held to it.
-  double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
-  std::printf("measured DRAM read bandwidth: %.1f GB/s (measured again before each row)\n", bandwidth);
+  // is measured just before each batch size and that row is held to it.
   {
     // What one pool dispatch costs with nothing to do (the floor of every
     // parallel step).
@@ -135,7 +133,7 @@ int main(int argc, char** argv) {
       std::cerr << s << "\n";
       return 1;
     }
-    bandwidth = krasis::bench::MeasureReadBandwidth(pool);
+    const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
     const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
     krasis::EnableForwardProfile(true);
     krasis::TakeForwardProfile();

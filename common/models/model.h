@@ -208,8 +208,9 @@ class ForwardTimer {
 };
 // Adds the time from construction to destruction, and the weight bytes the
 // kernels counted meanwhile (quant::QuantizedBytesRead + DenseBytesRead), to
-// two fields of the totals (when profiling is on; bytes may be null). Call from the forward
-// thread only: pool workers count bytes into the same global counters.
+// two fields of the totals (when profiling is on; bytes may be null). Call from
+// the forward thread only: pool workers count bytes into the same global
+// counters.
 class ProfileScope {
  public:
   ProfileScope(uint64_t ForwardProfile::*ns, uint64_t ForwardProfile::*bytes);

@@ -16,9 +16,9 @@ namespace {
 std::atomic<uint64_t> g_bytes_read{0};
 
 // How workers share tiles. Dynamic (the default): grabs of about kGrabBytes of
-// weights (guided: longer at first, shorter at the end) from a shared counter, so a worker that starts late or is held up
-// (a vCPU the hypervisor preempts) does fewer and the dispatch ends with the
-// others. KRASIS_SCHED=static: one even slice each (for comparison).
+// weights (guided: longer at first, shorter at the end) from a shared counter,
+// so a worker that starts late or is held up (a vCPU the hypervisor preempts)
+// does fewer and the dispatch ends with the others. KRASIS_SCHED=static: one even slice each (for comparison).
 constexpr int64_t kGrabBytes = 64 << 10;
 const bool dynamic_sched = [] {
   const char* env = std::getenv("KRASIS_SCHED");
