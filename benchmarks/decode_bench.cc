@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
     krasis::ForwardProfile p;
     double steps;
     double bandwidth;  // measured before the row
+    double seconds;    // the timed steps, in all
+    double argmax;     // of which the bench's own greedy choice of the next tokens
   };
   std::vector<Profile> profiles;
   std::stringstream list(batches);
@@ -137,20 +139,28 @@ int main(int argc, char** argv) {
     const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
     krasis::EnableForwardProfile(true);
     krasis::TakeForwardProfile();
-    double seconds = 0.0;
+    double seconds = 0.0, argmax_seconds = 0.0;
+    // A step: the forward pass, then the greedy choice of each sequence's next
+    // token from the logits it just made (as the decode worker samples them).
+    auto choose_next = [&] {
+      for (int b = 0; b < batch; ++b) {
+        const auto& l = logits[static_cast<size_t>(b)];
+        items[static_cast<size_t>(b)].tokens = {static_cast<int32_t>(krasis::cpu::ArgMax(l.data(), vocab))};
+      }
+    };
+    choose_next();
     for (int step = 0; step < steps; ++step) {
       evict_caches();
       const auto start = Clock::now();
-      for (int b = 0; b < batch; ++b) {
-        const auto& l = logits[static_cast<size_t>(b)];
-        items[static_cast<size_t>(b)].tokens = {
-            static_cast<int32_t>(std::max_element(l.begin(), l.begin() + vocab) - l.begin())};
-      }
       if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {
         std::cerr << s << "\n";
         return 1;
       }
-      seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      const auto forward_done = Clock::now();
+      choose_next();
+      const auto end = Clock::now();
+      argmax_seconds += std::chrono::duration<double>(end - forward_done).count();
+      seconds += std::chrono::duration<double>(end - start).count();
     }
     const double tokens = double(steps) * batch;
     const double per_token =
@@ -160,11 +170,11 @@ int main(int argc, char** argv) {
                 per_token * tokens / seconds / 1e9, bandwidth, ceiling, 100.0 * (tokens / seconds) / ceiling);
     const krasis::ForwardProfile p = krasis::TakeForwardProfile();
     krasis::EnableForwardProfile(false);
-    profiles.push_back({batch, p, double(steps), bandwidth});
+    profiles.push_back({batch, p, double(steps), bandwidth, seconds, argmax_seconds});
   }
   std::printf("\nper step, ms: %6s %10s %10s %10s %10s %10s\n", "batch", "attention", "linear", "routing",
               "experts", "lm_head");
-  for (const auto& [batch, p, steps, bw] : profiles) {
+  for (const auto& [batch, p, steps, bw, secs, argmax] : profiles) {
     // ffn_ns covers the whole block, routing included.
     std::printf("               %6d %10.3f %10.3f %10.3f %10.3f %10.3f\n", batch, p.attention_ns / steps / 1e6,
                 p.linear_ns / steps / 1e6, p.routing_ns / steps / 1e6, (p.ffn_ns - p.routing_ns) / steps / 1e6,
@@ -172,7 +182,7 @@ int main(int argc, char** argv) {
   }
   // Where the time goes, finer: each part's ms per step, the weight bytes it
   // read per step, and the GB/s that is (against the row's measured bandwidth).
-  for (const auto& [batch, p, steps, bw] : profiles) {
+  for (const auto& [batch, p, steps, bw, secs, argmax] : profiles) {
     const double proj_ns = double(p.proj_ns - p.lm_head_proj_ns);
     struct Part {
       const char* name;
@@ -186,6 +196,12 @@ int main(int argc, char** argv) {
         {"experts dispatch", double(p.experts_ns), double(p.experts_bytes)},
         {"ffn rest", double(p.ffn_ns - p.routing_ns - p.experts_ns), 0},
         {"lm_head", double(p.lm_head_proj_ns), double(p.lm_head_bytes)},
+        {"setup, embedding", double(p.setup_ns), 0},
+        {"final norm, logits", double(p.lm_head_ns - p.lm_head_proj_ns), 0},
+        {"bench's argmax", argmax * 1e9, 0},
+        // The step's time that none of the above covers (calls, returns).
+        {"unaccounted", secs * 1e9 - argmax * 1e9 -
+                            double(p.setup_ns + p.attention_ns + p.linear_ns + p.ffn_ns + p.lm_head_ns), 0},
     };
     std::printf("\nbatch %d, per step: %-18s %9s %9s %9s %9s\n", batch, "part", "ms", "MB", "GB/s", "of DRAM");
     for (const Part& part : parts) {

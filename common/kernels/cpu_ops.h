@@ -49,6 +49,9 @@ float Dot(const float* a, const float* b, int64_t n, quant::Isa isa = quant::Bes
 float Dot(const float* a, const std::byte* b, DType b_dtype, int64_t n, quant::Isa isa = quant::BestIsa());
 // y[i] += alpha * x[i] with x stored as x_dtype (F32, BF16 or F16).
 void Axpy(float alpha, const std::byte* x, DType x_dtype, float* y, int64_t n, quant::Isa isa = quant::BestIsa());
+// The index of the first largest of x[0, n), NaN skipped (0 when n is 0 or
+// every value is NaN): a greedy choice over a vocabulary.
+int64_t ArgMax(const float* x, int64_t n, quant::Isa isa = quant::BestIsa());
 // out[i] = silu(gate[i]) * up[i] (up null: silu(gate[i])), with a vector e^x as
 // accurate as std::exp to about an ulp; out may alias gate or up.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out, quant::Isa isa = quant::BestIsa());

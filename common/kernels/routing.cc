@@ -2,6 +2,8 @@
 #include "common/kernels/routing.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <span>
 
 #include "common/kernels/reference.h"
@@ -54,3 +56,44 @@ void Route(const RouterParams& p, const float* logits, const float* correction_b
 }
 
 }  // namespace krasis::ref
+
+namespace krasis {
+
+void Route(const RouterParams& p, const float* logits, const float* correction_bias, std::vector<int>* ids,
+           std::vector<float>* weights) {
+  if (p.kind != RouterKind::kSoftmaxTopK) {
+    ref::Route(p, logits, correction_bias, ids, weights);
+    return;
+  }
+  // Softmax keeps the logits' order, so the k best logits (ties to the lower
+  // index, as the reference's sort) are the k best probabilities.
+  auto score = [&](int64_t e) { return std::isnan(logits[e]) ? -std::numeric_limits<float>::infinity() : logits[e]; };
+  const int64_t k = std::clamp<int64_t>(p.top_k, 0, p.num_experts);
+  ids->clear();
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    const float v = score(e);
+    if (static_cast<int64_t>(ids->size()) == k) {
+      if (k == 0 || !(v > score(ids->back()))) continue;
+      ids->pop_back();
+    }
+    auto at = ids->end();
+    while (at != ids->begin() && v > score(*(at - 1))) --at;
+    ids->insert(at, static_cast<int>(e));
+  }
+  // The reference's softmax arithmetic (float exponentials, a double sum), so
+  // the weights are bit-equal.
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t e = 0; e < p.num_experts; ++e) m = std::max(m, score(e));
+  double sum = 0.0;
+  for (int64_t e = 0; e < p.num_experts; ++e) sum += std::exp(score(e) - m);
+  weights->clear();
+  for (int id : *ids) weights->push_back(static_cast<float>(std::exp(score(id) - m) / sum));
+  if (p.norm_topk_prob) {
+    double total = 0.0;
+    for (float w : *weights) total += w;
+    for (float& w : *weights) w = static_cast<float>(w / total);
+  }
+  for (float& w : *weights) w *= p.routed_scaling;
+}
+
+}  // namespace krasis

@@ -31,4 +31,11 @@ void Route(const RouterParams& p, const float* logits, const float* correction_b
            std::vector<int>* ids, std::vector<float>* weights);
 }  // namespace ref
 
+// The same choice and weights as ref::Route (bit-equal), made faster for the
+// decode step's routers: for kSoftmaxTopK one pass keeps the k best logits and
+// only their probabilities are formed (no copies, no sort); the other kinds
+// use the reference. A NaN logit counts as -inf.
+void Route(const RouterParams& p, const float* logits, const float* correction_bias, std::vector<int>* ids,
+           std::vector<float>* weights);
+
 }  // namespace krasis

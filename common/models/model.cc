@@ -19,6 +19,17 @@ namespace krasis {
 
 namespace {
 std::atomic<bool> profiling{false};
+// DecoderModel::Forward's per-thread buffers (see there).
+struct ForwardScratch {
+  std::vector<float> x, h, delta, normed, logits;
+  // Buffers of a long prompt's size are not kept for the next call.
+  void ReleaseLarge() {
+    constexpr size_t kKeepFloats = size_t{4} << 20;  // 16 MB
+    for (std::vector<float>* v : {&x, &h, &delta, &normed, &logits}) {
+      if (v->capacity() > kKeepFloats) std::vector<float>().swap(*v);
+    }
+  }
+};
 ForwardProfile profile_totals;
 std::mutex profile_mu;
 
@@ -105,6 +116,7 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
                                    const std::function<void(int layer)>& on_layer_done) const {
   const int64_t hidden = config_.hidden_size;
   const int64_t vocab = config_.vocab_size;
+  ForwardTimer timer;
   std::vector<SequenceRows> rows;
   int64_t total = 0;
   for (const auto& item : batch) {
@@ -125,15 +137,23 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
     total += count;
   }
 
-  std::vector<float> x(static_cast<size_t>(total * hidden));
+  // The step's activations live in this thread's scratch, which keeps its
+  // capacity from step to step: a decode step allocates (and page-faults)
+  // nothing of the size of the vocabulary.
+  thread_local ForwardScratch scratch;
+  std::vector<float>& x = scratch.x;
+  x.resize(static_cast<size_t>(total * hidden));
   for (size_t i = 0; i < batch.size(); ++i) {
     for (int64_t t = 0; t < rows[i].count; ++t) {
       ref::EmbeddingRow(embed, batch[i].tokens[t], &x[(rows[i].first_row + t) * hidden]);
     }
   }
-  std::vector<float> h(x.size()), delta(x.size());
+  std::vector<float>& h = scratch.h;
+  std::vector<float>& delta = scratch.delta;
+  h.resize(x.size());
+  delta.resize(x.size());
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  ForwardTimer timer;
+  timer.Lap(&ForwardProfile::setup_ns);
   for (size_t l = 0; l < layers.size(); ++l) {
     const DecoderLayer& layer = layers[l];
     ops_->RmsNorm(x.data(), total, hidden, layer.input_norm, eps, zero_centred_norms, h.data());
@@ -155,22 +175,27 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
     first[i] = batch[i].all_logits ? 0 : rows[i].count - 1;
     wanted[i + 1] = wanted[i] + rows[i].count - first[i];
   }
-  std::vector<float> normed(static_cast<size_t>(wanted.back() * hidden));
+  std::vector<float>& normed = scratch.normed;
+  normed.resize(static_cast<size_t>(wanted.back() * hidden));
   for (size_t i = 0; i < batch.size(); ++i) {
     ops_->RmsNorm(&x[(rows[i].first_row + first[i]) * hidden], wanted[i + 1] - wanted[i], hidden, final_norm, eps,
                   zero_centred_norms, &normed[wanted[i] * hidden]);
   }
-  std::vector<float> all(static_cast<size_t>(wanted.back() * vocab));
+  std::vector<float>& all = scratch.logits;
+  all.resize(static_cast<size_t>(wanted.back() * vocab));
   {
     ProfileScope scope(&ForwardProfile::lm_head_proj_ns, &ForwardProfile::lm_head_bytes);
     lm_head.Apply(*ops_, normed.data(), wanted.back(), all.data());
   }
-  logits->assign(batch.size(), {});
+  // The caller's vectors are resized, not replaced, so a caller that passes the
+  // same ones every step reuses their memory.
+  logits->resize(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);
     rows[i].seq->num_tokens += rows[i].count;
   }
   timer.Lap(&ForwardProfile::lm_head_ns);
+  scratch.ReleaseLarge();
   return absl::OkStatus();
 }
 

@@ -188,6 +188,7 @@ class DecoderModel {
 // MoE blocks split their time into routing (router matmul and top-k) and the rest.
 struct ForwardProfile {
   uint64_t attention_ns = 0, linear_ns = 0, ffn_ns = 0, routing_ns = 0, lm_head_ns = 0;
+  uint64_t setup_ns = 0;  // before the first layer: checks, cache blocks, embedding
   // Finer (ProfileScope): every Projection applied (lm_head included), the lm_head
   // product alone, the router product, and the routed experts' dispatch (with a
   // shared expert that joins it); each with the weight bytes it read.

@@ -134,7 +134,7 @@ __attribute__((target("avx512f"), always_inline)) inline __m512i bcast(const int
 // per group, instead of shifting every 64-byte load.
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const QuantizedMatrix& w, int64_t tile,
                                                                         const QuantizedActivations& a, int64_t b0,
-                                                                        float out[kTileRows]) {
+                                                                        const uint8_t* pf_end, float out[kTileRows]) {
   const int64_t G = w.group_size, groups = w.groups();
   const int offset = QuantOffset(w.format);
   const int8_t* xrow = a.q.data() + b0 * a.cols;
@@ -154,7 +154,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
     if (w.format == QuantFormat::kInt4) {
       // G / 8 octets of 64 bytes, four per step (G is a multiple of 32).
       for (int64_t c = 0; c < G / 8; c += 4, p += 256, x += 32) {
-        if (pf != 0) Prefetch256(p + pf, pf_l1);
+        if (pf != 0 && p + pf < pf_end) Prefetch256(p + pf, pf_l1);
         const __m512i w0 = _mm512_loadu_si512(p), w1 = _mm512_loadu_si512(p + 64);
         const __m512i w2 = _mm512_loadu_si512(p + 128), w3 = _mm512_loadu_si512(p + 192);
         KRASIS_DPBUSD(c0, _mm512_and_si512(w0, m_lo), bcast(x));
@@ -172,7 +172,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
     } else {
       // G / 4 quads of 64 bytes, eight per step (G is a multiple of 32).
       for (int64_t c = 0; c < G / 4; c += 8, p += 512, x += 32) {
-        if (pf != 0) {
+        if (pf != 0 && p + pf < pf_end) {
           Prefetch256(p + pf, pf_l1);
           Prefetch256(p + pf + 256, pf_l1);
         }
@@ -338,6 +338,22 @@ __attribute__((target("avx2,fma"))) void TileAvx2(const QuantizedMatrix& w, int6
   }
 }
 
+// The first bytes of tiles [t0, t1) of w's codes and scales, prefetched before
+// the batch-1 kernel starts on them: that kernel prefetches only ahead of its
+// loads, so without this a range (a grab of a dispatch: 16-256 KiB) begins
+// with a run of demand misses while the hardware streamer trains.
+void PrefetchRangeStart(const QuantizedMatrix& w, int64_t t0, int64_t t1) {
+  const WeightPrefetch& pf = WeightPrefetchSetting();
+  if (pf.bytes == 0 || !pf.range_start || t0 >= t1) return;
+  const int64_t tile_bytes = w.groups() * w.group_bytes();
+  const uint8_t* p = w.data + t0 * tile_bytes;
+  const int64_t n = std::min(pf.bytes, (t1 - t0) * tile_bytes);
+  for (int64_t i = 0; i < n; i += 64) PrefetchWeightLine(p + i, pf.l1);
+  const auto* s = reinterpret_cast<const uint8_t*>(w.scales + t0 * w.groups() * kTileRows);
+  const int64_t scale_bytes = std::min<int64_t>(1024, (t1 - t0) * w.groups() * kTileRows * sizeof(float));
+  for (int64_t i = 0; i < scale_bytes; i += 64) PrefetchWeightLine(s + i, pf.l1);
+}
+
 // Calls `emit(tile, b0, nb, out)` for every tile of the range and chunk of tokens.
 template <typename Emit>
 void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_t tile_begin, int64_t tile_end,
@@ -345,6 +361,13 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
   constexpr int kMaxNb = 16;
   alignas(64) float out[kMaxNb][kTileRows];
   tile_end = std::min(tile_end, w.tiles());
+  // The batch-1 kernel prefetches ahead within the range and not past it.
+  const bool single = a.n == 1 && HasAvx512(isa);
+  const uint8_t* range_end = w.data + tile_end * w.groups() * w.group_bytes();
+  if (single) {
+    PrefetchRangeStart(w, tile_begin, tile_end);
+    if (!WeightPrefetchSetting().range_start) range_end = w.data + w.data_bytes() + WeightPrefetchSetting().bytes;
+  }
   // AMX takes 16 tokens a tile (groups of 64 columns); the others 8.
   const bool amx = isa == Isa::kAmx && w.group_size % 64 == 0 && a.n >= kAmxMinTokens;
   const int chunk = amx ? 16 : 8;
@@ -358,7 +381,7 @@ void ForEachTile(const QuantizedMatrix& w, const QuantizedActivations& a, int64_
         // Here nb <= 8: chunks are 16 only with AMX, whose short tail (< 4) lands here.
         switch (isa) {
           case Isa::kAvx512Vnni:
-            if (nb <= 1) Tile1Avx512(w, t, a, b0, out[0]);
+            if (nb <= 1) Tile1Avx512(w, t, a, b0, range_end, out[0]);
             else if (nb <= 4) TileAvx512<4>(w, t, a, b0, nb, out);
             else TileAvx512<8>(w, t, a, b0, nb, out);
             break;
@@ -408,6 +431,8 @@ const WeightPrefetch& WeightPrefetchSetting() {
     w.bytes = bytes != nullptr ? std::max(0L, std::atol(bytes)) : 4096L;
     const char* l1 = std::getenv("KRASIS_PREFETCH_L1");
     w.l1 = l1 != nullptr && std::string_view(l1) == "1";
+    const char* start = std::getenv("KRASIS_PREFETCH_START");
+    w.range_start = start == nullptr || std::string_view(start) != "0";
     return w;
   }();
   return setting;
@@ -447,6 +472,8 @@ void QGateUpSilu(const QuantizedMatrix& gate, const QuantizedMatrix& up, const Q
   constexpr int64_t kTilesPerStep = 8;
   for (int64_t t0 = tile_begin; t0 < std::min(tile_end, gate.tiles()); t0 += kTilesPerStep) {
     const int64_t t1 = std::min({t0 + kTilesPerStep, tile_end, gate.tiles()});
+    // The up range's first lines are on their way while gate's are computed.
+    if (a.n == 1 && HasAvx512(isa)) PrefetchRangeStart(up, t0, t1);
     QMatMul(gate, a, out, out_stride, t0, t1, isa);
     ForEachTile(up, a, t0, t1, isa, [&](int64_t t, int64_t b0, int nb, float tile_out[][kTileRows]) {
       const int64_t r0 = t * kTileRows, count = std::min(kTileRows, up.rows - r0);

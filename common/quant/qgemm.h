@@ -32,6 +32,9 @@ inline bool HasAvx512(Isa isa) { return isa == Isa::kAvx512Vnni || isa == Isa::k
 struct WeightPrefetch {
   int64_t bytes = 0;
   bool l1 = false;
+  // A range's first `bytes` are prefetched when the kernel starts on it, and
+  // nothing past its end is (KRASIS_PREFETCH_START=0: neither, for measuring).
+  bool range_start = true;
 };
 const WeightPrefetch& WeightPrefetchSetting();
 // A hint for the cache line at p (never faults, even past a mapping's end).

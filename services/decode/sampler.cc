@@ -19,6 +19,7 @@
 #include <limits>
 #include <numeric>
 
+#include "common/kernels/cpu_ops.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -386,8 +387,8 @@ SampleResult Sampler::Sample(std::span<const float> logits, std::span<const int3
   ProcessLogits(work, n, banned_tokens);
 
   if (options_.temperature == 0.0f) {
-    // Greedy: first maximum, i.e. ties go to the lowest id.
-    result.token = static_cast<int32_t>(std::max_element(work, work + n) - work);
+    // Greedy: first maximum, i.e. ties go to the lowest id (work holds no NaN).
+    result.token = static_cast<int32_t>(cpu::ArgMax(work, static_cast<int64_t>(n)));
   } else {
     result.token = Draw(n);
   }

@@ -8,13 +8,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "common/kernels/cpu_ops.h"
 #include "common/models/kv_cache.h"
 #include "common/kernels/reference.h"
+#include "common/kernels/routing.h"
 
 namespace krasis {
 namespace {
@@ -314,6 +317,96 @@ TEST(GatedDeltaRuleTest, MatchesTheRuleInDouble) {
       }
     }
   }
+}
+
+
+// The first largest value's index, against a plain scan, on every ISA: random
+// vocabularies of odd lengths, ties (the lowest index wins), NaN anywhere
+// (skipped), -inf only, all NaN, and the maximum in the scalar tail.
+TEST(ArgMaxTest, FirstLargestSkippingNaN) {
+  auto plain = [](const std::vector<float>& x) {
+    int64_t best = -1;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (!std::isnan(x[i]) && (best < 0 || x[i] > x[static_cast<size_t>(best)])) best = static_cast<int64_t>(i);
+    }
+    return std::max<int64_t>(best, 0);
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<std::vector<float>> cases;
+  for (size_t n : {1, 7, 8, 31, 32, 33, 100, 151936}) {
+    cases.push_back(Random(n, 50 + n));
+    std::vector<float> ties = Random(n, 60 + n);
+    for (float& v : ties) v = std::round(v * 2.0f);  // few distinct values: many ties at the maximum
+    cases.push_back(ties);
+    std::vector<float> with_nan = Random(n, 70 + n);
+    for (size_t i = 0; i < n; i += 5) with_nan[i] = nan;
+    cases.push_back(with_nan);
+    std::vector<float> tail_max = Random(n, 80 + n);
+    tail_max[n - 1] = 100.0f;
+    cases.push_back(tail_max);
+  }
+  cases.push_back(std::vector<float>(40, -inf));
+  cases.push_back(std::vector<float>(40, nan));
+  cases.push_back({nan, -inf, nan, -2.0f, -2.0f});
+  cases.push_back({-0.0f, 0.0f, -0.0f});
+  for (Isa isa : Isas()) {
+    for (size_t c = 0; c < cases.size(); ++c) {
+      EXPECT_EQ(cpu::ArgMax(cases[c].data(), static_cast<int64_t>(cases[c].size()), isa), plain(cases[c]))
+          << quant::IsaName(isa) << " case " << c << " of length " << cases[c].size();
+    }
+    EXPECT_EQ(cpu::ArgMax(nullptr, 0, isa), 0);
+  }
+}
+
+
+// The decode step's routing (krasis::Route) chooses the reference's experts in
+// the reference's order with bit-equal weights: random and heavily tied logits,
+// renormalised or not, scaled, for every router kind.
+TEST(RouteTest, MatchesTheReferenceBitForBit) {
+  for (RouterKind kind : {RouterKind::kSoftmaxTopK, RouterKind::kGroupLimited, RouterKind::kSigmoidNoAuxTc}) {
+    for (auto [experts, k, groups] : {std::tuple<int64_t, int64_t, int64_t>{512, 10, 1}, {64, 6, 8}, {8, 8, 1}, {16, 1, 4}}) {
+      for (int variant = 0; variant < 5; ++variant) {
+        RouterParams p;
+        p.kind = kind;
+        p.num_experts = experts;
+        p.top_k = k;
+        p.n_group = kind == RouterKind::kSoftmaxTopK ? 1 : groups;
+        p.topk_group = std::max<int64_t>(1, p.n_group / 2);
+        p.norm_topk_prob = variant % 2 == 1;
+        p.routed_scaling = variant == 2 || variant == 3 ? 2.5f : 1.0f;
+        std::vector<float> logits = Random(static_cast<size_t>(experts), 90 + variant + 7 * static_cast<uint32_t>(experts));
+        if (variant == 3) {
+          for (float& v : logits) v = std::round(v);  // many equal logits
+        }
+        if (variant == 4) std::fill(logits.begin(), logits.end(), 0.25f);  // all equal: the first k
+        const std::vector<float> bias = Random(static_cast<size_t>(experts), 5);
+        std::vector<int> want_ids, ids;
+        std::vector<float> want_w, w;
+        ref::Route(p, logits.data(), bias.data(), &want_ids, &want_w);
+        Route(p, logits.data(), bias.data(), &ids, &w);
+        SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(kind) << ", " << experts << " experts, top-"
+                                        << k << ", variant " << variant);
+        EXPECT_EQ(ids, want_ids);
+        ASSERT_EQ(w.size(), want_w.size());
+        for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(w[i], want_w[i]) << "weight " << i;
+      }
+    }
+  }
+}
+
+// A NaN logit never displaces a real one.
+TEST(RouteTest, NanLogitIsNeverChosenOverARealOne) {
+  RouterParams p;
+  p.num_experts = 6;
+  p.top_k = 2;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> logits = {nan, 0.5f, nan, 2.0f, -1.0f, 1.0f};
+  std::vector<int> ids;
+  std::vector<float> w;
+  Route(p, logits.data(), nullptr, &ids, &w);
+  EXPECT_EQ(ids, (std::vector<int>{3, 5}));
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_GT(w[0], w[1]);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 #include "common/models/blocks/ffn.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "common/kernels/reference.h"
@@ -121,7 +123,7 @@ class Moe final : public FeedForward {
     return n;
   }
   // Chosen experts and their weights for one token's router logits.
-  void Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const;
+  void Route(const float* logits, std::vector<int>* ids, std::vector<float>* weights) const;
   RouterParams Params() const {
     RouterParams p;
     p.kind = options.router;
@@ -245,8 +247,8 @@ absl::Status Moe::SetExpertFormat(const ExpertOptions& options) {
 }
 
 
-void Moe::Route(std::vector<float> logits, std::vector<int>* ids, std::vector<float>* weights) const {
-  ref::Route(Params(), logits.data(), correction_bias.data(), ids, weights);
+void Moe::Route(const float* logits, std::vector<int>* ids, std::vector<float>* weights) const {
+  krasis::Route(Params(), logits, correction_bias.data(), ids, weights);
 }
 
 void Moe::Forward(const float* x, int64_t n, float* out) const {
@@ -261,7 +263,7 @@ void Moe::Forward(const float* x, int64_t n, float* out) const {
   std::vector<std::vector<int>> ids(static_cast<size_t>(n));
   std::vector<std::vector<float>> weights(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) {
-    Route(std::vector<float>(&logits[t * num_experts], &logits[(t + 1) * num_experts]), &ids[t], &weights[t]);
+    Route(&logits[t * num_experts], &ids[t], &weights[t]);
   }
   timer.Lap(&ForwardProfile::routing_ns);
   // The shared expert's per-token scale: sigmoid(shared_expert_gate(x)) or 1.
