@@ -17,14 +17,22 @@
 // bandwidth, and identical runs spanned 60-79%). The real models read several
 // times more per step than an L3 holds. --evict-mb 0 turns it off.
 //
+// The host is shared and its bandwidth moves between runs, so each batch size
+// is timed --repeats times, each repeat held to a bandwidth measured just
+// before it; the row gives the median repeat and the range of the ratios. A
+// last, separate pass with the per-part profile on gives the breakdown (its
+// clock reads are kept out of the timed repeats).
+//
 //   decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16]
-//                [--cache-dir DIR] [--evict-mb 1024]
+//                [--cache-dir DIR] [--evict-mb 1024] [--repeats 3]
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "benchmarks/bandwidth.h"
 #include "common/kernels/cpu_ops.h"
@@ -40,7 +48,7 @@ using Clock = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
   std::string model_dir, format_name = "int4", batches = "1,4,16", cache_dir;
-  int steps = 16;
+  int steps = 16, repeats = 3;
   int64_t evict_mb = 1024;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
@@ -50,8 +58,10 @@ int main(int argc, char** argv) {
     else if (f == "--steps") steps = std::stoi(v);
     else if (f == "--cache-dir") cache_dir = v;
     else if (f == "--evict-mb") evict_mb = std::stoll(v);
+    else if (f == "--repeats") repeats = std::max(1, std::stoi(v));
     else {
-      std::cerr << "usage: decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16] [--cache-dir DIR] [--evict-mb 1024]\n";
+      std::cerr << "usage: decode_bench --model DIR [--format int4|int8] [--batches 1,4,16] [--steps 16] "
+                   "[--cache-dir DIR] [--evict-mb 1024] [--repeats 3]\n";
       return 2;
     }
   }
@@ -87,7 +97,14 @@ int main(int argc, char** argv) {
     constexpr int kRuns = 2000;
     auto d0 = Clock::now();
     for (int i = 0; i < kRuns; ++i) pool.Run([](const krasis::PoolWorker&) {});
-    std::printf("empty pool dispatch: %.1f us\n\n", std::chrono::duration<double, std::micro>(Clock::now() - d0).count() / kRuns);
+    std::printf("empty pool dispatch: %.1f us\n", std::chrono::duration<double, std::micro>(Clock::now() - d0).count() / kRuns);
+    // What one clock read costs (the profile makes ~20 per layer; a virtual
+    // machine without a fast clock source makes each a system call).
+    auto c0 = Clock::now();
+    int64_t sum = 0;
+    for (int i = 0; i < kRuns; ++i) sum += Clock::now().time_since_epoch().count() & 1;
+    std::printf("clock read: %.0f ns%s\n\n", std::chrono::duration<double, std::nano>(Clock::now() - c0).count() / kRuns,
+                sum < 0 ? "?" : "");
   }
   // Memory read between steps to push the weights out of the caches, in one
   // slice per worker, first touched by it.
@@ -107,15 +124,15 @@ int main(int argc, char** argv) {
   std::printf("timed: the steps only; between steps %lld MB of other memory is read (untimed) to evict the weights "
               "from the caches\n\n",
               static_cast<long long>(evict.size() >> 20));
-  std::printf("%6s %12s %16s %10s %12s %14s %8s\n", "batch", "tokens/s", "MB read/token", "GB/s", "DRAM GB/s",
-              "ceiling tok/s", "ratio");
+  std::printf("%6s %12s %16s %10s %12s %14s %8s   %s\n", "batch", "tokens/s", "MB read/token", "GB/s", "DRAM GB/s",
+              "ceiling tok/s", "ratio", "repeats");
   const int64_t vocab = (*model)->config().vocab_size;
   struct Profile {
     int batch;
     krasis::ForwardProfile p;
     double steps;
-    double bandwidth;  // measured before the row
-    double seconds;    // the timed steps, in all
+    double bandwidth;  // measured before the median repeat
+    double seconds;    // the profiled pass's steps, in all
     double argmax;     // of which the bench's own greedy choice of the next tokens
   };
   std::vector<Profile> profiles;
@@ -135,11 +152,6 @@ int main(int argc, char** argv) {
       std::cerr << s << "\n";
       return 1;
     }
-    const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
-    const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
-    krasis::EnableForwardProfile(true);
-    krasis::TakeForwardProfile();
-    double seconds = 0.0, argmax_seconds = 0.0;
     // A step: the forward pass, then the greedy choice of each sequence's next
     // token from the logits it just made (as the decode worker samples them).
     auto choose_next = [&] {
@@ -149,28 +161,50 @@ int main(int argc, char** argv) {
       }
     };
     choose_next();
-    for (int step = 0; step < steps; ++step) {
-      evict_caches();
-      const auto start = Clock::now();
-      if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {
-        std::cerr << s << "\n";
-        return 1;
+    // `steps` steps; adds their time and the argmax's part of it.
+    auto run_steps = [&](double* seconds, double* argmax_seconds) {
+      for (int step = 0; step < steps; ++step) {
+        evict_caches();
+        const auto start = Clock::now();
+        if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {
+          std::cerr << s << "\n";
+          std::exit(1);
+        }
+        const auto forward_done = Clock::now();
+        choose_next();
+        const auto end = Clock::now();
+        *argmax_seconds += std::chrono::duration<double>(end - forward_done).count();
+        *seconds += std::chrono::duration<double>(end - start).count();
       }
-      const auto forward_done = Clock::now();
-      choose_next();
-      const auto end = Clock::now();
-      argmax_seconds += std::chrono::duration<double>(end - forward_done).count();
-      seconds += std::chrono::duration<double>(end - start).count();
+    };
+    struct Repeat {
+      double rate, per_token, bandwidth, ratio;
+    };
+    std::vector<Repeat> runs;
+    for (int r = 0; r < repeats; ++r) {
+      const double bandwidth = krasis::bench::MeasureReadBandwidth(pool);
+      const uint64_t bytes0 = krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead();
+      double seconds = 0.0, unused = 0.0;
+      run_steps(&seconds, &unused);
+      const double tokens = double(steps) * batch;
+      const double per_token =
+          double(krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead() - bytes0) / tokens;
+      const double rate = tokens / seconds;
+      runs.push_back({rate, per_token, bandwidth, rate / (bandwidth * 1e9 / per_token)});
     }
-    const double tokens = double(steps) * batch;
-    const double per_token =
-        double(krasis::quant::QuantizedBytesRead() + krasis::DenseBytesRead() - bytes0) / tokens;
-    const double ceiling = bandwidth * 1e9 / per_token;
-    std::printf("%6d %12.1f %16.1f %10.1f %12.1f %14.1f %7.0f%%\n", batch, tokens / seconds, per_token / 1e6,
-                per_token * tokens / seconds / 1e9, bandwidth, ceiling, 100.0 * (tokens / seconds) / ceiling);
+    std::sort(runs.begin(), runs.end(), [](const Repeat& a, const Repeat& b) { return a.ratio < b.ratio; });
+    const Repeat& mid = runs[runs.size() / 2];
+    std::printf("%6d %12.1f %16.1f %10.1f %12.1f %14.1f %7.0f%%   %3.0f-%.0f%%\n", batch, mid.rate,
+                mid.per_token / 1e6, mid.rate * mid.per_token / 1e9, mid.bandwidth, mid.bandwidth * 1e9 / mid.per_token,
+                100.0 * mid.ratio, 100.0 * runs.front().ratio, 100.0 * runs.back().ratio);
+    // The profiled pass.
+    krasis::EnableForwardProfile(true);
+    krasis::TakeForwardProfile();
+    double seconds = 0.0, argmax_seconds = 0.0;
+    run_steps(&seconds, &argmax_seconds);
     const krasis::ForwardProfile p = krasis::TakeForwardProfile();
     krasis::EnableForwardProfile(false);
-    profiles.push_back({batch, p, double(steps), bandwidth, seconds, argmax_seconds});
+    profiles.push_back({batch, p, double(steps), mid.bandwidth, seconds, argmax_seconds});
   }
   std::printf("\nper step, ms: %6s %10s %10s %10s %10s %10s\n", "batch", "attention", "linear", "routing",
               "experts", "lm_head");

@@ -160,6 +160,34 @@ int main(int argc, char** argv) {
       const double ceiling = bandwidth * 1e9 / bytes_per_token;
       std::printf("%-6s %6d %12.1f %14.1f %12.1f %14.1f %7.0f%%\n", fname.c_str(), batch, tokens_per_s,
                   bytes_per_token / 1e6, achieved, ceiling, 100.0 * tokens_per_s / ceiling);
+      // The same steps again, traced: where a dispatch's time goes.
+      quant::EnableDispatchTrace(true);
+      quant::TakeDispatchTrace();
+      double traced_bytes = 0.0;
+      for (int step = 0; step < steps; ++step) {
+        for (int l = 0; l < shape.layers; ++l) {
+          std::set<int> unique;
+          for (auto& chosen : ids) {
+            std::set<int> pick;
+            while (static_cast<int>(pick.size()) < shape.top_k) pick.insert(static_cast<int>(rng() % shape.experts));
+            chosen.assign(pick.begin(), pick.end());
+            unique.insert(pick.begin(), pick.end());
+          }
+          model[static_cast<size_t>(l)].Run(x.data(), batch, ids, weights, out.data());
+          traced_bytes += static_cast<double>(unique.size() * expert_bytes);
+        }
+      }
+      quant::EnableDispatchTrace(false);
+      const quant::DispatchTrace t = quant::TakeDispatchTrace();
+      if (t.dispatches > 0 && t.worker_slots > 0) {
+        const double d = double(t.dispatches), slot = double(t.worker_slots);
+        const double busy = (t.gate_up_us + t.down_us) / slot;  // per worker and dispatch
+        std::printf("         per dispatch %.1f us (%.2f MB); per worker: wake %.1f, gate/up %.1f, grabs %.1f, "
+                    "wait %.1f, down %.1f, idle at end %.1f us; while computing %.1f GB/s\n",
+                    t.total_us / d, traced_bytes / d / 1e6, t.wake_us / slot, t.gate_up_us / slot,
+                    t.grabs_us / slot, t.wait_us / slot, t.down_us / slot, t.idle_end_us / slot,
+                    traced_bytes / d / (busy * 1e3));
+      }
     }
   }
   std::printf("\n(Routed experts only: attention, shared experts, dense layers and lm_head are not in these numbers.)\n");

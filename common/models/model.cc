@@ -181,17 +181,18 @@ absl::Status DecoderModel::Forward(std::span<const BatchItem> batch, PagedKvCach
     ops_->RmsNorm(&x[(rows[i].first_row + first[i]) * hidden], wanted[i + 1] - wanted[i], hidden, final_norm, eps,
                   zero_centred_norms, &normed[wanted[i] * hidden]);
   }
-  std::vector<float>& all = scratch.logits;
+  // The caller's vectors are resized, not replaced, so a caller that passes the
+  // same ones every step reuses their memory; one item's logits are written
+  // there directly, several items' are split from one product.
+  logits->resize(batch.size());
+  std::vector<float>& all = batch.size() == 1 ? (*logits)[0] : scratch.logits;
   all.resize(static_cast<size_t>(wanted.back() * vocab));
   {
     ProfileScope scope(&ForwardProfile::lm_head_proj_ns, &ForwardProfile::lm_head_bytes);
     lm_head.Apply(*ops_, normed.data(), wanted.back(), all.data());
   }
-  // The caller's vectors are resized, not replaced, so a caller that passes the
-  // same ones every step reuses their memory.
-  logits->resize(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
-    (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);
+    if (batch.size() > 1) (*logits)[i].assign(all.begin() + wanted[i] * vocab, all.begin() + wanted[i + 1] * vocab);
     rows[i].seq->num_tokens += rows[i].count;
   }
   timer.Lap(&ForwardProfile::lm_head_ns);

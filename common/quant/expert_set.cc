@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -92,6 +94,30 @@ void AddScaled(float alpha, const float* x, float* y, int64_t n, Isa isa) {
 }  // namespace
 
 uint64_t QuantizedBytesRead() { return g_bytes_read.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<bool> g_trace_on{false};
+std::mutex g_trace_mu;
+DispatchTrace g_trace;
+using TraceClock = std::chrono::steady_clock;
+double Us(TraceClock::time_point a, TraceClock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+// One worker's times in one dispatch.
+struct alignas(64) WorkerTimes {
+  TraceClock::time_point first, last;
+  double gate_up = 0, down = 0, wait = 0, grabs = 0;
+};
+}  // namespace
+
+void EnableDispatchTrace(bool on) { g_trace_on.store(on); }
+
+DispatchTrace TakeDispatchTrace() {
+  std::lock_guard<std::mutex> lock(g_trace_mu);
+  DispatchTrace t = g_trace;
+  g_trace = {};
+  return t;
+}
 
 void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vector<int>>& ids,
                           const std::vector<std::vector<float>>& weights, float* out, const QuantExpert* shared,
@@ -203,7 +229,19 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
       done[i].store(0);
       ready[i].store(false);
     }
+    const bool trace = g_trace_on.load(std::memory_order_relaxed);
+    std::vector<WorkerTimes> times(trace ? static_cast<size_t>(pool_->num_threads()) : 0);
+    const auto begin = trace ? TraceClock::now() : TraceClock::time_point{};
+    // Adds the time since *mark to *field and moves the mark (tracing only).
+    auto lap = [&](const PoolWorker& w, double WorkerTimes::*field, TraceClock::time_point* mark) {
+      if (!trace) return;
+      const auto now = TraceClock::now();
+      times[static_cast<size_t>(w.global_index)].*field += Us(*mark, now);
+      *mark = now;
+    };
     pool_->Run([&](const PoolWorker& w) {
+      TraceClock::time_point mark = trace ? TraceClock::now() : TraceClock::time_point{};
+      if (trace) times[static_cast<size_t>(w.global_index)].first = mark;
       NodeSlice(w, 0, gate_tiles, [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
         gate_up(a, q, t0, t1);
         const size_t i = static_cast<size_t>(&a - active.data());
@@ -211,13 +249,33 @@ void QuantizedExperts::Run(const float* x, int64_t n, const std::vector<std::vec
           quantize_h(a);
           ready[i].store(true, std::memory_order_release);
         }
+        lap(w, &WorkerTimes::gate_up, &mark);
       });
       NodeSlice(w, 1, down_tiles, [&](Active& a, const QuantExpert& q, int64_t t0, int64_t t1) {
         const size_t i = static_cast<size_t>(&a - active.data());
+        lap(w, &WorkerTimes::grabs, &mark);
         while (!ready[i].load(std::memory_order_acquire)) _mm_pause();
+        lap(w, &WorkerTimes::wait, &mark);
         down(a, q, t0, t1);
+        lap(w, &WorkerTimes::down, &mark);
       });
+      if (trace) times[static_cast<size_t>(w.global_index)].last = TraceClock::now();
     });
+    if (trace) {
+      const auto end = TraceClock::now();
+      std::lock_guard<std::mutex> lock(g_trace_mu);
+      ++g_trace.dispatches;
+      g_trace.total_us += Us(begin, end);
+      for (const WorkerTimes& t : times) {
+        ++g_trace.worker_slots;
+        g_trace.wake_us += Us(begin, t.first);
+        g_trace.gate_up_us += t.gate_up;
+        g_trace.down_us += t.down;
+        g_trace.wait_us += t.wait;
+        g_trace.grabs_us += t.grabs;
+        g_trace.idle_end_us += Us(t.last, end);
+      }
+    }
   } else {
     // Even static slices: a worker's down slice may need gate/up tiles of a
     // worker that runs after it (nested dispatches run the workers one by

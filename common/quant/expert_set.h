@@ -50,6 +50,18 @@ class QuantizedExperts {
 // started (each matrix counted once per call): for benchmarks.
 uint64_t QuantizedBytesRead();
 
+// Where the workers' time in QuantizedExperts::Run's dispatches goes, summed
+// over dispatches and workers (for benchmarks; off by default, and then free):
+// from the dispatch's start to a worker's first grab, computing gate/up tiles,
+// computing down tiles, waiting for an expert's h, between gate/up and down
+// tiles (taking grabs), and from a worker's last tile to the dispatch's end.
+struct DispatchTrace {
+  uint64_t dispatches = 0, worker_slots = 0;  // worker_slots: dispatches x workers
+  double wake_us = 0, gate_up_us = 0, down_us = 0, wait_us = 0, grabs_us = 0, idle_end_us = 0, total_us = 0;
+};
+void EnableDispatchTrace(bool on);
+DispatchTrace TakeDispatchTrace();
+
 // y[n, rows] = x[n, cols] W^T with W's row tiles split over every worker of the
 // pool (for weights that are not placed per node: lm_head, dense layers).
 void PoolMatMul(const QuantizedMatrix& w, const float* x, int64_t n, float* y, NumaThreadPool& pool);

@@ -142,6 +142,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
   const int32_t* arow_sum = a.sum.data() + b0 * groups;
   const int64_t pf = WeightPrefetchSetting().bytes;
   const bool pf_l1 = WeightPrefetchSetting().l1;
+  // The next tile's scales (a separate, sparser stream that the hardware
+  // prefetcher loses at page boundaries), if the range has a next tile.
+  if (pf != 0 && WeightPrefetchSetting().scales && w.data + (tile + 1) * groups * w.group_bytes() < pf_end) {
+    const auto* next = reinterpret_cast<const uint8_t*>(w.scales + (tile + 1) * groups * kTileRows);
+    for (int64_t g = 0; g < groups; ++g) PrefetchWeightLine(next + g * kTileRows * sizeof(float), pf_l1);
+  }
   __m512 y = _mm512_setzero_ps();
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = 0; g < groups; ++g) {
@@ -433,6 +439,8 @@ const WeightPrefetch& WeightPrefetchSetting() {
     w.l1 = l1 != nullptr && std::string_view(l1) == "1";
     const char* start = std::getenv("KRASIS_PREFETCH_START");
     w.range_start = start == nullptr || std::string_view(start) != "0";
+    const char* scales = std::getenv("KRASIS_PREFETCH_SCALES");
+    w.scales = scales == nullptr || std::string_view(scales) != "0";
     return w;
   }();
   return setting;

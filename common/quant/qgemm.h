@@ -35,6 +35,9 @@ struct WeightPrefetch {
   // A range's first `bytes` are prefetched when the kernel starts on it, and
   // nothing past its end is (KRASIS_PREFETCH_START=0: neither, for measuring).
   bool range_start = true;
+  // The batch-1 kernel prefetches the next tile's scales as it starts a tile
+  // (KRASIS_PREFETCH_SCALES=0: not, for measuring).
+  bool scales = true;
 };
 const WeightPrefetch& WeightPrefetchSetting();
 // A hint for the cache line at p (never faults, even past a mapping's end).

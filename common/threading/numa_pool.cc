@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<NumaThreadPool>> NumaThreadPool::Create(const Top
     }
   }
   if (const char* env = std::getenv("KRASIS_POOL_SPIN_US")) pool->spin_us_ = std::max(0L, std::atol(env));
+  pool->done_.reset(new Done[static_cast<size_t>(pool->num_threads())]);
   // Worker 0 is the calling thread of Run(); the others get threads.
   for (int i = 1; i < pool->num_threads(); ++i) {
     pool->threads_.emplace_back([p = pool.get(), i] { p->WorkerLoop(i); });
@@ -71,6 +72,17 @@ NumaThreadPool::~NumaThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
+// A dispatch's cost is mostly how soon the workers see it and how soon the
+// caller sees them finish (the GPU host measured 4-8 us for an empty dispatch
+// of 16 workers with one shared counter, a clock read every spin and a
+// sched_yield every 64). So: workers spin on the generation with pause alone,
+// reading the clock and yielding only every kSpinCheck turns; the wake takes
+// the mutex only when some worker sleeps; each worker reports completion in its
+// own cache line.
+namespace {
+constexpr int kSpinCheck = 1024;
+}  // namespace
+
 void NumaThreadPool::WorkerLoop(int index) {
   if (worker_core_[static_cast<size_t>(index)] >= 0) {
     absl::Status s = topology_->BindCurrentThreadToCore(worker_core_[static_cast<size_t>(index)]);
@@ -78,23 +90,28 @@ void NumaThreadPool::WorkerLoop(int index) {
   }
   uint64_t seen = 0;
   for (;;) {
-    // Spin a little for the next dispatch, then sleep.
-    auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
-    for (int i = 0;
-         generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until; ++i) {
-      if (i % 64 == 63) std::this_thread::yield();
-      else _mm_pause();
+    // Spin a while for the next dispatch, then sleep.
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    for (int i = 1; generation_.load(std::memory_order_acquire) == seen; ++i) {
+      if (i % kSpinCheck != 0) {
+        _mm_pause();
+        continue;
+      }
+      if (std::chrono::steady_clock::now() >= spin_until) break;
+      std::this_thread::yield();  // an oversubscribed machine still progresses
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
+      sleepers_.fetch_add(1);  // seq_cst: ordered against Run's generation bump
       wake_.wait(lock, [&] { return generation_.load() != seen; });
+      sleepers_.fetch_sub(1);
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
     in_task = true;
     (*task_)(workers_[static_cast<size_t>(index)]);
     in_task = false;
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    done_[static_cast<size_t>(index)].generation.store(seen, std::memory_order_release);
   }
 }
 
@@ -115,19 +132,21 @@ void NumaThreadPool::Run(const std::function<void(const PoolWorker&)>& fn) {
     bound_to = this;
   }
   task_ = &fn;
-  pending_.store(num_threads() - 1, std::memory_order_release);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+  // seq_cst, as is the sleepers_ read: a worker about to sleep either sees the
+  // new generation or is counted here (and then woken under the mutex).
+  const uint64_t generation = generation_.fetch_add(1) + 1;
+  if (sleepers_.load() > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    wake_.notify_all();
   }
-  wake_.notify_all();
   in_task = true;
   fn(workers_[0]);
   in_task = false;
-  // Spin, yielding now and then so an oversubscribed machine still progresses.
-  for (int i = 0; pending_.load(std::memory_order_acquire) > 0; ++i) {
-    if (i % 64 == 63) std::this_thread::yield();
-    else _mm_pause();
+  for (int w = 1; w < num_threads(); ++w) {
+    for (int i = 1; done_[static_cast<size_t>(w)].generation.load(std::memory_order_acquire) != generation; ++i) {
+      if (i % kSpinCheck == 0) std::this_thread::yield();
+      else _mm_pause();
+    }
   }
   task_ = nullptr;
 }

@@ -71,7 +71,13 @@ class NumaThreadPool {
   std::vector<std::thread> threads_;
   const std::function<void(const PoolWorker&)>* task_ = nullptr;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // Each worker's last finished generation, a cache line each: the caller
+  // polls them instead of all workers decrementing one shared counter.
+  struct alignas(64) Done {
+    std::atomic<uint64_t> generation{0};
+  };
+  std::unique_ptr<Done[]> done_;
+  std::atomic<int> sleepers_{0};  // workers in (or entering) wake_.wait
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable wake_;
