@@ -605,184 +605,6 @@ absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const Attention
   return LaunchFa2Tiled<DQK, DV, 1, 8>(q, k, v, s, out, stream);
 }
 
-// ------------------------------------- the kernel before double buffering ---
-// The first FlashAttention-2 kernel (8 warps of 16 rows; K and V loaded
-// synchronously into one buffer, V transposed with 2-byte stores, K fragments
-// read 32 bits at a time), kept only as attention_bench's baseline
-// (LaunchCausalAttentionBf16KvVariant, variant 1); prefill never runs it.
-constexpr int kSyncWarps = 8;
-constexpr int kSyncQueries = 16 * kSyncWarps;
-constexpr int kSyncKeys = 64;
-constexpr int kSyncThreads = 32 * kSyncWarps;
-
-template <int DQK, int DV>
-constexpr size_t SyncSharedBytes() {
-  return size_t(kSyncKeys) * (DQK + 8) * 2 + size_t(DV) * (kSyncKeys + 8) * 2;
-}
-
-template <int DQK, int DV, typename KV>
-__global__ void __launch_bounds__(kSyncThreads) Fa2SyncKernel(const float* q, const KV* k, const KV* v,
-                                                                AttentionShape s, float* out) {
-  constexpr int VEC = kKvVec<KV>;
-  constexpr int KLD = DQK + 8, VLD = kSyncKeys + 8;  // bf16 elements per shared row (bank-conflict padding)
-  extern __shared__ __align__(16) unsigned char smem[];
-  auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  auto* vt = ks + kSyncKeys * KLD;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-  const int64_t h = blockIdx.y, kvh = h / (s.heads / s.kv_heads);
-  // Later query tiles have more keys: start them first.
-  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kSyncQueries;
-  const int rows = static_cast<int>(min(int64_t{kSyncQueries}, s.n - q0));
-  const int w0 = warp * 16;  // this warp's first row in the tile
-
-  // Q fragments of rows w0 + g and w0 + g + 8.
-  uint32_t qa[DQK / 16][4];
-  {
-    const int r_lo = w0 + g, r_hi = w0 + g + 8;
-    const float* q_lo = q + (q0 + r_lo) * s.q_stride + h * DQK;
-    const float* q_hi = q + (q0 + r_hi) * s.q_stride + h * DQK;
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      const int c = kk * 16 + 2 * t;
-      float2 a = make_float2(0, 0), b = a, c2 = a, d = a;
-      if (r_lo < rows) a = *reinterpret_cast<const float2*>(q_lo + c), c2 = *reinterpret_cast<const float2*>(q_lo + c + 8);
-      if (r_hi < rows) b = *reinterpret_cast<const float2*>(q_hi + c), d = *reinterpret_cast<const float2*>(q_hi + c + 8);
-      qa[kk][0] = PackBf16(a.x, a.y);
-      qa[kk][1] = PackBf16(b.x, b.y);
-      qa[kk][2] = PackBf16(c2.x, c2.y);
-      qa[kk][3] = PackBf16(d.x, d.y);
-    }
-  }
-  float o[DV / 8][4];
-  for (int j = 0; j < DV / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-  const int64_t pos_lo = s.start_pos + q0 + w0 + g, pos_hi = pos_lo + 8;
-  const int64_t warp_last = s.start_pos + q0 + w0 + 15;
-  const int64_t last_pos = s.start_pos + q0 + rows - 1;
-  const float scale = s.scale;
-
-  for (int64_t k0 = 0; k0 <= last_pos; k0 += kSyncKeys) {
-    __syncthreads();  // every warp is done with the previous tile
-    // K tile [64][DQK] and V tile transposed [DV][64], BF16, zeros past last_pos.
-    for (int idx = tid; idx < kSyncKeys * DQK / VEC; idx += kSyncThreads) {
-      const int kj = idx / (DQK / VEC), c = (idx % (DQK / VEC)) * VEC;
-      const int64_t p = k0 + kj;
-      __nv_bfloat16* dst = ks + kj * KLD + c;
-      if (p > last_pos) {
-        for (int e = 0; e < VEC; ++e) dst[e] = __float2bfloat16_rn(0.0f);
-      } else if constexpr (VEC == 4) {
-        LoadKvRow(reinterpret_cast<const float*>(k) + p * s.k_stride + kvh * DQK + c, dst);
-      } else {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(k + p * s.k_stride + kvh * DQK + c);
-      }
-    }
-    for (int idx = tid; idx < kSyncKeys * DV / VEC; idx += kSyncThreads) {
-      const int kj = idx % kSyncKeys, c = (idx / kSyncKeys) * VEC;
-      const int64_t p = k0 + kj;
-      __nv_bfloat16 x[VEC];
-      if (p > last_pos) {
-        for (int e = 0; e < VEC; ++e) x[e] = __float2bfloat16_rn(0.0f);
-      } else if constexpr (VEC == 4) {
-        LoadKvRow(reinterpret_cast<const float*>(v) + p * s.v_stride + kvh * DV + c, x);
-      } else {
-        *reinterpret_cast<uint4*>(x) = *reinterpret_cast<const uint4*>(v + p * s.v_stride + kvh * DV + c);
-      }
-      for (int e = 0; e < VEC; ++e) vt[(c + e) * VLD + kj] = x[e];
-    }
-    __syncthreads();
-    if (k0 > warp_last || w0 >= rows) continue;  // every key of the tile is after this warp's queries
-
-    float sc[kSyncKeys / 8][4];
-    for (int j = 0; j < kSyncKeys / 8; ++j) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      for (int j = 0; j < kSyncKeys / 8; ++j) {
-        const __nv_bfloat16* kr = ks + (8 * j + g) * KLD + kk * 16 + 2 * t;
-        MmaBf16(sc[j], qa[kk], *reinterpret_cast<const uint32_t*>(kr), *reinterpret_cast<const uint32_t*>(kr + 8));
-      }
-    }
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
-    for (int j = 0; j < kSyncKeys / 8; ++j) {
-      for (int e = 0; e < 4; ++e) {
-        const int64_t key = k0 + 8 * j + 2 * t + (e & 1);
-        const bool lo = e < 2;
-        const bool visible = key <= (lo ? pos_lo : pos_hi);
-        sc[j][e] = visible ? sc[j][e] * scale : -INFINITY;
-        if (lo) {
-          mx_lo = fmaxf(mx_lo, sc[j][e]);
-        } else {
-          mx_hi = fmaxf(mx_hi, sc[j][e]);
-        }
-      }
-    }
-    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, o2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, o2));
-    }
-    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-    const float alpha_lo = new_lo == -INFINITY ? 1.0f : __expf(m_lo - new_lo);
-    const float alpha_hi = new_hi == -INFINITY ? 1.0f : __expf(m_hi - new_hi);
-    float sum_lo = 0.0f, sum_hi = 0.0f;
-    uint32_t pa[kSyncKeys / 16][4];
-    for (int j = 0; j < kSyncKeys / 8; ++j) {
-      float p[4];
-      for (int e = 0; e < 4; ++e) {
-        const float m = e < 2 ? new_lo : new_hi;
-        // Rounded to BF16 as P V multiplies them, so the sum matches.
-        p[e] = m == -INFINITY ? 0.0f : __bfloat162float(__float2bfloat16_rn(__expf(sc[j][e] - m)));
-      }
-      sum_lo += p[0] + p[1];
-      sum_hi += p[2] + p[3];
-      // S tile j's accumulator layout is half of P's operand layout for keys 16 * (j / 2).
-      pa[j / 2][(j % 2) * 2 + 0] = PackBf16(p[0], p[1]);
-      pa[j / 2][(j % 2) * 2 + 1] = PackBf16(p[2], p[3]);
-    }
-    for (int o2 = 1; o2 <= 2; o2 <<= 1) {
-      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, o2);
-      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, o2);
-    }
-    l_lo = l_lo * alpha_lo + sum_lo;
-    l_hi = l_hi * alpha_hi + sum_hi;
-    m_lo = new_lo;
-    m_hi = new_hi;
-    for (int j = 0; j < DV / 8; ++j) {
-      o[j][0] *= alpha_lo;
-      o[j][1] *= alpha_lo;
-      o[j][2] *= alpha_hi;
-      o[j][3] *= alpha_hi;
-    }
-    for (int kk = 0; kk < kSyncKeys / 16; ++kk) {
-      for (int j = 0; j < DV / 8; ++j) {
-        const __nv_bfloat16* vr = vt + (8 * j + g) * VLD + kk * 16 + 2 * t;
-        MmaBf16(o[j], pa[kk], *reinterpret_cast<const uint32_t*>(vr), *reinterpret_cast<const uint32_t*>(vr + 8));
-      }
-    }
-  }
-  const int r_lo = w0 + g, r_hi = r_lo + 8;
-  for (int j = 0; j < DV / 8; ++j) {
-    const int c = 8 * j + 2 * t;
-    if (r_lo < rows) {
-      float* dst = out + ((q0 + r_lo) * s.heads + h) * DV + c;
-      *reinterpret_cast<float2*>(dst) = make_float2(o[j][0] / l_lo, o[j][1] / l_lo);
-    }
-    if (r_hi < rows) {
-      float* dst = out + ((q0 + r_hi) * s.heads + h) * DV + c;
-      *reinterpret_cast<float2*>(dst) = make_float2(o[j][2] / l_hi, o[j][3] / l_hi);
-    }
-  }
-}
-
-
-template <int DQK, int DV, typename KV>
-absl::Status LaunchFa2Sync(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
-                           cudaStream_t stream) {
-  constexpr size_t bytes = SyncSharedBytes<DQK, DV>();
-  CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(Fa2SyncKernel<DQK, DV, KV>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  const dim3 grid(static_cast<unsigned>((s.n + kSyncQueries - 1) / kSyncQueries), static_cast<unsigned>(s.heads));
-  Fa2SyncKernel<DQK, DV, KV><<<grid, kSyncThreads, bytes, stream>>>(q, k, v, s, out);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
-}
-
 // The FlashAttention-2 kernel when it has an instance for the head sizes and the
 // rows allow its vector loads (16-byte aligned K/V rows, 8-byte aligned Q rows);
 // nullopt otherwise.
@@ -842,7 +664,6 @@ absl::Status LaunchCausalAttentionBf16KvVariant(int variant, const float* q, con
   }
   if (s.head_dim == 192 && s.v_dim == 128) {
     switch (variant) {
-      case 1: return LaunchFa2Sync<192, 128>(q, k16, v16, shape, out, stream);
       case 2: return LaunchFa2Tiled<192, 128, 1, 8>(q, k16, v16, shape, out, stream);
       case 3: return LaunchFa2Tiled<192, 128, 1, 4>(q, k16, v16, shape, out, stream);
       case 4: return LaunchFa2Tiled<192, 128, 2, 4>(q, k16, v16, shape, out, stream);
@@ -851,7 +672,6 @@ absl::Status LaunchCausalAttentionBf16KvVariant(int variant, const float* q, con
     }
   } else if (s.head_dim == 256 && s.v_dim == 256) {
     switch (variant) {
-      case 1: return LaunchFa2Sync<256, 256>(q, k16, v16, shape, out, stream);
       case 2: return LaunchFa2Tiled<256, 256, 1, 8>(q, k16, v16, shape, out, stream);
       case 3: return LaunchFa2Tiled<256, 256, 1, 4>(q, k16, v16, shape, out, stream);
       default: break;

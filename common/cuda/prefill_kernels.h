@@ -101,9 +101,8 @@ bool CausalAttentionTakesBf16Kv(const AttentionShape& shape);
 absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v,
                                          const AttentionShape& shape, float* out, cudaStream_t stream);
 // For attention_bench only: the BF16-K/V kernel in one of its tilings, to
-// compare them. 0: what LaunchCausalAttentionBf16Kv runs; 1: the first
-// FlashAttention-2 kernel (synchronous single-buffered tiles), the baseline;
-// 2..5: the double-buffered kernel with (rows per warp / 16, warps) = (1, 8),
+// compare them. 0: what LaunchCausalAttentionBf16Kv runs; 2..5: the same
+// double-buffered kernel with (rows per warp / 16, warps) = (1, 8),
 // (1, 4), (2, 4), (2, 8) for head_dim 192 / v_dim 128, 2..3 only for 256 / 256.
 // InvalidArgument for any other shape or variant.
 absl::Status LaunchCausalAttentionBf16KvVariant(int variant, const float* q, const uint16_t* k, const uint16_t* v,
