@@ -224,11 +224,15 @@ int main(int argc, char** argv) {
     } parts[] = {
         {"mixer projections", proj_ns, double(p.proj_bytes - p.lm_head_bytes)},
         {"GDN recurrence", double(p.recurrence_ns), 0},
-        {"mixer rest", double(p.attention_ns + p.linear_ns - p.recurrence_ns) - proj_ns, 0},
+        {"MLA absorbed W", double(p.absorbed_ns), double(p.absorbed_bytes)},
+        {"attention core", double(p.attention_core_ns), 0},
+        {"mixer rest", double(p.attention_ns + p.linear_ns - p.recurrence_ns - p.absorbed_ns - p.attention_core_ns) -
+                           proj_ns, 0},
         {"router matmul", double(p.router_ns), double(p.router_bytes)},
         {"top-k", double(p.routing_ns - p.router_ns), 0},
         {"experts dispatch", double(p.experts_ns), double(p.experts_bytes)},
-        {"ffn rest", double(p.ffn_ns - p.routing_ns - p.experts_ns), 0},
+        {"dense MLP", double(p.dense_ns), double(p.dense_bytes)},
+        {"ffn rest", double(p.ffn_ns - p.routing_ns - p.experts_ns - p.dense_ns), 0},
         {"lm_head", double(p.lm_head_proj_ns), double(p.lm_head_bytes)},
         {"setup, embedding", double(p.setup_ns), 0},
         {"final norm, logits", double(p.lm_head_ns - p.lm_head_proj_ns), 0},

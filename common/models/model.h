@@ -195,6 +195,9 @@ struct ForwardProfile {
   uint64_t proj_ns = 0, proj_bytes = 0, lm_head_proj_ns = 0, lm_head_bytes = 0;
   uint64_t router_ns = 0, router_bytes = 0, experts_ns = 0, experts_bytes = 0;
   uint64_t recurrence_ns = 0;  // Gated DeltaNet: conv, norms and the delta rule (no weights)
+  uint64_t attention_core_ns = 0;  // softmax attention over the KV cache (GQA, MLA)
+  uint64_t absorbed_ns = 0, absorbed_bytes = 0;  // MLA's per-head W_uk / W_uv products
+  uint64_t dense_ns = 0, dense_bytes = 0;        // dense MLP layers
 };
 // Adds the time since construction or the last Lap to a field of the totals
 // (when profiling is on).

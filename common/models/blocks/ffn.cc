@@ -76,6 +76,7 @@ void RunExpert(const Ops& ops, const ExpertWeights& e, const float* x, int64_t n
 class DenseMlp final : public FeedForward {
  public:
   void Forward(const float* x, int64_t n, float* out) const override {
+    ProfileScope scope(&ForwardProfile::dense_ns, &ForwardProfile::dense_bytes);
     RunExpert(*ops, mlp, x, n, out);
   }
   absl::Status SetWeightFormats(const WeightFormats& formats) override {

@@ -11,6 +11,7 @@
 #include "common/kernels/cpu_ops.h"
 #include "common/kernels/reference.h"
 #include "common/models/blocks/projection.h"
+#include "common/models/model.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -106,6 +107,7 @@ absl::Status GqaAttention::Forward(const float* x, float* out, std::span<const S
     args.k_offset = 0;
     args.v_offset = kv_width;
     args.out = &attn[r.first_row * heads_ * head_dim_];
+    ProfileScope scope(&ForwardProfile::attention_core_ns, nullptr);
     ops->Attention(args);
   }
   if (options.output_gate) {

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/models/blocks/projection.h"
+#include "common/models/model.h"
 #include "common/models/rope.h"
 #include "common/status.h"
 
@@ -217,7 +218,10 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   std::vector<float> q_mqa(static_cast<size_t>(n * heads_ * mqa_dim));
   std::vector<float> ctx(static_cast<size_t>(n * heads_ * kv_lora_));
   std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
-  PerHeadMatMul(n, q.data(), qk_dim_, q_mqa.data(), mqa_dim, [&](int64_t h) { return WukT(h); });
+  {
+    ProfileScope scope(&ForwardProfile::absorbed_ns, &ForwardProfile::absorbed_bytes);
+    PerHeadMatMul(n, q.data(), qk_dim_, q_mqa.data(), mqa_dim, [&](int64_t h) { return WukT(h); });
+  }
   for (int64_t i = 0; i < n * heads_; ++i) {
     std::copy(&q[i * qk_dim_ + nope_], &q[(i + 1) * qk_dim_], &q_mqa[i * mqa_dim + kv_lora_]);
   }
@@ -232,11 +236,15 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
     args.v_dim = kv_lora_;
     args.scale = scale_;
     args.out = &ctx[r.first_row * heads_ * kv_lora_];
+    ProfileScope scope(&ForwardProfile::attention_core_ns, nullptr);
     ops_->Attention(args);
   }
 
   // attn[i, h] = W_uv[h] ctx[i, h].
-  PerHeadMatMul(n, ctx.data(), kv_lora_, attn.data(), v_dim_, [&](int64_t h) { return Wuv(h); });
+  {
+    ProfileScope scope(&ForwardProfile::absorbed_ns, &ForwardProfile::absorbed_bytes);
+    PerHeadMatMul(n, ctx.data(), kv_lora_, attn.data(), v_dim_, [&](int64_t h) { return Wuv(h); });
+  }
 
   o_proj_.Apply(*ops_, attn.data(), n, out);
   return absl::OkStatus();
