@@ -184,6 +184,11 @@ TEST_F(CpuOpsTest, AttentionMatchesReferenceOverPagedCache) {
       // Absorbed MLA: one kv head, key = [latent | rope], value = latent.
       {16, 1, 80, 64, 0, 0, 1, 45},
       {4, 1, 80, 64, 0, 0, 6, 10},
+      // Decode with positions split over the pool (flash-decoding): one and
+      // two tokens, a chunk boundary inside the last token's range.
+      {16, 1, 80, 64, 0, 0, 2, 60},
+      {16, 1, 80, 64, 0, 0, 1, 500},
+      {12, 3, 32, 32, 0, 3 * 32, 3, 33},
   };
   const int64_t block_size = 16;
   uint32_t seed = 200;
