@@ -654,88 +654,6 @@ void CpuOps::SiluMul(const float* gate, const float* up, int64_t n, float* out) 
   cpu::SiluMul(gate, up, n, out, isa_);
 }
 
-void CpuOps::AttentionSplitPositions(const AttentionArgs& a, const std::vector<const std::byte*>& row,
-                                     NumaThreadPool& threads) const {
-  const int64_t group = a.heads / a.kv_heads;
-  const DType kv = a.kv_dtype;
-  const int64_t esize = static_cast<int64_t>(DTypeSize(kv));
-  const int64_t max_len = a.start_pos + a.n;
-  // Chunks per (token, KV head): enough items for twice the workers, each at
-  // least 16 positions long.
-  const int64_t per_item = a.n * a.kv_heads;
-  const int64_t chunks = std::clamp<int64_t>((2 * threads.num_threads() + per_item - 1) / per_item, 1,
-                                             (max_len + 15) / 16);
-  const int64_t items = per_item * chunks;
-  const int64_t part_floats = a.v_dim + 2;  // [max, sum, o[v_dim]] per head of the group
-  std::vector<float> parts(static_cast<size_t>(items * group * part_floats));
-  auto item = [&](int64_t i) {
-    const int64_t c = i % chunks, g = (i / chunks) % a.kv_heads, t = i / (chunks * a.kv_heads);
-    const int64_t len = a.start_pos + t + 1;  // causal: positions 0 .. start_pos + t
-    const int64_t step = (len + chunks - 1) / chunks;
-    const int64_t p0 = std::min(len, c * step), p1 = std::min(len, p0 + step);
-    float* part = &parts[static_cast<size_t>(i * group * part_floats)];
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<size_t>(group * std::max<int64_t>(p1 - p0, 1)));
-    const int64_t koff = (a.k_offset + g * a.head_dim) * esize, voff = (a.v_offset + g * a.v_dim) * esize;
-    const float* q = a.q + (t * a.heads + g * group) * a.head_dim;
-    for (int64_t p = p0; p < p1; ++p) {
-      const std::byte* k = row[static_cast<size_t>(p)] + koff;
-      for (int64_t j = 0; j < group; ++j) {
-        scores[static_cast<size_t>(j * (p1 - p0) + (p - p0))] = cpu::Dot(q + j * a.head_dim, k, kv, a.head_dim, isa_) * a.scale;
-      }
-    }
-    for (int64_t j = 0; j < group; ++j) {
-      float* sj = &scores[static_cast<size_t>(j * (p1 - p0))];
-      float* pj = part + j * part_floats;
-      float m = -INFINITY, sum = 0.0f;
-      for (int64_t p = 0; p < p1 - p0; ++p) m = std::max(m, sj[p]);
-      for (int64_t p = 0; p < p1 - p0; ++p) {
-        sj[p] = std::exp(sj[p] - m);
-        sum += sj[p];
-      }
-      pj[0] = m;
-      pj[1] = sum;
-      std::fill(pj + 2, pj + part_floats, 0.0f);
-    }
-    for (int64_t p = p0; p < p1; ++p) {
-      const std::byte* v = row[static_cast<size_t>(p)] + voff;
-      for (int64_t j = 0; j < group; ++j) {
-        cpu::Axpy(scores[static_cast<size_t>(j * (p1 - p0) + (p - p0))], v, kv, part + j * part_floats + 2, a.v_dim,
-                  isa_);
-      }
-    }
-  };
-  threads.Run([&](const PoolWorker& worker) {
-    for (int64_t i = worker.global_index; i < items; i += threads.num_threads()) item(i);
-  });
-  // Each (token, head): the chunks' partial sums rescaled to one maximum.
-  const int64_t pairs = a.n * a.heads;
-  threads.Run([&](const PoolWorker& worker) {
-    for (int64_t i = worker.global_index; i < pairs; i += threads.num_threads()) {
-      const int64_t t = i / a.heads, h = i % a.heads, g = h / group, j = h % group;
-      auto part_of = [&](int64_t c) {
-        return &parts[static_cast<size_t>((((t * a.kv_heads + g) * chunks + c) * group + j) * part_floats)];
-      };
-      float m = -INFINITY;
-      for (int64_t c = 0; c < chunks; ++c) {
-        if (part_of(c)[1] > 0.0f) m = std::max(m, part_of(c)[0]);
-      }
-      float* o = a.out + (t * a.heads + h) * a.v_dim;
-      std::fill(o, o + a.v_dim, 0.0f);
-      float total = 0.0f;
-      for (int64_t c = 0; c < chunks; ++c) {
-        const float* pc = part_of(c);
-        if (pc[1] <= 0.0f) continue;  // an empty chunk
-        const float w = std::exp(pc[0] - m);
-        total += w * pc[1];
-        for (int64_t d = 0; d < a.v_dim; ++d) o[d] += w * pc[2 + d];
-      }
-      const float inv = 1.0f / total;
-      for (int64_t d = 0; d < a.v_dim; ++d) o[d] *= inv;
-    }
-  });
-}
-
 void CpuOps::Attention(const AttentionArgs& a) const {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t positions = a.start_pos + a.n;
@@ -776,17 +694,6 @@ void CpuOps::Attention(const AttentionArgs& a) const {
   const int64_t pairs = a.n * a.heads;
   NumaThreadPool& threads = pool();
   const int64_t work = pairs * positions * (a.head_dim + a.v_dim);
-  // Decode with many query heads per KV head (MLA's one latent head for all,
-  // GQA groups): split the positions instead of the heads (as flash-decoding
-  // does), so each cached row is read once per chunk for the whole group
-  // rather than once per head (on the GPU host the per-head split took
-  // ~50 us a layer for DeepSeek-V2-Lite at 130 positions, every thread
-  // reading the whole latent cache).
-  constexpr int64_t kChunk = 16;
-  if (a.n <= 4 && group >= 4 && positions >= 2 * kChunk && threads.num_threads() > 1 && work >= kParallelMacs) {
-    AttentionSplitPositions(a, row, threads);
-    return;
-  }
   if (work < kParallelMacs || threads.num_threads() == 1) {
     std::vector<float> scores;
     for (int64_t i = 0; i < pairs; ++i) one(i / a.heads, i % a.heads, scores);

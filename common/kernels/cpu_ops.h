@@ -11,7 +11,6 @@
 
 #include <cstdint>
 #include <optional>
-#include <vector>
 
 #include "common/kernels/ops.h"
 #include "common/quant/qgemm.h"
@@ -35,10 +34,6 @@ class CpuOps final : public Ops {
 
  private:
   NumaThreadPool& pool() const;
-  // Attention for a few tokens with many query heads per KV head: positions
-  // split into chunks over the pool, partial softmax sums merged.
-  void AttentionSplitPositions(const AttentionArgs& a, const std::vector<const std::byte*>& row,
-                               NumaThreadPool& threads) const;
   NumaThreadPool* pool_;
   quant::Isa isa_;
 };
