@@ -138,7 +138,9 @@ int main(int argc, char** argv) {
       double bytes = 0.0;
       auto t0 = Clock::now();
       double elapsed = 0.0;
-      while (elapsed < seconds || steps < 2) {
+      // One decode step: every layer's experts for random top-k choices; adds
+      // the bytes of the distinct experts read.
+      auto step = [&](double* read) {
         for (int l = 0; l < shape.layers; ++l) {
           std::set<int> unique;
           for (auto& chosen : ids) {
@@ -149,8 +151,11 @@ int main(int argc, char** argv) {
           }
           std::fill(out.begin(), out.end(), 0.0f);
           model[static_cast<size_t>(l)].Run(x.data(), batch, ids, weights, out.data());
-          bytes += static_cast<double>(unique.size() * expert_bytes);
+          *read += static_cast<double>(unique.size() * expert_bytes);
         }
+      };
+      while (elapsed < seconds || steps < 2) {
+        step(&bytes);
         ++steps;
         elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
       }
@@ -164,19 +169,7 @@ int main(int argc, char** argv) {
       quant::EnableDispatchTrace(true);
       quant::TakeDispatchTrace();
       double traced_bytes = 0.0;
-      for (int step = 0; step < steps; ++step) {
-        for (int l = 0; l < shape.layers; ++l) {
-          std::set<int> unique;
-          for (auto& chosen : ids) {
-            std::set<int> pick;
-            while (static_cast<int>(pick.size()) < shape.top_k) pick.insert(static_cast<int>(rng() % shape.experts));
-            chosen.assign(pick.begin(), pick.end());
-            unique.insert(pick.begin(), pick.end());
-          }
-          model[static_cast<size_t>(l)].Run(x.data(), batch, ids, weights, out.data());
-          traced_bytes += static_cast<double>(unique.size() * expert_bytes);
-        }
-      }
+      for (int64_t i = 0; i < steps; ++i) step(&traced_bytes);
       quant::EnableDispatchTrace(false);
       const quant::DispatchTrace t = quant::TakeDispatchTrace();
       if (t.dispatches > 0 && t.worker_slots > 0) {
