@@ -66,9 +66,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void RowsAvx512(const float
   const std::byte* range_begin = w + static_cast<size_t>(r0 * in) * esize;
   const std::byte* range_end = w + static_cast<size_t>(r1 * in) * esize;
   if (prefetch.bytes != 0 && prefetch.range_start) {
-    for (const std::byte* p = range_begin; p < std::min(range_end, range_begin + prefetch.bytes); p += 64) {
-      quant::PrefetchWeightLine(p, prefetch.l1);
-    }
+    quant::PrefetchWeightBytes(range_begin, std::min<int64_t>(range_end - range_begin, prefetch.bytes), prefetch.l1);
   } else {
     range_end += prefetch.bytes;
   }
@@ -597,26 +595,16 @@ void CpuOps::MatMul(const float* x, int64_t n, const TensorView& w, float* y, co
   if (out * in * n < kParallelMacs || p.num_threads() == 1 || out < 2 * p.num_threads()) {
     rows(0, out);
   } else {
-    // Guided grabs of rows from a shared counter, as the quantized kernels
-    // share tiles: long at first, short at the end, so a worker that starts late
-    // or is held up (a shared host's preempted core) does fewer and the others
-    // finish with it. (Even static slices made every dispatch as slow as its
-    // slowest core: on the GPU host the quantized experts ran at 56% of DRAM
-    // bandwidth with static slices and 73% with grabs.)
+    // Guided grabs of rows (TakeGuidedGrabs), as the quantized kernels share
+    // tiles, so a worker that starts late or is held up (a shared host's
+    // preempted core) does fewer and the others finish with it. (Even static
+    // slices made every dispatch as slow as its slowest core: on the GPU host
+    // the quantized experts ran at 56% of DRAM bandwidth with static slices and
+    // 73% with grabs.)
     const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(w.dtype));
     const int64_t grab = std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
-    const int64_t min_grab = std::max<int64_t>(1, grab / 4), max_grab = 4 * grab;
-    const int64_t parts = p.num_threads();
     std::atomic<int64_t> next{0};
-    p.Run([&](const PoolWorker&) {
-      int64_t begin = next.load(std::memory_order_relaxed);
-      while (begin < out) {
-        const int64_t take = std::clamp((out - begin) / (2 * parts), min_grab, max_grab);
-        if (!next.compare_exchange_weak(begin, begin + take, std::memory_order_relaxed)) continue;
-        rows(begin, std::min(out, begin + take));
-        begin = next.load(std::memory_order_relaxed);
-      }
-    });
+    p.Run([&](const PoolWorker&) { TakeGuidedGrabs(next, out, grab, p.num_threads(), rows); });
   }
   if (bias != nullptr) cpu::AddBias(*bias, n, out, y);
 }

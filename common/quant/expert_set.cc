@@ -53,19 +53,9 @@ void ForMyTiles(std::atomic<int64_t>& next, int64_t grab, size_t count, int part
     run(begin, end);
     return;
   }
-  // Guided: a grab is 1/(2 parts) of what is left, between grab / 4 and
-  // 4 grab tiles, so the first grabs are long streams and the last ones short,
-  // and the workers finish within a short grab of each other (with fixed grabs
-  // the dispatch waited up to a whole grab, ~8 us, for its last worker).
-  const int64_t min_grab = std::max<int64_t>(1, grab / 4), max_grab = 4 * grab;
-  int64_t begin = next.load(std::memory_order_relaxed);
-  for (;;) {
-    if (begin >= total) break;
-    const int64_t take = std::clamp((total - begin) / (2 * parts), min_grab, max_grab);
-    if (!next.compare_exchange_weak(begin, begin + take, std::memory_order_relaxed)) continue;
-    run(begin, std::min(total, begin + take));
-    begin = next.load(std::memory_order_relaxed);
-  }
+  // Guided (see TakeGuidedGrabs): with fixed grabs the dispatch waited up to a
+  // whole grab, ~8 us, for its last worker.
+  TakeGuidedGrabs(next, total, grab, parts, run);
 }
 
 // y += alpha * x (the experts' outputs into the block's output: the compiler

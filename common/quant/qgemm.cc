@@ -145,8 +145,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Tile1Avx512(const Qu
   // The next tile's scales (a separate, sparser stream that the hardware
   // prefetcher loses at page boundaries), if the range has a next tile.
   if (pf != 0 && WeightPrefetchSetting().scales && w.data + (tile + 1) * groups * w.group_bytes() < pf_end) {
-    const auto* next = reinterpret_cast<const uint8_t*>(w.scales + (tile + 1) * groups * kTileRows);
-    for (int64_t g = 0; g < groups; ++g) PrefetchWeightLine(next + g * kTileRows * sizeof(float), pf_l1);
+    PrefetchWeightBytes(w.scales + (tile + 1) * groups * kTileRows, groups * kTileRows * int64_t{sizeof(float)}, pf_l1);
   }
   __m512 y = _mm512_setzero_ps();
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
@@ -352,12 +351,9 @@ void PrefetchRangeStart(const QuantizedMatrix& w, int64_t t0, int64_t t1) {
   const WeightPrefetch& pf = WeightPrefetchSetting();
   if (pf.bytes == 0 || !pf.range_start || t0 >= t1) return;
   const int64_t tile_bytes = w.groups() * w.group_bytes();
-  const uint8_t* p = w.data + t0 * tile_bytes;
-  const int64_t n = std::min(pf.bytes, (t1 - t0) * tile_bytes);
-  for (int64_t i = 0; i < n; i += 64) PrefetchWeightLine(p + i, pf.l1);
-  const auto* s = reinterpret_cast<const uint8_t*>(w.scales + t0 * w.groups() * kTileRows);
-  const int64_t scale_bytes = std::min<int64_t>(1024, (t1 - t0) * w.groups() * kTileRows * sizeof(float));
-  for (int64_t i = 0; i < scale_bytes; i += 64) PrefetchWeightLine(s + i, pf.l1);
+  PrefetchWeightBytes(w.data + t0 * tile_bytes, std::min(pf.bytes, (t1 - t0) * tile_bytes), pf.l1);
+  const int64_t scale_bytes = (t1 - t0) * w.groups() * kTileRows * static_cast<int64_t>(sizeof(float));
+  PrefetchWeightBytes(w.scales + t0 * w.groups() * kTileRows, std::min<int64_t>(1024, scale_bytes), pf.l1);
 }
 
 // Calls `emit(tile, b0, nb, out)` for every tile of the range and chunk of tokens.

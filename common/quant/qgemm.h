@@ -50,6 +50,10 @@ inline void PrefetchWeightLine(const void* p, bool l1) {
     asm volatile("prefetcht1 (%0)" ::"r"(p));
   }
 }
+// Hints every cache line of [p, p + bytes).
+inline void PrefetchWeightBytes(const void* p, int64_t bytes, bool l1) {
+  for (int64_t i = 0; i < bytes; i += 64) PrefetchWeightLine(static_cast<const char*>(p) + i, l1);
+}
 // Tokens from which the AMX path takes a tile (below it, AVX-512 VNNI).
 inline constexpr int kAmxMinTokens = 4;
 

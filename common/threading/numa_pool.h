@@ -14,6 +14,7 @@
 // a task (the nested call runs every worker's share on the calling thread).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -89,6 +90,23 @@ class NumaThreadPool {
 // nodes' worker counts, so every node computes a share of the experts that
 // matches its threads. Deterministic.
 std::vector<int> PlaceExperts(int num_experts, const std::vector<int>& threads_per_node);
+
+// Guided grabs of [0, total) from a counter shared by `parts` workers (start it
+// at 0): each grab is 1/(2 parts) of what is left, between grab / 4 and 4 grab
+// items, so the first grabs are long streams and the last ones short, and the
+// workers finish within a short grab of each other even when one starts late
+// or is held up. Calls run(begin, end) for each range this worker takes.
+template <typename Run>
+void TakeGuidedGrabs(std::atomic<int64_t>& next, int64_t total, int64_t grab, int parts, Run&& run) {
+  const int64_t min_grab = std::max<int64_t>(1, grab / 4), max_grab = std::max<int64_t>(1, 4 * grab);
+  int64_t begin = next.load(std::memory_order_relaxed);
+  while (begin < total) {
+    const int64_t take = std::clamp((total - begin) / (2 * parts), min_grab, max_grab);
+    if (!next.compare_exchange_weak(begin, begin + take, std::memory_order_relaxed)) continue;
+    run(begin, std::min(total, begin + take));
+    begin = next.load(std::memory_order_relaxed);
+  }
+}
 
 // [begin, end) of `count` items for part `index` of `parts` (as even as possible).
 inline std::pair<int64_t, int64_t> SplitRange(int64_t count, int index, int parts) {

@@ -2,8 +2,6 @@
 #include "common/models/blocks/ffn.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <vector>
 
 #include "common/kernels/reference.h"
