@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/kernels/reference.h"
@@ -175,6 +176,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void SigmoidMulAvx512(const
                                    _mm512_add_ps(one, ExpAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
     _mm512_mask_storeu_ps(x + i, m, y);
   }
+}
+
+// x[i] = e^(x[i] - shift) in place; returns their sum (a softmax's numerators).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) float ExpSumAvx512(float* x, int64_t n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(m, ExpAvx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
 }
 
 // The gated delta rule of one head (see cpu::GatedDeltaRule), 64 state columns
@@ -340,6 +354,20 @@ __attribute__((target("avx2,fma"))) void SigmoidMulAvx2(const float* gate, int64
                                           _mm256_add_ps(one, ExpAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g)))));
   }
   for (; i < n; ++i) x[i] *= ref::Sigmoid(gate[i]);
+}
+
+__attribute__((target("avx2,fma"))) float ExpSumAvx2(float* x, int64_t n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = ExpAvx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(x + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  float total = Sum8(sum);
+  for (; i < n; ++i) total += (x[i] = std::exp(x[i] - shift));
+  return total;
 }
 
 // GatedDeltaRuleAvx512 with 8 lanes: 32 state columns at a time.
@@ -559,6 +587,14 @@ void GatedDeltaRule(const float* q, const float* k, const float* v, float beta, 
   }
 }
 
+float ExpSum(float* x, int64_t n, float shift, Isa isa) {
+  if (quant::HasAvx512(isa)) return ExpSumAvx512(x, n, shift);
+  if (isa == Isa::kAvx2) return ExpSumAvx2(x, n, shift);
+  float total = 0.0f;
+  for (int64_t i = 0; i < n; ++i) total += (x[i] = std::exp(x[i] - shift));
+  return total;
+}
+
 void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y) {
   if (bias.data == nullptr) return;
   std::vector<float> b = ToFloatVector(bias);
@@ -609,6 +645,71 @@ void CpuOps::MatMul(const float* x, int64_t n, const TensorView& w, float* y, co
   if (bias != nullptr) cpu::AddBias(*bias, n, out, y);
 }
 
+void CpuOps::HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                         const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride) const {
+  if (n <= 0 || heads <= 0) return;
+  const TensorView first = w(0);
+  const DType dtype = first.dtype;
+  const int64_t out = first.shape[0], in = first.numel() / out;
+  thread_local std::vector<const std::byte*> base_scratch;  // head h's rows
+  std::vector<const std::byte*>& base = base_scratch;
+  base.resize(static_cast<size_t>(heads));
+  bool uniform = dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kF32;
+  for (int64_t h = 0; h < heads && uniform; ++h) {
+    const TensorView wh = h == 0 ? first : w(h);
+    uniform = wh.dtype == dtype && wh.shape[0] == out && wh.numel() == out * in;
+    base[static_cast<size_t>(h)] = wh.data;
+  }
+  if (!uniform) {  // F8 weights, or heads of different shapes
+    ref::HeadsMatMul(x, n, heads, x_stride, w, y, y_stride);
+    return;
+  }
+  dense_bytes.fetch_add(static_cast<uint64_t>(heads * out * in) * DTypeSize(dtype), std::memory_order_relaxed);
+  // Each head's tokens as Rows reads them, `in` floats apart: one token's are
+  // already; more are gathered [heads, n, in].
+  const float* xs = x;
+  int64_t x_head = x_stride;
+  thread_local std::vector<float> gathered_scratch;
+  if (n > 1) {
+    std::vector<float>& g = gathered_scratch;
+    g.resize(static_cast<size_t>(heads * n * in));
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float* src = x + (i * heads + h) * x_stride;
+        std::copy(src, src + in, &g[static_cast<size_t>((h * n + i) * in)]);
+      }
+    }
+    xs = g.data();
+    x_head = n * in;
+  }
+  const Isa isa = isa_;
+  // Rows [r0, r1) of all heads' rows stacked (heads * out), cut at heads' ends.
+  auto rows = [&](int64_t r0, int64_t r1) {
+    while (r0 < r1) {
+      const int64_t h = r0 / out, lo = r0 % out, hi = std::min(out, lo + (r1 - r0));
+      for (int64_t t = 0; t < n; t += kMaxTokens) {
+        const int nb = static_cast<int>(std::min<int64_t>(kMaxTokens, n - t));
+        Rows(dtype, isa, nb)(xs + h * x_head + t * in, in, base[static_cast<size_t>(h)], lo, hi,
+                             y + (t * heads + h) * y_stride, heads * y_stride);
+      }
+      r0 += hi - lo;
+    }
+  };
+  // One dispatch for all heads, rows grabbed as MatMul's are (a head per
+  // worker left every worker one small matrix and the dispatch as slow as its
+  // slowest: DeepSeek-V2-Lite's products ran at 48% of DRAM bandwidth).
+  NumaThreadPool& p = pool();
+  const int64_t total = heads * out;
+  if (total * in * n < kParallelMacs || p.num_threads() == 1) {
+    rows(0, total);
+    return;
+  }
+  const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t grab = std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
+  std::atomic<int64_t> next{0};
+  p.Run([&](const PoolWorker&) { TakeGuidedGrabs(next, total, grab, p.num_threads(), rows); });
+}
+
 void CpuOps::ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const {
   if (count <= 0) return;
   NumaThreadPool& p = pool();
@@ -647,50 +748,142 @@ void CpuOps::Attention(const AttentionArgs& a) const {
   const int64_t positions = a.start_pos + a.n;
   const DType kv = a.kv_dtype;
   const int64_t esize = static_cast<int64_t>(DTypeSize(kv));
-  std::vector<const std::byte*> row(static_cast<size_t>(positions));
+  // The caller's scratch, named through references: a thread_local named in
+  // the workers' code below would be each worker's own.
+  thread_local std::vector<const std::byte*> row_scratch;
+  std::vector<const std::byte*>& row = row_scratch;
+  row.resize(static_cast<size_t>(positions));
   for (int64_t b = 0; b * a.block_size < positions; ++b) {
     const std::byte* base = a.block_row(b);
     for (int64_t s = 0; s < a.block_size && b * a.block_size + s < positions; ++s) {
       row[static_cast<size_t>(b * a.block_size + s)] = base + s * a.slot_stride * esize;
     }
   }
-  // One (token, head) pair: scores, softmax, weighted sum of values.
-  auto one = [&](int64_t t, int64_t h, std::vector<float>& scores) {
-    const int64_t last = a.start_pos + t;
-    const float* q = a.q + (t * a.heads + h) * a.head_dim;
-    const int64_t koff = (a.k_offset + (h / group) * a.head_dim) * esize;
-    const int64_t voff = (a.v_offset + (h / group) * a.v_dim) * esize;
-    scores.resize(static_cast<size_t>(last + 1));
-    float m = -INFINITY;
-    for (int64_t p = 0; p <= last; ++p) {
-      scores[static_cast<size_t>(p)] = cpu::Dot(q, row[static_cast<size_t>(p)] + koff, kv, a.head_dim, isa_) * a.scale;
-      m = std::max(m, scores[static_cast<size_t>(p)]);
+  NumaThreadPool& threads = pool();
+  const int64_t workers = threads.num_threads();
+  const int64_t work = a.n * a.heads * positions * (a.head_dim + a.v_dim);
+  const bool parallel = work >= kParallelMacs && workers > 1;
+
+  // Work items: a (token, KV head) pair's query heads, all of them or a subset,
+  // over its causal positions, all of them or a chunk. Within an item each
+  // cached row is read once for all the item's heads. Prefill has pairs enough
+  // for the pool; decode (one token, often one KV head: MLA) splits positions
+  // as flash-decoding does -- every worker reads only its chunk of the cache,
+  // instead of every head's worker reading all of it -- and, while chunks are
+  // short, heads too, until there are about two items per worker.
+  constexpr int64_t kMinChunk = 16;  // positions
+  const int64_t pairs = a.n * a.kv_heads;
+  int64_t chunks = 1, heads_per = group;
+  if (parallel && pairs < 2 * workers) {
+    const int64_t want = 2 * workers;
+    chunks = std::clamp<int64_t>((want + pairs - 1) / pairs, 1, std::max<int64_t>(1, positions / kMinChunk));
+    const int64_t subsets = std::clamp<int64_t>((want + pairs * chunks - 1) / (pairs * chunks), 1, group);
+    heads_per = (group + subsets - 1) / subsets;
+  }
+  const int64_t subsets = (group + heads_per - 1) / heads_per;
+  const int64_t items = pairs * subsets * chunks;
+
+  // Chunks' partial results: per head the unnormalised output, its running
+  // maximum and its sum of exponentials; the last chunk of an item group to
+  // finish merges them (no second dispatch). One chunk writes the output directly.
+  const int64_t part_floats = heads_per * (a.v_dim + 2);
+  thread_local std::vector<float> parts_scratch;
+  thread_local std::unique_ptr<std::atomic<int32_t>[]> finished_scratch;
+  thread_local int64_t finished_size = 0;
+  std::vector<float>& parts = parts_scratch;
+  if (chunks > 1) {
+    parts.resize(static_cast<size_t>(items * part_floats));
+    if (finished_size < pairs * subsets) {
+      finished_scratch = std::make_unique<std::atomic<int32_t>[]>(static_cast<size_t>(pairs * subsets));
+      finished_size = pairs * subsets;
     }
-    float sum = 0.0f;
-    for (int64_t p = 0; p <= last; ++p) {
-      float& s = scores[static_cast<size_t>(p)];
-      s = std::exp(s - m);
-      sum += s;
-    }
-    float* o = a.out + (t * a.heads + h) * a.v_dim;
-    std::fill(o, o + a.v_dim, 0.0f);
-    const float inv = 1.0f / sum;
-    for (int64_t p = 0; p <= last; ++p) {
-      cpu::Axpy(scores[static_cast<size_t>(p)] * inv, row[static_cast<size_t>(p)] + voff, kv, o, a.v_dim, isa_);
+    for (int64_t i = 0; i < pairs * subsets; ++i) finished_scratch[i].store(0, std::memory_order_relaxed);
+  }
+  std::atomic<int32_t>* finished = finished_scratch.get();
+  const Isa isa = isa_;
+  auto merge = [&](int64_t t, int64_t h0, int64_t hs, const float* first) {
+    for (int64_t j = 0; j < hs; ++j) {
+      auto max_of = [&](int64_t c) { return first[c * part_floats + heads_per * a.v_dim + j]; };
+      auto sum_of = [&](int64_t c) { return first[c * part_floats + heads_per * a.v_dim + heads_per + j]; };
+      float m = -INFINITY;
+      for (int64_t c = 0; c < chunks; ++c) {
+        if (sum_of(c) != 0.0f) m = std::max(m, max_of(c));
+      }
+      float total = 0.0f;
+      for (int64_t c = 0; c < chunks; ++c) {
+        if (sum_of(c) != 0.0f) total += std::exp(max_of(c) - m) * sum_of(c);
+      }
+      float* o = a.out + (t * a.heads + h0 + j) * a.v_dim;
+      std::fill(o, o + a.v_dim, 0.0f);
+      for (int64_t c = 0; c < chunks; ++c) {
+        if (sum_of(c) == 0.0f) continue;  // an empty chunk (a NaN sum is kept, and spreads)
+        cpu::Axpy(std::exp(max_of(c) - m) / total, reinterpret_cast<const std::byte*>(first + c * part_floats + j * a.v_dim),
+                  DType::kF32, o, a.v_dim, isa);
+      }
     }
   };
-  const int64_t pairs = a.n * a.heads;
-  NumaThreadPool& threads = pool();
-  const int64_t work = pairs * positions * (a.head_dim + a.v_dim);
-  if (work < kParallelMacs || threads.num_threads() == 1) {
-    std::vector<float> scores;
-    for (int64_t i = 0; i < pairs; ++i) one(i / a.heads, i % a.heads, scores);
+  auto item = [&](int64_t i) {
+    const int64_t c = i % chunks, s = (i / chunks) % subsets, pair = i / (chunks * subsets);
+    const int64_t t = pair / a.kv_heads, g = pair % a.kv_heads;
+    const int64_t h0 = g * group + s * heads_per, hs = std::min(heads_per, group - s * heads_per);
+    const int64_t len = a.start_pos + t + 1;  // causal: positions 0 .. start_pos + t
+    const int64_t step = (len + chunks - 1) / chunks;
+    const int64_t p0 = std::min(len, c * step), p1 = std::min(len, p0 + step), count = p1 - p0;
+    const float* q = a.q + (t * a.heads + h0) * a.head_dim;
+    const int64_t koff = (a.k_offset + g * a.head_dim) * esize, voff = (a.v_offset + g * a.v_dim) * esize;
+    // Where this item's outputs go: [hs, v_dim] outputs, then hs maxima, hs sums.
+    float* part = chunks > 1 ? &parts[static_cast<size_t>(i * part_floats)] : nullptr;
+    float* o = part != nullptr ? part : a.out + (t * a.heads + h0) * a.v_dim;
+    thread_local std::vector<float> own_stats;
+    own_stats.resize(static_cast<size_t>(2 * hs));
+    float* maxima = part != nullptr ? part + heads_per * a.v_dim : own_stats.data();
+    float* sums = part != nullptr ? maxima + heads_per : own_stats.data() + hs;
+    thread_local std::vector<float> scores;  // [hs, count]
+    scores.resize(static_cast<size_t>(hs * std::max<int64_t>(count, 1)));
+    for (int64_t p = 0; p < count; ++p) {
+      const std::byte* k = row[static_cast<size_t>(p0 + p)] + koff;
+      for (int64_t j = 0; j < hs; ++j) {
+        scores[static_cast<size_t>(j * count + p)] = cpu::Dot(q + j * a.head_dim, k, kv, a.head_dim, isa) * a.scale;
+      }
+    }
+    for (int64_t j = 0; j < hs; ++j) {
+      float* sj = &scores[static_cast<size_t>(j * count)];
+      float m = -INFINITY;
+      for (int64_t p = 0; p < count; ++p) m = std::max(m, sj[p]);
+      maxima[j] = m;
+      sums[j] = count > 0 ? cpu::ExpSum(sj, count, m, isa) : 0.0f;
+    }
+    std::fill(o, o + hs * a.v_dim, 0.0f);
+    for (int64_t p = 0; p < count; ++p) {
+      const std::byte* v = row[static_cast<size_t>(p0 + p)] + voff;
+      for (int64_t j = 0; j < hs; ++j) {
+        cpu::Axpy(scores[static_cast<size_t>(j * count + p)], v, kv, o + j * a.v_dim, a.v_dim, isa);
+      }
+    }
+    if (part == nullptr) {
+      for (int64_t j = 0; j < hs; ++j) {
+        const float inv = 1.0f / sums[j];
+        for (float* x = o + j * a.v_dim; x < o + (j + 1) * a.v_dim; ++x) *x *= inv;
+      }
+      return;
+    }
+    // The last of the group's chunks to finish merges them (acq_rel: it sees
+    // every other chunk's partial results).
+    const int64_t key = pair * subsets + s;
+    if (finished[key].fetch_add(1, std::memory_order_acq_rel) == chunks - 1) {
+      merge(t, h0, hs, &parts[static_cast<size_t>((key * chunks) * part_floats)]);
+    }
+  };
+  if (!parallel) {
+    for (int64_t i = 0; i < items; ++i) item(i);
     return;
   }
-  threads.Run([&](const PoolWorker& worker) {
-    std::vector<float> scores;
-    for (int64_t i = worker.global_index; i < pairs; i += threads.num_threads()) {
-      one(i / a.heads, i % a.heads, scores);
+  // Items taken one at a time, so a held-up worker takes fewer.
+  std::atomic<int64_t> next{0};
+  threads.Run([&](const PoolWorker&) {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < items;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      item(i);
     }
   });
 }

@@ -26,6 +26,8 @@ class CpuOps final : public Ops {
 
   void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
               const TensorView* bias = nullptr) const override;
+  void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                   const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride) const override;
   void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
                bool zero_centred, float* out) const override;
   void SiluMul(const float* gate, const float* up, int64_t n, float* out) const override;
@@ -62,6 +64,9 @@ void SigmoidMul(const float* gate, int64_t n, float* x, quant::Isa isa = quant::
 // S += k delta^T; o [dv] = q^T S. The state is read once and written once.
 void GatedDeltaRule(const float* q, const float* k, const float* v, float beta, float decay, float* s, int64_t dk,
                     int64_t dv, float* o, quant::Isa isa = quant::BestIsa());
+// x[i] = e^(x[i] - shift) in place (a vector e^x as accurate as std::exp to
+// about an ulp); returns the sum of the new values.
+float ExpSum(float* x, int64_t n, float shift, quant::Isa isa = quant::BestIsa());
 // y[t, i] += bias[i] for rows t < n of `cols` values (nothing when bias.data is null).
 void AddBias(const TensorView& bias, int64_t n, int64_t cols, float* y);
 }  // namespace cpu

@@ -19,6 +19,12 @@ class Ops {
   // y[n, out] = x[n, in] @ w[out, in]^T (+ bias).
   virtual void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
                       const TensorView* bias = nullptr) const = 0;
+  // y[i, h, :out] = w(h) x[i, h, :in] for tokens i < n and heads h < heads:
+  // every head its own [out, in] matrix (MLA's absorbed per-head products).
+  // Token i's head h is read at x + (i * heads + h) * x_stride and written at
+  // y + (i * heads + h) * y_stride.
+  virtual void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                           const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride) const = 0;
   virtual void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight,
                        float eps, bool zero_centred, float* out) const = 0;
   virtual void SiluMul(const float* gate, const float* up, int64_t n, float* out) const = 0;
@@ -33,6 +39,10 @@ class ReferenceOps final : public Ops {
   void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
               const TensorView* bias) const override {
     ref::MatMul(x, n, w, y, bias);
+  }
+  void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                   const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride) const override {
+    ref::HeadsMatMul(x, n, heads, x_stride, w, y, y_stride);
   }
   void RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView& weight, float eps,
                bool zero_centred, float* out) const override {

@@ -36,6 +36,26 @@ void MatMul(const float* x, int64_t n, const TensorView& w, float* y, const Tens
   }
 }
 
+void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                 const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride) {
+  std::vector<float> xh, yh;
+  for (int64_t h = 0; h < heads; ++h) {
+    const TensorView wh = w(h);
+    const int64_t out = wh.shape[0], in = wh.numel() / out;
+    xh.resize(static_cast<size_t>(n * in));
+    yh.resize(static_cast<size_t>(n * out));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* s = x + (i * heads + h) * x_stride;
+      std::copy(s, s + in, &xh[static_cast<size_t>(i * in)]);
+    }
+    MatMul(xh.data(), n, wh, yh.data());
+    for (int64_t i = 0; i < n; ++i) {
+      std::copy(&yh[static_cast<size_t>(i * out)], &yh[static_cast<size_t>((i + 1) * out)],
+                y + (i * heads + h) * y_stride);
+    }
+  }
+}
+
 void Attention(const AttentionArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t positions = a.start_pos + a.n;

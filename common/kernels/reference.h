@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,10 @@ namespace krasis::ref {
 // y[n, out] = x[n, in] @ w[out, in]^T (+ bias[out] when bias.data != nullptr).
 void MatMul(const float* x, int64_t n, const TensorView& w, float* y,
             const TensorView* bias = nullptr);
+
+// Per-head products (see Ops::HeadsMatMul): ref::MatMul for each head.
+void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
+                 const std::function<TensorView(int64_t)>& w, float* y, int64_t y_stride);
 
 // Causal attention (see AttentionArgs), dots and sums in double.
 void Attention(const AttentionArgs& args);

@@ -3,7 +3,8 @@
 // F32 weights, awkward shapes (tails shorter than a vector, fewer rows than
 // threads), batches of 1-9 tokens, on a pool of several threads; attention over
 // a paged cache whose blocks are out of order, for GQA and the MQA shape of
-// absorbed MLA; and ParallelFor's ranges.
+// absorbed MLA, split over the pool by heads and by positions; MLA's per-head
+// products; and ParallelFor's ranges.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -109,6 +110,49 @@ TEST_F(CpuOpsTest, MatMulMatchesReference) {
   }
 }
 
+// MLA's per-head products: each head's matrix a slice of one stored tensor
+// with other rows between heads (as W_uv sits in kv_b_proj), inputs and
+// outputs strided per (token, head); elements between the outputs stay untouched.
+TEST_F(CpuOpsTest, HeadsMatMulMatchesReference) {
+  struct Case {
+    int64_t heads, out, in;
+  };
+  const Case cases[] = {{1, 40, 16}, {5, 33, 100}, {16, 128, 512}, {16, 512, 128}, {3, 7, 9}};
+  uint32_t seed = 500;
+  for (Isa isa : Isas()) {
+    CpuOps ops(pool_.get(), isa);
+    for (DType dtype : {DType::kBF16, DType::kF16, DType::kF32}) {
+      for (const Case& c : cases) {
+        for (int64_t n : {1, 2, 5}) {
+          SCOPED_TRACE(testing::Message() << quant::IsaName(isa) << " " << DTypeName(dtype) << " heads=" << c.heads
+                                          << " [" << c.out << ", " << c.in << "] n=" << n);
+          const int64_t gap = 3;  // rows between heads' matrices
+          Weight w(dtype, {c.heads * (c.out + gap), c.in}, ++seed);
+          const size_t row_bytes = static_cast<size_t>(c.in) * DTypeSize(dtype);
+          auto head = [&](int64_t h) {
+            return TensorView{dtype, {c.out, c.in}, w.bytes.data() + static_cast<size_t>(h * (c.out + gap)) * row_bytes};
+          };
+          const int64_t x_stride = c.in + 7, y_stride = c.out + 5;
+          std::vector<float> x = Random(static_cast<size_t>(n * c.heads * x_stride), ++seed);
+          std::vector<float> got(static_cast<size_t>(n * c.heads * y_stride), NAN), want(got.size(), NAN);
+          ops.HeadsMatMul(x.data(), n, c.heads, x_stride, head, got.data(), y_stride);
+          ref::HeadsMatMul(x.data(), n, c.heads, x_stride, head, want.data(), y_stride);
+          std::vector<float> got_out, want_out;
+          for (size_t i = 0; i < got.size(); ++i) {
+            if (static_cast<int64_t>(i) % y_stride < c.out) {
+              got_out.push_back(got[i]);
+              want_out.push_back(want[i]);
+            } else {
+              EXPECT_TRUE(std::isnan(got[i])) << "wrote between outputs at " << i;
+            }
+          }
+          EXPECT_LT(RelError(got_out.data(), want_out.data(), got_out.size()), 2e-6);
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CpuOpsTest, RmsNormAndSiluMulMatchReference) {
   uint32_t seed = 100;
   for (Isa isa : Isas()) {
@@ -184,11 +228,18 @@ TEST_F(CpuOpsTest, AttentionMatchesReferenceOverPagedCache) {
       // Absorbed MLA: one kv head, key = [latent | rope], value = latent.
       {16, 1, 80, 64, 0, 0, 1, 45},
       {4, 1, 80, 64, 0, 0, 6, 10},
-      // Decode with positions split over the pool (flash-decoding): one and
-      // two tokens, a chunk boundary inside the last token's range.
+      // Decode split over the pool's 3 workers (about 6 items): heads in
+      // subsets (2 tokens, 62 positions: one chunk, subsets of 6, 6 and 4
+      // heads); positions in chunks merged by the last to finish (500
+      // positions: 6 chunks); both (40 positions: 2 chunks x 3 subsets); GQA
+      // pairs in chunks (2 KV heads, 301 positions: 3 chunks); chunk
+      // boundaries inside the second of two tokens' ranges.
       {16, 1, 80, 64, 0, 0, 2, 60},
       {16, 1, 80, 64, 0, 0, 1, 500},
+      {16, 1, 80, 64, 0, 0, 1, 39},
+      {16, 2, 64, 48, 0, 2 * 64, 1, 300},
       {12, 3, 32, 32, 0, 3 * 32, 3, 33},
+      {8, 1, 48, 40, 0, 0, 2, 77},
   };
   const int64_t block_size = 16;
   uint32_t seed = 200;

@@ -129,29 +129,6 @@ class MlaAttention final : public Mixer {
     const size_t bytes = static_cast<size_t>(kv_lora_ * nope_) * DTypeSize(kv_b_proj_.dtype);
     return TensorView{kv_b_proj_.dtype, {kv_lora_, nope_}, wuk_t_.data() + h * bytes};
   }
-  // dst[i, h, :out] = W(h) src[i, h, :in] for the n rows, heads split over the
-  // pool; W(h) is [out, in], rows of src / dst are heads x src_stride / dst_stride.
-  template <typename WeightOf>
-  void PerHeadMatMul(int64_t n, const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
-                     WeightOf weight_of) const {
-    ops_->ParallelFor(heads_, [&](int64_t h0, int64_t h1) {
-      std::vector<float> xh, yh;
-      for (int64_t h = h0; h < h1; ++h) {
-        const TensorView w = weight_of(h);
-        const int64_t out = w.dim(0), in = w.dim(1);
-        xh.resize(static_cast<size_t>(n * in));
-        yh.resize(static_cast<size_t>(n * out));
-        for (int64_t i = 0; i < n; ++i) {
-          const float* s = src + (i * heads_ + h) * src_stride;
-          std::copy(s, s + in, &xh[i * in]);
-        }
-        ops_->MatMul(xh.data(), n, w, yh.data());
-        for (int64_t i = 0; i < n; ++i) {
-          std::copy(&yh[i * out], &yh[(i + 1) * out], dst + (i * heads_ + h) * dst_stride);
-        }
-      }
-    });
-  }
   TensorView Wuv(int64_t h) const {
     const size_t row = static_cast<size_t>(kv_lora_) * DTypeSize(kv_b_proj_.dtype);
     return TensorView{kv_b_proj_.dtype, {v_dim_, kv_lora_},
@@ -220,7 +197,7 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
   {
     ProfileScope scope(&ForwardProfile::absorbed_ns, &ForwardProfile::absorbed_bytes);
-    PerHeadMatMul(n, q.data(), qk_dim_, q_mqa.data(), mqa_dim, [&](int64_t h) { return WukT(h); });
+    ops_->HeadsMatMul(q.data(), n, heads_, qk_dim_, [&](int64_t h) { return WukT(h); }, q_mqa.data(), mqa_dim);
   }
   for (int64_t i = 0; i < n * heads_; ++i) {
     std::copy(&q[i * qk_dim_ + nope_], &q[(i + 1) * qk_dim_], &q_mqa[i * mqa_dim + kv_lora_]);
@@ -243,7 +220,7 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   // attn[i, h] = W_uv[h] ctx[i, h].
   {
     ProfileScope scope(&ForwardProfile::absorbed_ns, &ForwardProfile::absorbed_bytes);
-    PerHeadMatMul(n, ctx.data(), kv_lora_, attn.data(), v_dim_, [&](int64_t h) { return Wuv(h); });
+    ops_->HeadsMatMul(ctx.data(), n, heads_, kv_lora_, [&](int64_t h) { return Wuv(h); }, attn.data(), v_dim_);
   }
 
   o_proj_.Apply(*ops_, attn.data(), n, out);
