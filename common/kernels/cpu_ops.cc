@@ -7,6 +7,9 @@
 // "maybe uninitialized" (a false positive in its headers).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+// Vector types inside the attention tiles' templates, compiled for their
+// targets only where flattened into the wrappers that carry them.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -414,6 +417,198 @@ __attribute__((target("avx2,fma"))) void GatedDeltaRuleAvx2(const float* q, cons
   }
 }
 
+// ------------------------------------------------- attention tiles (both) ---
+//
+// The decode attention's inner loops, written once over a vector type V and
+// compiled for AVX-512 and AVX2 by flattening them into wrappers with those
+// targets (everything they call is inlined there).
+
+struct V512 {
+  using T = __m512;
+  static constexpr int kW = 16;
+  static constexpr int kChunk = 4;  // vectors of values per pass (x 4 heads = 16 accumulators)
+  template <DType D>
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T LoadW(const std::byte* w, int64_t i) {
+    return Load16<D>(w, i);
+  }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Load(const float* p) { return _mm512_loadu_ps(p); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static void Store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Zero() { return _mm512_setzero_ps(); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Set1(float x) { return _mm512_set1_ps(x); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static float Sum(T v) { return _mm512_reduce_add_ps(v); }
+};
+
+struct V256 {
+  using T = __m256;
+  static constexpr int kW = 8;
+  static constexpr int kChunk = 2;  // x 4 heads = 8 of the 16 registers
+  template <DType D>
+  __attribute__((target("avx2,fma,f16c"))) static T LoadW(const std::byte* w, int64_t i) {
+    return Load8<D>(w, i);
+  }
+  __attribute__((target("avx2,fma"))) static T Load(const float* p) { return _mm256_loadu_ps(p); }
+  __attribute__((target("avx2,fma"))) static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  __attribute__((target("avx2,fma"))) static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  __attribute__((target("avx2,fma"))) static T Zero() { return _mm256_setzero_ps(); }
+  __attribute__((target("avx2,fma"))) static T Set1(float x) { return _mm256_set1_ps(x); }
+  __attribute__((target("avx2,fma"))) static float Sum(T v) { return Sum8(v); }
+};
+
+// scores[j * count + p] = scale * q_j . k_p for HN heads (q_j `dim` floats
+// apart) and two positions at once: each widened key vector meets HN queries,
+// in 2 x HN independent sums. dim is a multiple of V::kW.
+template <class V, DType D, int HN>
+inline void ScoreBlock(const float* q, int64_t dim, const std::byte* k0, const std::byte* k1, float scale,
+                       float* s0, float* s1, int64_t count) {
+  typename V::T acc[HN][2];
+  #pragma GCC unroll 4
+  for (int h = 0; h < HN; ++h) acc[h][0] = acc[h][1] = V::Zero();
+  for (int64_t i = 0; i < dim; i += V::kW) {
+    const typename V::T a = V::template LoadW<D>(k0, i), b = V::template LoadW<D>(k1, i);
+    #pragma GCC unroll 4
+    for (int h = 0; h < HN; ++h) {
+      const typename V::T qv = V::Load(q + h * dim + i);
+      acc[h][0] = V::Fma(qv, a, acc[h][0]);
+      acc[h][1] = V::Fma(qv, b, acc[h][1]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int h = 0; h < HN; ++h) {
+    s0[h * count] = V::Sum(acc[h][0]) * scale;
+    if (s1 != nullptr) s1[h * count] = V::Sum(acc[h][1]) * scale;
+  }
+}
+
+template <class V, DType D>
+inline void ScoresT(const float* q, int64_t hs, int64_t dim, const std::byte* const* rows, int64_t koff,
+                    int64_t count, float scale, float* scores) {
+  for (int64_t p = 0; p < count; p += 2) {
+    const std::byte* k0 = rows[p] + koff;
+    const bool two = p + 1 < count;
+    const std::byte* k1 = two ? rows[p + 1] + koff : k0;  // (an odd last position is computed twice, kept once)
+    for (int64_t j = 0; j < hs; j += 4) {
+      float* s0 = scores + j * count + p;
+      float* s1 = two ? s0 + 1 : nullptr;
+      const float* qj = q + j * dim;
+      switch (std::min<int64_t>(4, hs - j)) {
+        case 4: ScoreBlock<V, D, 4>(qj, dim, k0, k1, scale, s0, s1, count); break;
+        case 3: ScoreBlock<V, D, 3>(qj, dim, k0, k1, scale, s0, s1, count); break;
+        case 2: ScoreBlock<V, D, 2>(qj, dim, k0, k1, scale, s0, s1, count); break;
+        default: ScoreBlock<V, D, 1>(qj, dim, k0, k1, scale, s0, s1, count); break;
+      }
+    }
+  }
+}
+
+// o[h, c .. c + CV * kW) = sum_p weights[h * count + p] * v_p[c ..] for HN
+// heads: each widened value vector meets HN weights, the sums stay in
+// registers over all positions and are stored once.
+template <class V, DType D, int HN, int CV>
+inline void WeighBlock(const float* weights, int64_t count, const std::byte* const* rows, int64_t voff, int64_t c,
+                       float* o, int64_t v_dim) {
+  typename V::T acc[HN][CV];
+  #pragma GCC unroll 4
+  for (int h = 0; h < HN; ++h) {
+    #pragma GCC unroll 4
+    for (int u = 0; u < CV; ++u) acc[h][u] = V::Zero();
+  }
+  for (int64_t p = 0; p < count; ++p) {
+    const std::byte* v = rows[p] + voff;
+    typename V::T w[CV];
+    #pragma GCC unroll 4
+    for (int u = 0; u < CV; ++u) w[u] = V::template LoadW<D>(v, c + u * V::kW);
+    #pragma GCC unroll 4
+    for (int h = 0; h < HN; ++h) {
+      const typename V::T b = V::Set1(weights[h * count + p]);
+      #pragma GCC unroll 4
+      for (int u = 0; u < CV; ++u) acc[h][u] = V::Fma(b, w[u], acc[h][u]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int h = 0; h < HN; ++h) {
+    #pragma GCC unroll 4
+    for (int u = 0; u < CV; ++u) V::Store(o + h * v_dim + c + u * V::kW, acc[h][u]);
+  }
+}
+
+template <class V, DType D, int HN>
+inline void WeighHeads(const float* weights, int64_t count, const std::byte* const* rows, int64_t voff, float* o,
+                       int64_t v_dim) {
+  int64_t c = 0;
+  for (; c + V::kChunk * V::kW <= v_dim; c += V::kChunk * V::kW) {
+    WeighBlock<V, D, HN, V::kChunk>(weights, count, rows, voff, c, o, v_dim);
+  }
+  for (; c < v_dim; c += V::kW) WeighBlock<V, D, HN, 1>(weights, count, rows, voff, c, o, v_dim);
+}
+
+// o[j, :] = sum_p weights[j * count + p] v_p for hs heads. v_dim is a multiple of V::kW.
+template <class V, DType D>
+inline void WeighT(const float* weights, int64_t hs, int64_t count, const std::byte* const* rows, int64_t voff,
+                   int64_t v_dim, float* o) {
+  for (int64_t j = 0; j < hs; j += 4) {
+    const float* wj = weights + j * count;
+    float* oj = o + j * v_dim;
+    switch (std::min<int64_t>(4, hs - j)) {
+      case 4: WeighHeads<V, D, 4>(wj, count, rows, voff, oj, v_dim); break;
+      case 3: WeighHeads<V, D, 3>(wj, count, rows, voff, oj, v_dim); break;
+      case 2: WeighHeads<V, D, 2>(wj, count, rows, voff, oj, v_dim); break;
+      default: WeighHeads<V, D, 1>(wj, count, rows, voff, oj, v_dim); break;
+    }
+  }
+}
+
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"), flatten)) void ScoresAvx512(
+    const float* q, int64_t hs, int64_t dim, const std::byte* const* rows, int64_t koff, int64_t count, float scale,
+    float* scores) {
+  ScoresT<V512, D>(q, hs, dim, rows, koff, count, scale, scores);
+}
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"), flatten)) void WeighAvx512(
+    const float* weights, int64_t hs, int64_t count, const std::byte* const* rows, int64_t voff, int64_t v_dim,
+    float* o) {
+  WeighT<V512, D>(weights, hs, count, rows, voff, v_dim, o);
+}
+template <DType D>
+__attribute__((target("avx2,fma,f16c"), flatten)) void ScoresAvx2(const float* q, int64_t hs, int64_t dim,
+                                                                   const std::byte* const* rows, int64_t koff,
+                                                                   int64_t count, float scale, float* scores) {
+  ScoresT<V256, D>(q, hs, dim, rows, koff, count, scale, scores);
+}
+template <DType D>
+__attribute__((target("avx2,fma,f16c"), flatten)) void WeighAvx2(const float* weights, int64_t hs, int64_t count,
+                                                                  const std::byte* const* rows, int64_t voff,
+                                                                  int64_t v_dim, float* o) {
+  WeighT<V256, D>(weights, hs, count, rows, voff, v_dim, o);
+}
+
+// The tiled attention loops of one ISA and cache dtype (null where a plain
+// loop over cpu::Dot / cpu::Axpy serves: the scalar path, dims not a multiple
+// of the vector width).
+struct AttentionTiles {
+  void (*scores)(const float*, int64_t, int64_t, const std::byte* const*, int64_t, int64_t, float, float*) = nullptr;
+  void (*weigh)(const float*, int64_t, int64_t, const std::byte* const*, int64_t, int64_t, float*) = nullptr;
+};
+
+template <DType D>
+AttentionTiles TilesFor(Isa isa) {
+  if (quant::HasAvx512(isa)) return {ScoresAvx512<D>, WeighAvx512<D>};
+  if (isa == Isa::kAvx2) return {ScoresAvx2<D>, WeighAvx2<D>};
+  return {};
+}
+
+AttentionTiles Tiles(Isa isa, DType kv, int64_t head_dim, int64_t v_dim) {
+  const int64_t width = quant::HasAvx512(isa) ? 16 : 8;
+  if (head_dim % width != 0 || v_dim % width != 0) return {};
+  switch (kv) {
+    case DType::kBF16: return TilesFor<DType::kBF16>(isa);
+    case DType::kF16: return TilesFor<DType::kF16>(isa);
+    case DType::kF32: return TilesFor<DType::kF32>(isa);
+    default: return {};
+  }
+}
+
 // ----------------------------------------------------------------- scalar ---
 
 template <DType D, int NB>
@@ -801,6 +996,7 @@ void CpuOps::Attention(const AttentionArgs& a) const {
   }
   std::atomic<int32_t>* finished = finished_scratch.get();
   const Isa isa = isa_;
+  const AttentionTiles tiles = Tiles(isa, kv, a.head_dim, a.v_dim);
   auto merge = [&](int64_t t, int64_t h0, int64_t hs, const float* first) {
     for (int64_t j = 0; j < hs; ++j) {
       auto max_of = [&](int64_t c) { return first[c * part_floats + heads_per * a.v_dim + j]; };
@@ -840,10 +1036,14 @@ void CpuOps::Attention(const AttentionArgs& a) const {
     float* sums = part != nullptr ? maxima + heads_per : own_stats.data() + hs;
     thread_local std::vector<float> scores;  // [hs, count]
     scores.resize(static_cast<size_t>(hs * std::max<int64_t>(count, 1)));
-    for (int64_t p = 0; p < count; ++p) {
-      const std::byte* k = row[static_cast<size_t>(p0 + p)] + koff;
-      for (int64_t j = 0; j < hs; ++j) {
-        scores[static_cast<size_t>(j * count + p)] = cpu::Dot(q + j * a.head_dim, k, kv, a.head_dim, isa) * a.scale;
+    const std::byte* const* rows = row.data() + p0;
+    if (tiles.scores != nullptr) {
+      tiles.scores(q, hs, a.head_dim, rows, koff, count, a.scale, scores.data());
+    } else {
+      for (int64_t p = 0; p < count; ++p) {
+        for (int64_t j = 0; j < hs; ++j) {
+          scores[static_cast<size_t>(j * count + p)] = cpu::Dot(q + j * a.head_dim, rows[p] + koff, kv, a.head_dim, isa) * a.scale;
+        }
       }
     }
     for (int64_t j = 0; j < hs; ++j) {
@@ -853,11 +1053,14 @@ void CpuOps::Attention(const AttentionArgs& a) const {
       maxima[j] = m;
       sums[j] = count > 0 ? cpu::ExpSum(sj, count, m, isa) : 0.0f;
     }
-    std::fill(o, o + hs * a.v_dim, 0.0f);
-    for (int64_t p = 0; p < count; ++p) {
-      const std::byte* v = row[static_cast<size_t>(p0 + p)] + voff;
-      for (int64_t j = 0; j < hs; ++j) {
-        cpu::Axpy(scores[static_cast<size_t>(j * count + p)], v, kv, o + j * a.v_dim, a.v_dim, isa);
+    if (tiles.weigh != nullptr) {
+      tiles.weigh(scores.data(), hs, count, rows, voff, a.v_dim, o);
+    } else {
+      std::fill(o, o + hs * a.v_dim, 0.0f);
+      for (int64_t p = 0; p < count; ++p) {
+        for (int64_t j = 0; j < hs; ++j) {
+          cpu::Axpy(scores[static_cast<size_t>(j * count + p)], rows[p] + voff, kv, o + j * a.v_dim, a.v_dim, isa);
+        }
       }
     }
     if (part == nullptr) {

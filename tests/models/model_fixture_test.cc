@@ -16,6 +16,13 @@
 namespace krasis {
 namespace {
 
+// Prompt processed whole, in chunks or token by token: the same logits up to
+// fp32 rounding. Not bit-equal: CPU attention splits a few tokens' positions
+// and heads over the pool's workers and merges partial softmax sums, while a
+// long chunk keeps each token's heads whole, so sums are taken in another
+// order (on the 16-thread GPU host the DeepSeek-V3 fixture differed by 1.9e-5).
+constexpr double kSplitTolerance = 1e-4;
+
 std::string FixtureDir(const std::string& arch) {
   return std::string(KRASIS_TEST_DATA_DIR) + "/models/" + arch;
 }
@@ -112,7 +119,7 @@ TEST_P(ModelFixtureTest, TokenByTokenDecodeEqualsPrefill) {
     BatchItem item{&inc, {prompt[p]}, false};
     ASSERT_TRUE(model_->Forward(std::span(&item, 1), *cache_, &logits).ok());
     std::vector<float> want(all.begin() + p * vocab_, all.begin() + (p + 1) * vocab_);
-    EXPECT_LE(RelativeL2(logits[0], want), 1e-5) << "position " << p;
+    EXPECT_LE(RelativeL2(logits[0], want), kSplitTolerance) << "position " << p;
   }
   EXPECT_EQ(inc.num_tokens, static_cast<int64_t>(prompt.size()));
 }
@@ -130,7 +137,7 @@ TEST_P(ModelFixtureTest, ChunkedPrefillEqualsOneShot) {
     BatchItem item{&chunked, std::vector<int32_t>(prompt.begin() + start, prompt.begin() + end), true};
     ASSERT_TRUE(model_->Forward(std::span(&item, 1), *cache_, &logits).ok());
     std::vector<float> want(all.begin() + start * vocab_, all.begin() + end * vocab_);
-    EXPECT_LE(RelativeL2(logits[0], want), 1e-5) << "chunk at " << start;
+    EXPECT_LE(RelativeL2(logits[0], want), kSplitTolerance) << "chunk at " << start;
     start = end;
   }
 }
@@ -194,7 +201,7 @@ TEST_P(ModelFixtureTest, SixteenBitKvCachesStayCloseToF32) {
       BatchItem item{&chunked, std::vector<int32_t>(prompt.begin() + start, prompt.begin() + end), true};
       ASSERT_TRUE(model_->Forward(std::span(&item, 1), *cache_, &logits).ok());
       std::vector<float> want(all.begin() + start * vocab_, all.begin() + end * vocab_);
-      EXPECT_LE(RelativeL2(logits[0], want), 1e-5) << "chunk at " << start;
+      EXPECT_LE(RelativeL2(logits[0], want), kSplitTolerance) << "chunk at " << start;
     }
   }
 }
