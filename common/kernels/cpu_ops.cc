@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -434,6 +435,7 @@ struct V512 {
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Load(const float* p) { return _mm512_loadu_ps(p); }
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static void Store(float* p, T v) { _mm512_storeu_ps(p, v); }
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Mul(T a, T b) { return _mm512_mul_ps(a, b); }
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Zero() { return _mm512_setzero_ps(); }
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static T Set1(float x) { return _mm512_set1_ps(x); }
   __attribute__((target("avx512f,avx512bw,avx512vl"))) static float Sum(T v) { return _mm512_reduce_add_ps(v); }
@@ -450,6 +452,7 @@ struct V256 {
   __attribute__((target("avx2,fma"))) static T Load(const float* p) { return _mm256_loadu_ps(p); }
   __attribute__((target("avx2,fma"))) static void Store(float* p, T v) { _mm256_storeu_ps(p, v); }
   __attribute__((target("avx2,fma"))) static T Fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  __attribute__((target("avx2,fma"))) static T Mul(T a, T b) { return _mm256_mul_ps(a, b); }
   __attribute__((target("avx2,fma"))) static T Zero() { return _mm256_setzero_ps(); }
   __attribute__((target("avx2,fma"))) static T Set1(float x) { return _mm256_set1_ps(x); }
   __attribute__((target("avx2,fma"))) static float Sum(T v) { return Sum8(v); }
@@ -581,6 +584,53 @@ __attribute__((target("avx2,fma,f16c"), flatten)) void WeighAvx2(const float* we
                                                                   const std::byte* const* rows, int64_t voff,
                                                                   int64_t v_dim, float* o) {
   WeighT<V256, D>(weights, hs, count, rows, voff, v_dim, o);
+}
+
+// RMSNorm's two element-wise loops: the weight widened to float, and
+// out = x * inv * w (in that order, as the plain loop rounds).
+template <class V, DType D>
+inline void WidenT(const std::byte* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + V::kW <= n; i += V::kW) V::Store(dst + i, V::template LoadW<D>(src, i));
+  for (; i < n; ++i) dst[i] = WidenScalar(D, src, i);
+}
+
+template <class V>
+inline void NormRowT(const float* x, float inv, const float* w, int64_t n, float* out) {
+  const typename V::T vinv = V::Set1(inv);
+  int64_t i = 0;
+  for (; i + V::kW <= n; i += V::kW) V::Store(out + i, V::Mul(V::Mul(V::Load(x + i), vinv), V::Load(w + i)));
+  for (; i < n; ++i) out[i] = x[i] * inv * w[i];
+}
+
+template <DType D>
+__attribute__((target("avx512f,avx512bw,avx512vl"), flatten)) void WidenAvx512(const std::byte* src, int64_t n,
+                                                                               float* dst) {
+  WidenT<V512, D>(src, n, dst);
+}
+template <DType D>
+__attribute__((target("avx2,fma,f16c"), flatten)) void WidenAvx2(const std::byte* src, int64_t n, float* dst) {
+  WidenT<V256, D>(src, n, dst);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"), flatten)) void NormRowAvx512(const float* x, float inv,
+                                                                                 const float* w, int64_t n,
+                                                                                 float* out) {
+  NormRowT<V512>(x, inv, w, n, out);
+}
+__attribute__((target("avx2,fma"), flatten)) void NormRowAvx2(const float* x, float inv, const float* w, int64_t n,
+                                                              float* out) {
+  NormRowT<V256>(x, inv, w, n, out);
+}
+
+template <DType D>
+void WidenAs(const std::byte* src, int64_t n, float* dst, Isa isa) {
+  if (quant::HasAvx512(isa)) {
+    WidenAvx512<D>(src, n, dst);
+  } else if (isa == Isa::kAvx2) {
+    WidenAvx2<D>(src, n, dst);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = WidenScalar(D, src, i);
+  }
 }
 
 // The tiled attention loops of one ISA and cache dtype (null where a plain
@@ -922,7 +972,12 @@ void CpuOps::RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView
                      bool zero_centred, float* out) const {
   thread_local std::vector<float> w;
   w.resize(static_cast<size_t>(dim));
-  ConvertToFloat(weight.dtype, weight.data, w.data(), static_cast<size_t>(dim));
+  switch (weight.dtype) {  // (two of these a layer: widened in vectors, not element by element)
+    case DType::kBF16: WidenAs<DType::kBF16>(weight.data, dim, w.data(), isa_); break;
+    case DType::kF16: WidenAs<DType::kF16>(weight.data, dim, w.data(), isa_); break;
+    case DType::kF32: WidenAs<DType::kF32>(weight.data, dim, w.data(), isa_); break;
+    default: ConvertToFloat(weight.dtype, weight.data, w.data(), static_cast<size_t>(dim));
+  }
   if (zero_centred) {
     for (float& v : w) v += 1.0f;
   }
@@ -930,7 +985,13 @@ void CpuOps::RmsNorm(const float* x, int64_t rows, int64_t dim, const TensorView
     const float* xr = x + r * dim;
     const float inv = 1.0f / std::sqrt(cpu::Dot(xr, xr, dim, isa_) / static_cast<float>(dim) + eps);
     float* o = out + r * dim;
-    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * inv * w[static_cast<size_t>(i)];
+    if (quant::HasAvx512(isa_)) {
+      NormRowAvx512(xr, inv, w.data(), dim, o);
+    } else if (isa_ == Isa::kAvx2) {
+      NormRowAvx2(xr, inv, w.data(), dim, o);
+    } else {
+      for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * inv * w[static_cast<size_t>(i)];
+    }
   }
 }
 
@@ -966,7 +1027,12 @@ void CpuOps::Attention(const AttentionArgs& a) const {
   // as flash-decoding does -- every worker reads only its chunk of the cache,
   // instead of every head's worker reading all of it -- and, while chunks are
   // short, heads too, until there are about two items per worker.
-  constexpr int64_t kMinChunk = 16;  // positions
+  // Positions per chunk at least (KRASIS_ATTN_MIN_CHUNK, default 16): fewer,
+  // longer chunks mean fewer partial sums to merge, more heads per item.
+  static const int64_t kMinChunk = [] {
+    const char* env = std::getenv("KRASIS_ATTN_MIN_CHUNK");
+    return env != nullptr && std::atoll(env) > 0 ? static_cast<int64_t>(std::atoll(env)) : int64_t{16};
+  }();
   const int64_t pairs = a.n * a.kv_heads;
   int64_t chunks = 1, heads_per = group;
   if (parallel && pairs < 2 * workers) {

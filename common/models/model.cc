@@ -1,5 +1,6 @@
 // The shared decoder forward pass and the architecture dispatch (see model.h).
 #include "common/models/model.h"
+#include "common/models/scratch.h"
 #include "common/models/quantize_experts.h"
 
 #include <algorithm>
@@ -23,12 +24,7 @@ std::atomic<bool> profiling{false};
 struct ForwardScratch {
   std::vector<float> x, h, delta, normed, logits;
   // Buffers of a long prompt's size are not kept for the next call.
-  void ReleaseLarge() {
-    constexpr size_t kKeepFloats = size_t{4} << 20;  // 16 MB
-    for (std::vector<float>* v : {&x, &h, &delta, &normed, &logits}) {
-      if (v->capacity() > kKeepFloats) std::vector<float>().swap(*v);
-    }
-  }
+  void ReleaseLarge() { ReleaseLargeScratch({&x, &h, &delta, &normed, &logits}); }
 };
 ForwardProfile profile_totals;
 std::mutex profile_mu;

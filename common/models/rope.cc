@@ -101,15 +101,25 @@ std::vector<float> Rope::Table(int64_t start_pos, int64_t n) const {
 }
 
 void Rope::Apply(float* x, int64_t heads, int64_t stride, int64_t pos) const {
+  thread_local std::vector<float> cos_sin;
+  cos_sin.resize(static_cast<size_t>(rot_dim));
   const int64_t half = rot_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
-    float c = RopeCos(*this, pos, i);
-    float s = RopeSin(*this, pos, i);
+    cos_sin[static_cast<size_t>(i)] = RopeCos(*this, pos, i);
+    cos_sin[static_cast<size_t>(half + i)] = RopeSin(*this, pos, i);
+  }
+  Apply(x, heads, stride, cos_sin.data());
+}
+
+void Rope::Apply(float* x, int64_t heads, int64_t stride, const float* cos_sin) const {
+  const int64_t half = rot_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float c = cos_sin[i], s = cos_sin[half + i];
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + h * stride;
-      int64_t a = interleaved ? 2 * i : i;
-      int64_t b = interleaved ? 2 * i + 1 : i + half;
-      float x1 = v[a], x2 = v[b];
+      const int64_t a = interleaved ? 2 * i : i;
+      const int64_t b = interleaved ? 2 * i + 1 : i + half;
+      const float x1 = v[a], x2 = v[b];
       v[a] = x1 * c - x2 * s;
       v[b] = x2 * c + x1 * s;
     }

@@ -21,6 +21,9 @@ struct Rope {
   // Rotates the first rot_dim dims of each of `heads` vectors (stride `stride`
   // floats apart) for position `pos`.
   void Apply(float* x, int64_t heads, int64_t stride, int64_t pos) const;
+  // The same with the position's row of Table (rot_dim / 2 cosines, then the
+  // sines), so vectors rotated for one position share its cosines and sines.
+  void Apply(float* x, int64_t heads, int64_t stride, const float* cos_sin) const;
   // For positions start_pos .. start_pos + n - 1: per position rot_dim / 2
   // cosines then rot_dim / 2 sines, the very values Apply uses (the GPU
   // kernel's table, cuda::LaunchRope).

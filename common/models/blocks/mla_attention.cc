@@ -38,6 +38,7 @@
 #include "common/models/blocks/projection.h"
 #include "common/models/model.h"
 #include "common/models/rope.h"
+#include "common/models/scratch.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -156,11 +157,18 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
 
   // Queries [n, heads, qk_dim] and the compressed KV [n, kv_lora + rope]: the
   // projections of x in one dispatch when quantized.
+  // Buffers from this thread's scratch (a decode step allocates nothing).
+  thread_local struct {
+    std::vector<float> q, kva, qa, latent, q_mqa, ctx, attn;
+  } scratch;
   const int64_t kva_dim = kv_lora_ + rope_dim_;
-  std::vector<float> q(static_cast<size_t>(n * heads_ * qk_dim_));
-  std::vector<float> kva(static_cast<size_t>(n * kva_dim));
+  std::vector<float>& q = scratch.q;
+  std::vector<float>& kva = scratch.kva;
+  q.resize(static_cast<size_t>(n * heads_ * qk_dim_));
+  kva.resize(static_cast<size_t>(n * kva_dim));
   if (q_lora_ > 0) {
-    std::vector<float> qa(static_cast<size_t>(n * q_lora_));
+    std::vector<float>& qa = scratch.qa;
+    qa.resize(static_cast<size_t>(n * q_lora_));
     const Projection* in[] = {&q_a_proj_, &kv_a_proj_};
     float* ys[] = {qa.data(), kva.data()};
     ApplyAll(*ops_, in, x, n, ys);
@@ -173,7 +181,8 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   }
 
   // The latent normed, k_pe roped, both into the cache.
-  std::vector<float> latent(static_cast<size_t>(n * kv_lora_));
+  std::vector<float>& latent = scratch.latent;
+  latent.resize(static_cast<size_t>(n * kv_lora_));
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(&latent[i * kv_lora_], &kva[i * kva_dim], sizeof(float) * kv_lora_);
   }
@@ -182,19 +191,23 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
     for (int64_t i = r.first_row; i < r.first_row + r.count; ++i) {
       const int64_t pos = r.start_pos + (i - r.first_row);
       float* k_pe = &kva[i * kva_dim + kv_lora_];
-      rope_.Apply(k_pe, 1, rope_dim_, pos);
+      const std::vector<float> cos_sin = rope_.Table(pos, 1);  // for k_pe and every head's q_pe
+      rope_.Apply(k_pe, 1, rope_dim_, cos_sin.data());
       r.seq->StoreRow(cache, layer, pos, 0, &latent[i * kv_lora_], kv_lora_);
       r.seq->StoreRow(cache, layer, pos, kv_lora_, k_pe, rope_dim_);
-      rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, pos);
+      rope_.Apply(&q[i * heads_ * qk_dim_ + nope_], heads_, qk_dim_, cos_sin.data());
     }
   }
 
   // Absorbed query [n, heads, kv_lora + rope]: W_uk^T q_nope, then q_pe; it
   // meets the cached [latent | k_pe] rows, kva_dim wide.
   const int64_t mqa_dim = kva_dim;
-  std::vector<float> q_mqa(static_cast<size_t>(n * heads_ * mqa_dim));
-  std::vector<float> ctx(static_cast<size_t>(n * heads_ * kv_lora_));
-  std::vector<float> attn(static_cast<size_t>(n * heads_ * v_dim_));
+  std::vector<float>& q_mqa = scratch.q_mqa;
+  std::vector<float>& ctx = scratch.ctx;
+  std::vector<float>& attn = scratch.attn;
+  q_mqa.resize(static_cast<size_t>(n * heads_ * mqa_dim));
+  ctx.resize(static_cast<size_t>(n * heads_ * kv_lora_));
+  attn.resize(static_cast<size_t>(n * heads_ * v_dim_));
   {
     ProfileScope scope(&ForwardProfile::absorbed_ns, &ForwardProfile::absorbed_bytes);
     ops_->HeadsMatMul(q.data(), n, heads_, qk_dim_, [&](int64_t h) { return WukT(h); }, q_mqa.data(), mqa_dim);
@@ -224,6 +237,7 @@ absl::Status MlaAttention::Forward(const float* x, float* out, std::span<const S
   }
 
   o_proj_.Apply(*ops_, attn.data(), n, out);
+  ReleaseLargeScratch({&q, &kva, &scratch.qa, &latent, &q_mqa, &ctx, &attn});
   return absl::OkStatus();
 }
 
