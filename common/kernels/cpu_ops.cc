@@ -1023,22 +1023,25 @@ void CpuOps::Attention(const AttentionArgs& a) const {
   // Work items: a (token, KV head) pair's query heads, all of them or a subset,
   // over its causal positions, all of them or a chunk. Within an item each
   // cached row is read once for all the item's heads. Prefill has pairs enough
-  // for the pool; decode (one token, often one KV head: MLA) splits positions
-  // as flash-decoding does -- every worker reads only its chunk of the cache,
-  // instead of every head's worker reading all of it -- and, while chunks are
-  // short, heads too, until there are about two items per worker.
-  // Positions per chunk at least (KRASIS_ATTN_MIN_CHUNK, default 16): fewer,
-  // longer chunks mean fewer partial sums to merge, more heads per item.
-  static const int64_t kMinChunk = [] {
+  // for the pool. Decode (one token, often one KV head: MLA) needs about two
+  // items per worker: heads in subsets of at least four (the tiles' width),
+  // then positions in chunks as flash-decoding splits them -- every worker
+  // reads only its chunk of the cache -- then, while chunks would be shorter
+  // than the minimum, smaller head subsets. The chunks of a subset are merged
+  // by one thread, so a subset of heads keeps that merge short (16 heads x 32
+  // chunks at 16K positions made one thread read 1 MB of partial sums).
+  static const int64_t kMinChunk = [] {  // positions (KRASIS_ATTN_MIN_CHUNK)
     const char* env = std::getenv("KRASIS_ATTN_MIN_CHUNK");
-    return env != nullptr && std::atoll(env) > 0 ? static_cast<int64_t>(std::atoll(env)) : int64_t{16};
+    return env != nullptr && std::atoll(env) > 0 ? static_cast<int64_t>(std::atoll(env)) : int64_t{32};
   }();
   const int64_t pairs = a.n * a.kv_heads;
   int64_t chunks = 1, heads_per = group;
   if (parallel && pairs < 2 * workers) {
     const int64_t want = 2 * workers;
-    chunks = std::clamp<int64_t>((want + pairs - 1) / pairs, 1, std::max<int64_t>(1, positions / kMinChunk));
-    const int64_t subsets = std::clamp<int64_t>((want + pairs * chunks - 1) / (pairs * chunks), 1, group);
+    int64_t subsets = std::clamp<int64_t>(group / 4, 1, 4);
+    chunks = std::clamp<int64_t>((want + pairs * subsets - 1) / (pairs * subsets), 1,
+                                 std::max<int64_t>(1, positions / kMinChunk));
+    subsets = std::clamp<int64_t>((want + pairs * chunks - 1) / (pairs * chunks), subsets, group);
     heads_per = (group + subsets - 1) / subsets;
   }
   const int64_t subsets = (group + heads_per - 1) / heads_per;

@@ -228,12 +228,12 @@ TEST_F(CpuOpsTest, AttentionMatchesReferenceOverPagedCache) {
       // Absorbed MLA: one kv head, key = [latent | rope], value = latent.
       {16, 1, 80, 64, 0, 0, 1, 45},
       {4, 1, 80, 64, 0, 0, 6, 10},
-      // Decode split over the pool's 3 workers (about 6 items): heads in
-      // subsets (2 tokens, 62 positions: one chunk, subsets of 6, 6 and 4
-      // heads); positions in chunks merged by the last to finish (500
-      // positions: 6 chunks); both (40 positions: 2 chunks x 3 subsets); GQA
-      // pairs in chunks (2 KV heads, 301 positions: 3 chunks); chunk
-      // boundaries inside the second of two tokens' ranges.
+      // Decode split over the pool's 3 workers (about 6 items, chunks of at
+      // least 32 positions): heads in subsets only (2 tokens, 62 positions:
+      // 4 subsets of 4 heads; 40 positions: 6 subsets of 3 or 1); subsets
+      // and chunks merged by the last to finish (501 positions: 4 x 2); GQA
+      // groups in 2 subsets x 2 chunks (2 KV heads, 301 positions); chunk
+      // boundaries inside the second of two tokens' ranges (77 positions).
       {16, 1, 80, 64, 0, 0, 2, 60},
       {16, 1, 80, 64, 0, 0, 1, 500},
       {16, 1, 80, 64, 0, 0, 1, 39},
