@@ -90,4 +90,30 @@ inline double MeasureReadBandwidth(NumaThreadPool& pool, size_t bytes_per_thread
   return best;
 }
 
+// Other memory read between timed calls (untimed), so the next call finds
+// none of its own data in the caches: one slice per worker, first touched by it.
+class CacheEvictor {
+ public:
+  CacheEvictor(NumaThreadPool& pool, size_t bytes) : pool_(pool), buffer_(bytes) {
+    pool_.Run([&](const PoolWorker& w) {
+      auto [b, e] = SplitRange(static_cast<int64_t>(buffer_.size()), w.global_index, pool_.num_threads());
+      std::fill(buffer_.begin() + b, buffer_.begin() + e, uint8_t{1});
+    });
+  }
+  size_t bytes() const { return buffer_.size(); }
+  void Evict() {
+    if (buffer_.empty()) return;
+    pool_.Run([&](const PoolWorker& w) {
+      auto [b, e] = SplitRange(static_cast<int64_t>(buffer_.size()), w.global_index, pool_.num_threads());
+      sink_.fetch_xor(ReadBytes(buffer_.data() + b, static_cast<size_t>(e - b)));
+    });
+  }
+  uint64_t sink() const { return sink_.load(); }  // (keeps the reads)
+
+ private:
+  NumaThreadPool& pool_;
+  std::vector<uint8_t> buffer_;
+  std::atomic<uint64_t> sink_{0};
+};
+
 }  // namespace krasis::bench

@@ -79,15 +79,7 @@ int main(int argc, char** argv) {
   std::printf("heads %lld over %lld kv heads, keys %lld wide, values %lld wide (%s), BF16 cache, blocks of 16\n\n",
               static_cast<long long>(heads), static_cast<long long>(kv_heads), static_cast<long long>(head_dim),
               static_cast<long long>(v_dim), separate_v ? "stored after the keys" : "the keys' first elements");
-  std::vector<uint8_t> evict(static_cast<size_t>(evict_mb) << 20, uint8_t{1});
-  std::atomic<uint64_t> sink{0};
-  auto evict_caches = [&] {
-    if (evict.empty()) return;
-    pool.Run([&](const krasis::PoolWorker& w) {
-      auto [b, e] = krasis::SplitRange(static_cast<int64_t>(evict.size()), w.global_index, pool.num_threads());
-      sink.fetch_xor(krasis::bench::ReadBytes(evict.data() + b, static_cast<size_t>(e - b)));
-    });
-  };
+  krasis::bench::CacheEvictor evictor(pool, static_cast<size_t>(evict_mb) << 20);
   std::printf("%10s %12s %14s %14s %14s %14s\n", "positions", "cache MB", "cold us/call", "cold GB/s",
               "warm us/call", "warm GB/s");
   const int64_t row = kv_heads * head_dim + (separate_v ? kv_heads * v_dim : 0);
@@ -128,7 +120,7 @@ int main(int argc, char** argv) {
     ops.Attention(args);  // first touch of the scratch
     double cold = 0.0, warm = 0.0;
     for (int64_t c = 0; c < calls; ++c) {
-      evict_caches();
+      evictor.Evict();
       const auto t0 = Clock::now();
       ops.Attention(args);
       cold += std::chrono::duration<double>(Clock::now() - t0).count();
@@ -140,5 +132,5 @@ int main(int argc, char** argv) {
     std::printf("%10lld %12.2f %14.1f %14.1f %14.1f %14.1f\n", static_cast<long long>(positions), bytes / 1e6,
                 cold / calls * 1e6, bytes * calls / cold / 1e9, warm / calls * 1e6, bytes * calls / warm / 1e9);
   }
-  return sink.load() == 42 ? 1 : 0;  // (keeps the eviction reads)
+  return evictor.sink() == 42 ? 1 : 0;  // (keeps the eviction reads)
 }

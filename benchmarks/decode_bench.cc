@@ -108,22 +108,10 @@ int main(int argc, char** argv) {
   }
   // Memory read between steps to push the weights out of the caches, in one
   // slice per worker, first touched by it.
-  std::vector<uint8_t> evict(static_cast<size_t>(std::max<int64_t>(0, evict_mb)) << 20);
-  pool.Run([&](const krasis::PoolWorker& w) {
-    auto [b, e] = krasis::SplitRange(static_cast<int64_t>(evict.size()), w.global_index, pool.num_threads());
-    std::fill(evict.begin() + b, evict.begin() + e, uint8_t{1});
-  });
-  std::atomic<uint64_t> sink{0};
-  auto evict_caches = [&] {
-    if (evict.empty()) return;
-    pool.Run([&](const krasis::PoolWorker& w) {
-      auto [b, e] = krasis::SplitRange(static_cast<int64_t>(evict.size()), w.global_index, pool.num_threads());
-      sink.fetch_xor(krasis::bench::ReadBytes(evict.data() + b, static_cast<size_t>(e - b)));
-    });
-  };
+  krasis::bench::CacheEvictor evictor(pool, static_cast<size_t>(std::max<int64_t>(0, evict_mb)) << 20);
   std::printf("timed: the steps only; between steps %lld MB of other memory is read (untimed) to evict the weights "
               "from the caches\n\n",
-              static_cast<long long>(evict.size() >> 20));
+              static_cast<long long>(evictor.bytes() >> 20));
   std::printf("%6s %12s %16s %10s %12s %14s %8s   %s\n", "batch", "tokens/s", "MB read/token", "GB/s", "DRAM GB/s",
               "ceiling tok/s", "ratio", "repeats");
   const int64_t vocab = (*model)->config().vocab_size;
@@ -164,7 +152,7 @@ int main(int argc, char** argv) {
     // `steps` steps; adds their time and the argmax's part of it.
     auto run_steps = [&](double* seconds, double* argmax_seconds) {
       for (int step = 0; step < steps; ++step) {
-        evict_caches();
+        evictor.Evict();
         const auto start = Clock::now();
         if (auto s = (*model)->Forward(items, *cache, &logits); !s.ok()) {
           std::cerr << s << "\n";
