@@ -56,6 +56,80 @@ void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
   }
 }
 
+void GatedDeltaChunked(const float* q, const float* k, const float* v, const float* beta, const float* decay,
+                       int64_t n, int64_t dk, int64_t dv, int64_t chunk, float* s, float* o) {
+  std::vector<double> S(s, s + dk * dv);
+  chunk = std::max<int64_t>(chunk, 1);
+  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+    const int64_t c = std::min(chunk, n - t0);
+    const float* qc = q + t0 * dk;
+    const float* kc = k + t0 * dk;
+    // lg[t]: log of the decays' product up to t (log 0 taken as -1000: e^-1000 is 0).
+    std::vector<double> lg(static_cast<size_t>(c));
+    double acc = 0.0;
+    for (int64_t t = 0; t < c; ++t) {
+      acc += std::max(std::log(static_cast<double>(decay[t0 + t])), -1000.0);
+      lg[static_cast<size_t>(t)] = acc;
+    }
+    auto ratio = [&](int64_t t, int64_t i) { return std::exp(lg[static_cast<size_t>(t)] - lg[static_cast<size_t>(i)]); };
+    auto dot = [&](const float* a, const float* b) {
+      double d = 0.0;
+      for (int64_t x = 0; x < dk; ++x) d += static_cast<double>(a[x]) * b[x];
+      return d;
+    };
+    // X = (I + A)^-1 diag(beta) [V | diag(g) K] by forward substitution: [U | W].
+    const int64_t width = dv + dk;
+    std::vector<double> X(static_cast<size_t>(c * width));
+    for (int64_t t = 0; t < c; ++t) {
+      double* xt = &X[static_cast<size_t>(t * width)];
+      const double b = beta[t0 + t], g = std::exp(lg[static_cast<size_t>(t)]);
+      for (int64_t j = 0; j < dv; ++j) xt[j] = b * v[(t0 + t) * dv + j];
+      for (int64_t x = 0; x < dk; ++x) xt[dv + x] = b * g * kc[t * dk + x];
+      for (int64_t i = 0; i < t; ++i) {
+        const double a = b * ratio(t, i) * dot(kc + t * dk, kc + i * dk);
+        const double* xi = &X[static_cast<size_t>(i * width)];
+        for (int64_t j = 0; j < width; ++j) xt[j] -= a * xi[j];
+      }
+    }
+    // D = U - W S0.
+    std::vector<double> D(static_cast<size_t>(c * dv));
+    for (int64_t t = 0; t < c; ++t) {
+      const double* xt = &X[static_cast<size_t>(t * width)];
+      for (int64_t j = 0; j < dv; ++j) {
+        double d = xt[j];
+        for (int64_t x = 0; x < dk; ++x) d -= xt[dv + x] * S[static_cast<size_t>(x * dv + j)];
+        D[static_cast<size_t>(t * dv + j)] = d;
+      }
+    }
+    // O = diag(g) Q S0 + (M o Q K^T) D.
+    for (int64_t t = 0; t < c; ++t) {
+      const double g = std::exp(lg[static_cast<size_t>(t)]);
+      float* ot = o + (t0 + t) * dv;
+      std::vector<double> row(static_cast<size_t>(dv), 0.0);
+      for (int64_t x = 0; x < dk; ++x) {
+        const double qx = g * qc[t * dk + x];
+        for (int64_t j = 0; j < dv; ++j) row[static_cast<size_t>(j)] += qx * S[static_cast<size_t>(x * dv + j)];
+      }
+      for (int64_t i = 0; i <= t; ++i) {
+        const double w = ratio(t, i) * dot(qc + t * dk, kc + i * dk);
+        for (int64_t j = 0; j < dv; ++j) row[static_cast<size_t>(j)] += w * D[static_cast<size_t>(i * dv + j)];
+      }
+      for (int64_t j = 0; j < dv; ++j) ot[j] = static_cast<float>(row[static_cast<size_t>(j)]);
+    }
+    // S = g_C S0 + K^T diag(g_C / g) D.
+    const double g_end = std::exp(lg[static_cast<size_t>(c - 1)]);
+    for (double& x : S) x *= g_end;
+    for (int64_t i = 0; i < c; ++i) {
+      const double r = ratio(c - 1, i);
+      for (int64_t x = 0; x < dk; ++x) {
+        const double kx = r * kc[i * dk + x];
+        for (int64_t j = 0; j < dv; ++j) S[static_cast<size_t>(x * dv + j)] += kx * D[static_cast<size_t>(i * dv + j)];
+      }
+    }
+  }
+  for (int64_t i = 0; i < dk * dv; ++i) s[i] = static_cast<float>(S[static_cast<size_t>(i)]);
+}
+
 void Attention(const AttentionArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t positions = a.start_pos + a.n;

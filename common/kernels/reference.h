@@ -25,6 +25,20 @@ void HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_stride,
 // Causal attention (see AttentionArgs), dots and sums in double.
 void Attention(const AttentionArgs& args);
 
+// The gated delta rule of one value head over n tokens, computed chunk by
+// chunk in the WY form that a parallel prefill kernel uses, in double: the
+// same o [n, dv] and final state s [dk, dv] (updated in place) as n steps of
+// S *= decay_t; delta = (v_t - k_t^T S) beta_t; S += k_t delta^T; o_t = q_t^T S
+// (cpu::GatedDeltaRule), from q, k [n, dk], v [n, dv], beta, decay [n].
+// Within a chunk, with g_t the product of the chunk's decays up to t:
+//   (I + A) D = diag(beta) (V - diag(g) K S0), A[t, i] = beta_t g_t / g_i k_t.k_i (i < t)
+//   O = diag(g) Q S0 + (M o Q K^T) D,           M[t, i] = g_t / g_i (i <= t)
+//   S = g_C S0 + K^T diag(g_C / g) D
+// (D: the deltas; the ratios come from sums of log decays, so a decay that
+// underflows to 0 is exact).
+void GatedDeltaChunked(const float* q, const float* k, const float* v, const float* beta, const float* decay,
+                       int64_t n, int64_t dk, int64_t dv, int64_t chunk, float* s, float* o);
+
 // Row `row` of an embedding table [vocab, dim], widened into out[dim].
 void EmbeddingRow(const TensorView& table, int64_t row, float* out);
 

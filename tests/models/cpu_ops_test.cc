@@ -338,6 +338,25 @@ TEST_F(CpuOpsTest, ParallelForCoversEveryIndexOnce) {
 // kv = k^T S; delta = (v - kv) beta; S += k delta^T; o = q^T S), in double, over
 // several tokens so the state carries, for head sizes with and without vector
 // tails, on every SIMD path.
+// One token of the gated delta rule in double: state s [dk, dv] updated, o [dv].
+void DeltaRuleInDouble(const float* q, const float* k, const float* v, double beta, double decay,
+                       std::vector<double>& s, int64_t dk, int64_t dv, double* o) {
+  for (double& x : s) x *= decay;
+  std::vector<double> delta(static_cast<size_t>(dv), 0.0);
+  for (int64_t i = 0; i < dk; ++i) {
+    for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] += k[i] * s[static_cast<size_t>(i * dv + j)];
+  }
+  for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] = (v[j] - delta[static_cast<size_t>(j)]) * beta;
+  std::fill(o, o + dv, 0.0);
+  for (int64_t i = 0; i < dk; ++i) {
+    for (int64_t j = 0; j < dv; ++j) {
+      double& x = s[static_cast<size_t>(i * dv + j)];
+      x += k[i] * delta[static_cast<size_t>(j)];
+      o[j] += q[i] * x;
+    }
+  }
+}
+
 TEST(GatedDeltaRuleTest, MatchesTheRuleInDouble) {
   for (Isa isa : Isas()) {
     for (auto [dk, dv] : {std::pair<int64_t, int64_t>{128, 128}, {16, 16}, {7, 70}, {33, 5}, {64, 200}}) {
@@ -353,25 +372,54 @@ TEST(GatedDeltaRuleTest, MatchesTheRuleInDouble) {
         const std::vector<float> v = Random(static_cast<size_t>(dv), 40 + token);
         const float beta = 0.2f + 0.15f * token, decay = 0.97f - 0.2f * token;
         cpu::GatedDeltaRule(q.data(), k.data(), v.data(), beta, decay, s.data(), dk, dv, o.data(), isa);
-        for (double& x : want) x *= decay;
-        std::vector<double> delta(static_cast<size_t>(dv), 0.0);
-        for (int64_t i = 0; i < dk; ++i) {
-          for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] += k[i] * want[static_cast<size_t>(i * dv + j)];
-        }
-        for (int64_t j = 0; j < dv; ++j) delta[static_cast<size_t>(j)] = (v[j] - delta[static_cast<size_t>(j)]) * beta;
-        std::fill(o_want.begin(), o_want.end(), 0.0);
-        for (int64_t i = 0; i < dk; ++i) {
-          for (int64_t j = 0; j < dv; ++j) {
-            double& x = want[static_cast<size_t>(i * dv + j)];
-            x += k[i] * delta[static_cast<size_t>(j)];
-            o_want[static_cast<size_t>(j)] += q[i] * x;
-          }
-        }
+        DeltaRuleInDouble(q.data(), k.data(), v.data(), beta, decay, want, dk, dv, o_want.data());
         std::vector<float> o_wantf(o_want.begin(), o_want.end()), s_wantf(want.begin(), want.end());
         EXPECT_LT(RelError(o.data(), o_wantf.data(), o.size()), 1e-5) << "token " << token;
         EXPECT_LT(RelError(s.data(), s_wantf.data(), s.size()), 1e-5) << "token " << token;
       }
     }
+  }
+}
+
+// The chunked (WY) form of the rule, the reference for a parallel prefill
+// kernel, against the rule token by token: lengths shorter than, equal to and
+// not a multiple of the chunk, from a non-zero state, with decays near 1, small
+// and exactly 0 (which must cut the past off, not give NaN).
+TEST(GatedDeltaRuleTest, ChunkedFormMatchesTokenByToken) {
+  struct Case {
+    int64_t dk, dv, n, chunk;
+  };
+  for (const Case& c : {Case{16, 16, 1, 8}, Case{16, 16, 8, 8}, Case{33, 5, 45, 8}, Case{128, 128, 130, 64},
+                        Case{64, 96, 200, 16}}) {
+    SCOPED_TRACE(testing::Message() << "dk " << c.dk << " dv " << c.dv << " n " << c.n << " chunk " << c.chunk);
+    std::vector<float> q = Random(static_cast<size_t>(c.n * c.dk), 60), k = Random(static_cast<size_t>(c.n * c.dk), 61);
+    const std::vector<float> v = Random(static_cast<size_t>(c.n * c.dv), 62);
+    for (int64_t t = 0; t < c.n; ++t) {  // L2-normalised keys and queries, as the model makes them
+      ref::L2Normalize(&q[static_cast<size_t>(t * c.dk)], c.dk, 1e-6f);
+      ref::L2Normalize(&k[static_cast<size_t>(t * c.dk)], c.dk, 1e-6f);
+    }
+    std::vector<float> beta(static_cast<size_t>(c.n)), decay(static_cast<size_t>(c.n));
+    std::mt19937 rng(63);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    for (int64_t t = 0; t < c.n; ++t) {
+      beta[static_cast<size_t>(t)] = unit(rng);
+      const float u = unit(rng);
+      decay[static_cast<size_t>(t)] = t % 37 == 20 ? 0.0f : t % 11 == 5 ? 1e-6f : 0.8f + 0.2f * u;
+    }
+    std::vector<float> s = Random(static_cast<size_t>(c.dk * c.dv), 64);
+    std::vector<double> want(s.begin(), s.end());
+    std::vector<double> o_want(static_cast<size_t>(c.n * c.dv));
+    for (int64_t t = 0; t < c.n; ++t) {
+      DeltaRuleInDouble(&q[static_cast<size_t>(t * c.dk)], &k[static_cast<size_t>(t * c.dk)],
+                        &v[static_cast<size_t>(t * c.dv)], beta[static_cast<size_t>(t)], decay[static_cast<size_t>(t)],
+                        want, c.dk, c.dv, &o_want[static_cast<size_t>(t * c.dv)]);
+    }
+    std::vector<float> o(static_cast<size_t>(c.n * c.dv), NAN);
+    ref::GatedDeltaChunked(q.data(), k.data(), v.data(), beta.data(), decay.data(), c.n, c.dk, c.dv, c.chunk, s.data(),
+                           o.data());
+    std::vector<float> o_wantf(o_want.begin(), o_want.end()), s_wantf(want.begin(), want.end());
+    EXPECT_LT(RelError(o.data(), o_wantf.data(), o.size()), 1e-6);
+    EXPECT_LT(RelError(s.data(), s_wantf.data(), s.size()), 1e-6);
   }
 }
 
