@@ -701,6 +701,20 @@ RowsFn Rows(DType d, Isa isa, int nb) {
 // the pool would cost more than it saves.
 constexpr int64_t kParallelMacs = int64_t{1} << 16;
 
+// rows(r0, r1) over [0, total) weight rows of row_bytes each, in guided grabs
+// (TakeGuidedGrabs) of about 64 KiB over the pool, as the quantized kernels
+// share tiles: a worker that starts late or is held up (a shared host's
+// preempted core) does fewer and the others finish with it. (Even static
+// slices made every dispatch as slow as its slowest core: on the GPU host the
+// quantized experts ran at 56% of DRAM bandwidth with static slices and 73%
+// with grabs.)
+template <typename RowsFnT>
+void RunRowGrabs(NumaThreadPool& p, int64_t total, int64_t row_bytes, const RowsFnT& rows) {
+  const int64_t grab = std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
+  std::atomic<int64_t> next{0};
+  p.Run([&](const PoolWorker&) { TakeGuidedGrabs(next, total, grab, p.num_threads(), rows); });
+}
+
 template <DType D>
 float DotAs(const float* a, const std::byte* b, int64_t n, Isa isa) {
   if (quant::HasAvx512(isa)) return DotAvx512<D>(a, b, n);
@@ -876,16 +890,7 @@ void CpuOps::MatMul(const float* x, int64_t n, const TensorView& w, float* y, co
   if (out * in * n < kParallelMacs || p.num_threads() == 1 || out < 2 * p.num_threads()) {
     rows(0, out);
   } else {
-    // Guided grabs of rows (TakeGuidedGrabs), as the quantized kernels share
-    // tiles, so a worker that starts late or is held up (a shared host's
-    // preempted core) does fewer and the others finish with it. (Even static
-    // slices made every dispatch as slow as its slowest core: on the GPU host
-    // the quantized experts ran at 56% of DRAM bandwidth with static slices and
-    // 73% with grabs.)
-    const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(w.dtype));
-    const int64_t grab = std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
-    std::atomic<int64_t> next{0};
-    p.Run([&](const PoolWorker&) { TakeGuidedGrabs(next, out, grab, p.num_threads(), rows); });
+    RunRowGrabs(p, out, in * static_cast<int64_t>(DTypeSize(w.dtype)), rows);
   }
   if (bias != nullptr) cpu::AddBias(*bias, n, out, y);
 }
@@ -949,10 +954,7 @@ void CpuOps::HeadsMatMul(const float* x, int64_t n, int64_t heads, int64_t x_str
     rows(0, total);
     return;
   }
-  const int64_t row_bytes = in * static_cast<int64_t>(DTypeSize(dtype));
-  const int64_t grab = std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(row_bytes, 1));
-  std::atomic<int64_t> next{0};
-  p.Run([&](const PoolWorker&) { TakeGuidedGrabs(next, total, grab, p.num_threads(), rows); });
+  RunRowGrabs(p, total, in * static_cast<int64_t>(DTypeSize(dtype)), rows);
 }
 
 void CpuOps::ParallelFor(int64_t count, const std::function<void(int64_t, int64_t)>& fn) const {

@@ -86,28 +86,29 @@ float RopeCos(const Rope& r, int64_t pos, int64_t i) {
 float RopeSin(const Rope& r, int64_t pos, int64_t i) {
   return std::sin(static_cast<float>(pos) * r.inv_freq[i]) * r.attention_factor;
 }
+
+// Rows of Table for positions start_pos .. start_pos + n - 1 into out [n, rot_dim].
+void FillTable(const Rope& r, int64_t start_pos, int64_t n, float* out) {
+  const int64_t half = r.rot_dim / 2;
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      out[p * r.rot_dim + i] = RopeCos(r, start_pos + p, i);
+      out[p * r.rot_dim + half + i] = RopeSin(r, start_pos + p, i);
+    }
+  }
+}
 }  // namespace
 
 std::vector<float> Rope::Table(int64_t start_pos, int64_t n) const {
-  const int64_t half = rot_dim / 2;
   std::vector<float> t(static_cast<size_t>(n * rot_dim));
-  for (int64_t p = 0; p < n; ++p) {
-    for (int64_t i = 0; i < half; ++i) {
-      t[p * rot_dim + i] = RopeCos(*this, start_pos + p, i);
-      t[p * rot_dim + half + i] = RopeSin(*this, start_pos + p, i);
-    }
-  }
+  FillTable(*this, start_pos, n, t.data());
   return t;
 }
 
 void Rope::Apply(float* x, int64_t heads, int64_t stride, int64_t pos) const {
   thread_local std::vector<float> cos_sin;
   cos_sin.resize(static_cast<size_t>(rot_dim));
-  const int64_t half = rot_dim / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    cos_sin[static_cast<size_t>(i)] = RopeCos(*this, pos, i);
-    cos_sin[static_cast<size_t>(half + i)] = RopeSin(*this, pos, i);
-  }
+  FillTable(*this, pos, 1, cos_sin.data());
   Apply(x, heads, stride, cos_sin.data());
 }
 
