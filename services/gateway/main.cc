@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/logging.h"
+#include "common/ports.h"
 #include "services/gateway/backend.h"
 #include "services/gateway/http/http_server.h"
 #include "services/gateway/inference_service.h"
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
   api.Register(http);
   if (auto s = http.Start(); !s.ok()) {
     KLOG_ERROR("cannot start HTTP on {}: {}", http_listen, s.ToString());
-    return 1;
+    return krasis::AddressInUse(http_listen) ? krasis::kExitAddressInUse : 1;
   }
   KLOG_INFO("OpenAI API on http://{} (model {})", http.address(), model_id);
   krasis::gateway::InferenceService inference(**model, backend);

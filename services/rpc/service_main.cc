@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
+#include "common/ports.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -94,7 +95,7 @@ int ServeUntilSignal(const ServiceCommandLine& command_line,
   auto server = StartServer(options, services);
   if (!server.ok()) {
     KLOG_ERROR("cannot start the gRPC server on {}: {}", flags.listen, server.status().ToString());
-    return 1;
+    return AddressInUse(flags.listen) ? kExitAddressInUse : 1;
   }
   KLOG_INFO("serving gRPC on {}", server->address());
   if (!flags.ready_file.empty()) {

@@ -51,7 +51,8 @@ absl::Status WriteReadyFile(const std::string& path, std::string_view service,
 
 // Starts the server on flags.listen with `services`, writes the ready file, logs
 // where it listens, and blocks until SIGINT or SIGTERM; then drains calls for up
-// to five seconds and returns the process exit code. Call before starting any
+// to five seconds and returns the process exit code (kExitAddressInUse from
+// common/ports.h when the listen address is taken). Call before starting any
 // other thread, so that every thread has the two signals blocked.
 int ServeUntilSignal(const ServiceCommandLine& command_line,
                      const std::vector<ServedService>& services);

@@ -23,6 +23,7 @@
 #include "krasis/v1/inference.grpc.pb.h"
 #include "krasis/v1/loader.grpc.pb.h"
 #include "krasis/v1/prefill.grpc.pb.h"
+#include "common/ports.h"
 #include "services/rpc/health_client.h"
 #include "tests/integration/cluster.h"
 
@@ -168,6 +169,29 @@ TEST(LauncherCliTest, BadFlagsAndMissingCommandFail) {
   EXPECT_EQ(WEXITSTATUS(std::system((svc + " --log-level loud >/dev/null 2>&1").c_str())), 2);
   // A port that cannot be bound is a clean failure, not a crash.
   EXPECT_EQ(WEXITSTATUS(std::system((svc + " --listen 203.0.113.1:1 >/dev/null 2>&1").c_str())), 1);
+}
+
+// A service whose address another program holds exits with kExitAddressInUse,
+// which tells the launcher to start again on other ports: the gRPC listen
+// address of any service, and the gateway's HTTP address.
+TEST(LauncherCliTest, AServiceWhoseAddressIsTakenSaysSo) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string held = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const std::string bin = std::string(KRASIS_BINARY_DIR) + "/bin/";
+  EXPECT_EQ(WEXITSTATUS(std::system((bin + "krasis-loader --listen " + held + " >/dev/null 2>&1").c_str())),
+            kExitAddressInUse);
+  const std::string gateway = bin + "krasis-gateway --model " + std::string(KRASIS_SOURCE_DIR) + "/models/demo" +
+                              " --listen 127.0.0.1:0 --decode 127.0.0.1:1 --prefill 127.0.0.1:1 --http-listen " +
+                              held + " >/dev/null 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(gateway.c_str())), kExitAddressInUse);
+  close(fd);
 }
 
 }  // namespace

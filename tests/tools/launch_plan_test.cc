@@ -43,6 +43,22 @@ TEST(PickFreePortTest, FreeAndOutsideTheEphemeralRange) {
   EXPECT_GT(seen.size(), 10u);  // random, not one port over and over
 }
 
+// The plan hands each service its own port: PickFreePort never returns one it
+// is told to avoid, even when nearly every port of its range is avoided.
+TEST(PickFreePortTest, NeverReturnsAnAvoidedPort) {
+  int low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low;
+  std::vector<int> avoid;
+  for (int port = 20000; port < std::min(low, 32768); ++port) {
+    if (port % 4000 != 0) avoid.push_back(port);
+  }
+  for (int i = 0; i < 10; ++i) {
+    auto port = PickFreePort("127.0.0.1", avoid);
+    ASSERT_TRUE(port.ok()) << port.status();
+    EXPECT_EQ(std::find(avoid.begin(), avoid.end(), *port), avoid.end()) << *port;
+  }
+}
+
 TEST(PickFreePortTest, BadHostIsAnError) {
   auto port = PickFreePort("not-an-address");
   ASSERT_FALSE(port.ok());
@@ -76,6 +92,7 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
   options.prefill_experts = "int4";
   options.vram_budget = "16G";
   options.prefill_cuda_devices = "0,1";
+  options.port = options.grpc_port = 0;
   auto plan = MakeLaunchPlan(options, 4242);
   ASSERT_TRUE(plan.ok()) << plan.status();
   auto argv_of = [&](const std::string& name) {
@@ -102,6 +119,57 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
   EXPECT_EQ(value(argv_of("prefill"), "--experts"), "bf16");
   EXPECT_EQ(value(argv_of("prefill"), "--vram-budget"), "<missing>");
   EXPECT_EQ(value(argv_of("prefill"), "--cuda-devices"), "<missing>");
+  std::filesystem::remove_all(root);
+}
+
+// Every port of a plan differs from the others, and a port the user fixed that
+// another program holds is a clear error before anything starts.
+TEST(MakeLaunchPlanTest, PortsDifferAndAFixedPortInUseIsAnError) {
+  const std::string root = ::testing::TempDir() + "/krasis_launch_ports_" + std::to_string(getpid());
+  const std::string bin = root + "/bin", model = root + "/model";
+  std::filesystem::create_directories(bin);
+  std::filesystem::create_directories(model);
+  std::ofstream(model + "/config.json") << "{}";
+  for (const char* name : {"loader", "decode", "prefill", "gateway"}) {
+    const std::string exe = bin + "/krasis-" + name;
+    std::ofstream(exe) << "#!/bin/sh\n";
+    std::filesystem::permissions(exe, std::filesystem::perms::owner_all);
+  }
+  LaunchOptions options;
+  options.model_dir = model;
+  options.bin_dir = bin;
+  options.home = root + "/home";
+  options.port = options.grpc_port = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto plan = MakeLaunchPlan(options, 4244);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    std::set<std::string> ports;
+    for (const std::string& address : {plan->loader_address, plan->decode_address, plan->prefill_address,
+                                       plan->gateway_grpc_address, plan->http_address}) {
+      ports.insert(address.substr(address.rfind(':') + 1));
+    }
+    EXPECT_EQ(ports.size(), 5u) << plan->http_address;
+  }
+
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int held = ntohs(addr.sin_port);
+  options.host = "127.0.0.1";
+  options.port = held;
+  auto plan = MakeLaunchPlan(options, 4245);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kAlreadyExists) << plan.status();
+  EXPECT_NE(plan.status().message().find(std::to_string(held)), std::string::npos) << plan.status();
+  options.port = 0;
+  options.grpc_port = held;
+  EXPECT_EQ(MakeLaunchPlan(options, 4246).status().code(), absl::StatusCode::kAlreadyExists);
+  close(fd);
   std::filesystem::remove_all(root);
 }
 

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/ports.h"
+
 namespace krasis {
 namespace {
 
@@ -71,6 +73,15 @@ TEST(SupervisorTest, ChildThatDiesBeforeReadyIsAnError) {
   absl::Status s = sup.StartAll({Shell("early", "exit 5", TempPath("never"))});
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("early exited with status 5"), std::string::npos) << s;
+}
+
+// A child whose address is taken says so by its exit status; the launcher
+// starts again on other ports only then.
+TEST(SupervisorTest, ChildWhoseAddressIsTakenIsAlreadyExists) {
+  Supervisor sup(FastOptions());
+  absl::Status s = sup.StartAll({Shell("taken", "exit " + std::to_string(kExitAddressInUse), TempPath("never"))});
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_NE(s.message().find("address is in use"), std::string::npos) << s;
 }
 
 TEST(SupervisorTest, MissingExecutableIsAnError) {

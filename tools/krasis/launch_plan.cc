@@ -1,13 +1,9 @@
 // Launch plan for `krasis serve` (see launch_plan.h).
 #include "tools/krasis/launch_plan.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -15,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/ports.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -22,24 +19,6 @@ namespace krasis {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Binds `port` on `host` (0: any); the port bound, or -1 with errno set.
-int TryBind(const sockaddr_in& base, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr = base;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int err = errno;
-    close(fd);
-    errno = err;
-    return -1;
-  }
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // The kernel's ephemeral range (where port 0 binds and outgoing connections
 // take their source ports).
@@ -52,12 +31,8 @@ std::pair<int, int> EphemeralRange() {
 
 }  // namespace
 
-absl::StatusOr<int> PickFreePort(const std::string& host) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return InvalidArgumentError("'", host, "' is not an IPv4 address");
-  }
+absl::StatusOr<int> PickFreePort(const std::string& host, const std::vector<int>& avoid) {
+  auto avoided = [&](int port) { return std::find(avoid.begin(), avoid.end(), port) != avoid.end(); };
   // The port is closed again until the child binds it, so prefer one outside
   // the ephemeral range: an outgoing connection or another port-0 bind cannot
   // take it in the meantime. Random tries, then the kernel's choice.
@@ -68,13 +43,18 @@ absl::StatusOr<int> PickFreePort(const std::string& host) {
     std::mt19937 rng(seed());
     std::uniform_int_distribution<int> pick(first, last);
     for (int attempt = 0; attempt < 64; ++attempt) {
-      const int port = TryBind(addr, pick(rng));
-      if (port > 0) return port;
+      const int candidate = pick(rng);
+      if (avoided(candidate)) continue;
+      auto port = ProbeBind(host, candidate);
+      if (port.ok()) return *port;
+      if (absl::IsInvalidArgument(port.status())) return port.status();
     }
   }
-  const int port = TryBind(addr, 0);
-  if (port < 0) return absl::UnavailableError(StrCat("cannot bind ", host, ": ", std::strerror(errno)));
-  return port;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    ASSIGN_OR_RETURN(int port, ProbeBind(host, 0));
+    if (!avoided(port)) return port;
+  }
+  return absl::UnavailableError(StrCat("cannot find a free port on ", host));
 }
 
 absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid) {
@@ -88,12 +68,31 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
   if (ec) return InternalError("cannot create ", plan.run_dir, ": ", ec.message());
 
   auto address_of = [](const std::string& host, int port) { return StrCat(host, ":", port); };
-  ASSIGN_OR_RETURN(int loader_port, PickFreePort("127.0.0.1"));
-  ASSIGN_OR_RETURN(int decode_port, PickFreePort("127.0.0.1"));
-  ASSIGN_OR_RETURN(int prefill_port, PickFreePort("127.0.0.1"));
+  // A port the user fixed must be free now (a clear error instead of a
+  // gateway that dies at start); every other port is picked different from
+  // all the plan's ports, which are only bound once the children start.
+  std::vector<int> taken;
+  for (int fixed : {options.grpc_port, options.port}) {
+    if (fixed == 0) continue;
+    if (auto probe = ProbeBind(options.host, fixed); !probe.ok()) {
+      return absl::Status(probe.status().code(),
+                          StrCat(probe.status().message(), absl::IsAlreadyExists(probe.status())
+                                                               ? " (another program listens there; pick another port)"
+                                                               : ""));
+    }
+    taken.push_back(fixed);
+  }
+  auto pick = [&](const std::string& host) -> absl::StatusOr<int> {
+    ASSIGN_OR_RETURN(int port, PickFreePort(host, taken));
+    taken.push_back(port);
+    return port;
+  };
+  ASSIGN_OR_RETURN(int loader_port, pick("127.0.0.1"));
+  ASSIGN_OR_RETURN(int decode_port, pick("127.0.0.1"));
+  ASSIGN_OR_RETURN(int prefill_port, pick("127.0.0.1"));
   int grpc_port = options.grpc_port;
   if (grpc_port == 0) {
-    ASSIGN_OR_RETURN(grpc_port, PickFreePort(options.host));
+    ASSIGN_OR_RETURN(grpc_port, pick(options.host));
   }
   plan.loader_address = address_of("127.0.0.1", loader_port);
   plan.decode_address = address_of("127.0.0.1", decode_port);
@@ -101,7 +100,7 @@ absl::StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchOptions& options, int pid)
   plan.gateway_grpc_address = address_of(options.host, grpc_port);
   int http_port = options.port;
   if (http_port == 0) {
-    ASSIGN_OR_RETURN(http_port, PickFreePort(options.host));
+    ASSIGN_OR_RETURN(http_port, pick(options.host));
   }
   plan.http_address = address_of(options.host, http_port);
   if (options.model_dir.empty() || !fs::exists(fs::path(options.model_dir) / "config.json")) {

@@ -50,10 +50,11 @@ absl::Status WriteServerFile(const LaunchPlan& plan);
 // Human-readable lines: where each service listens.
 std::string DescribePlan(const LaunchPlan& plan);
 
-// A currently free TCP port on `host`, preferably below the kernel's ephemeral
-// range (random tries, bound and closed again), so that nothing that binds
-// port 0 or connects out takes it before the child listens on it; else the
-// kernel's choice for port 0.
-absl::StatusOr<int> PickFreePort(const std::string& host);
+// A currently free TCP port on `host`, none of `avoid` (the ports a plan has
+// already handed out, which nothing holds yet), preferably below the kernel's
+// ephemeral range (random tries, bound and closed again), so that nothing that
+// binds port 0 or connects out takes it before the child listens on it; else
+// the kernel's choice for port 0.
+absl::StatusOr<int> PickFreePort(const std::string& host, const std::vector<int>& avoid = {});
 
 }  // namespace krasis

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
@@ -99,11 +100,6 @@ int Serve(int argc, char** argv) {
   }
   opts.bin_dir = fs::read_symlink("/proc/self/exe").parent_path().string();
 
-  auto plan = krasis::MakeLaunchPlan(opts, getpid());
-  if (!plan.ok()) {
-    KLOG_ERROR("{}", plan.status().ToString());
-    return 1;
-  }
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
@@ -111,14 +107,31 @@ int Serve(int argc, char** argv) {
 
   krasis::SupervisorOptions supervisor_options;
   supervisor_options.ready_timeout = std::chrono::seconds(ready_timeout_s);
-  krasis::Supervisor supervisor(supervisor_options);
-  if (auto s = supervisor.StartAll(plan->children); !s.ok()) {
+  // The internal ports are picked free but only bound when each child starts,
+  // so another program can take one in between; a child whose address is taken
+  // exits with kExitAddressInUse and the cluster starts again on new ports.
+  constexpr int kStartAttempts = 3;
+  absl::StatusOr<krasis::LaunchPlan> plan;
+  std::optional<krasis::Supervisor> supervisor;
+  for (int attempt = 1;; ++attempt) {
+    plan = krasis::MakeLaunchPlan(opts, getpid());
+    if (!plan.ok()) {
+      KLOG_ERROR("{}", plan.status().ToString());
+      return 1;
+    }
+    supervisor.emplace(supervisor_options);
+    absl::Status s = supervisor->StartAll(plan->children);
+    if (s.ok()) break;
+    if (absl::IsAlreadyExists(s) && attempt < kStartAttempts && !g_stop) {
+      KLOG_WARN("{}; starting again on other ports (attempt {} of {})", s.ToString(), attempt + 1, kStartAttempts);
+      continue;
+    }
     KLOG_ERROR("the cluster did not start: {}", s.ToString());
     return 1;
   }
   if (auto s = krasis::WriteServerFile(*plan); !s.ok()) {
     KLOG_ERROR("{}", s.ToString());
-    supervisor.StopAll();
+    supervisor->StopAll();
     return 1;
   }
   if (opts.model_dir == KRASIS_DEMO_MODEL_DIR) {
@@ -127,9 +140,9 @@ int Serve(int argc, char** argv) {
                  "--model at a real model directory for real use.\n";
   }
   std::cout << krasis::DescribePlan(*plan) << std::flush;
-  supervisor.Run(g_stop);
+  supervisor->Run(g_stop);
   KLOG_INFO("shutting down");
-  supervisor.StopAll();
+  supervisor->StopAll();
   std::error_code ec;
   fs::remove(plan->server_file, ec);
   fs::remove_all(plan->run_dir, ec);

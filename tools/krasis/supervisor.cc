@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/ports.h"
 #include "common/status.h"
 
 namespace krasis {
@@ -65,8 +66,11 @@ absl::Status Supervisor::WaitReady(Child& child) {
     pid_t r = waitpid(child.pid, &wstatus, WNOHANG);
     if (r == child.pid) {
       child.pid = -1;
-      return FailedPreconditionError(child.spec.name, " ", DescribeExit(wstatus),
-                                     " before it was ready (see its log above)");
+      std::string what = StrCat(child.spec.name, " ", DescribeExit(wstatus), " before it was ready (see its log above)");
+      if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == kExitAddressInUse) {
+        return absl::AlreadyExistsError(StrCat(what, ": its address is in use"));
+      }
+      return absl::FailedPreconditionError(what);
     }
     if (Clock::now() > deadline) {
       return absl::DeadlineExceededError(StrCat(child.spec.name, " was not ready within ",

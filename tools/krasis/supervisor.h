@@ -40,7 +40,8 @@ class Supervisor {
   ~Supervisor();  // stops every child still running
 
   // Starts the children in order, each after the previous one is ready. On any
-  // failure (exec error, exit before ready, timeout) stops those already started.
+  // failure (exec error, exit before ready, timeout) stops those already started;
+  // ALREADY_EXISTS when a child exited with kExitAddressInUse (common/ports.h).
   absl::Status StartAll(const std::vector<ChildSpec>& children);
 
   // Watches the children until `stop` becomes true, restarting those that exit.
