@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
       pinning = "register", devices_arg;
   double budget_fraction = 0;
-  bool profile = false, per_expert = false;
+  bool profile = false, per_expert = false, chunked_delta_rule = false;
   int64_t chunk = 4096;
   po::options_description desc("prefill_bench options");
   desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
       "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)")(
       "per-expert-gemm", po::bool_switch(&per_expert),
       "one cuBLAS GEMM per routed expert instead of the grouped expert GEMM (for comparison)")(
+      "chunked-delta-rule", po::bool_switch(&chunked_delta_rule),
+      "Gated DeltaNet's delta rule chunk by chunk (WY form) instead of token by token")(
       "experts", po::value(&experts)->default_value(experts), "routed experts: bf16 (as stored), int8 or int4")(
       "cache-dir", po::value(&cache_dir), "conversion cache root for int8/int4 experts (default: quantize in memory)")(
       "vram-budget", po::value(&budget_arg), "GPU memory budget, e.g. 10G (default: free minus 1 GiB)")(
@@ -159,6 +161,7 @@ int main(int argc, char** argv) {
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
   options.devices = devices;
   options.grouped_experts = !per_expert;
+  options.chunked_delta_rule = chunked_delta_rule;
   int64_t bf16_expert_bytes = 0;
   for (const auto& l : krasis::GpuLayerSizes(**model)) bf16_expert_bytes += l.experts;
   if (budget_fraction > 0) options.vram_budget_bytes = static_cast<int64_t>(budget_fraction * bf16_expert_bytes);

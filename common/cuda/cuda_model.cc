@@ -201,6 +201,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status InitGqa(GpuLayer& L, const GqaDesc& g);
   absl::Status InitMla(GpuLayer& L, const MlaDesc& m);
   absl::Status InitGdn(GpuLayer& L, const GdnDesc& g);
+  // Floats of the chunked delta rule's scratch for chunks of n tokens (0 when
+  // the rule runs token by token).
+  int64_t GdnScratchFloats(int64_t n) const;
   int RopeIndex(const Rope* rope);
   absl::Status Begin(const SequenceState& seq, PagedKvCache& cache, int64_t total_tokens) override;
   absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
@@ -300,7 +303,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   // hold GEMM inputs (BF16; unused or F32 in the checking mode).
   DeviceMemory x_, xn_, xn16_, qkv_, attn_, attn16_, mix_, ffn_out_, shared_out_;
   DeviceMemory gate_up_, act_, rows_act_, expert_out_;
-  DeviceMemory gdn_mixed_, gdn_gates_, gate_logits_;  // Gated DeltaNet's conv output and gates; shared-expert gate
+  DeviceMemory gdn_mixed_, gdn_gates_, gdn_scratch_, gate_logits_;  // Gated DeltaNet's conv output and gates; shared-expert gate
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
   DeviceMemory gemm_table_;  // LaunchGroupedGemm's launch table
   std::vector<DeviceMemory> rope_tables_;
@@ -450,7 +453,7 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
   int64_t workspace = chunk * hidden_ * 4 * 6 +
                       chunk * (max_qkv_ + 2 * max_attn_ + max_q_ + 2 * max_q_lora_ + max_conv_dim_ + 2 * max_linear_heads_ + 1) * 4 +
                       std::max(rows * max_expert_inter_, chunk * max_inter_) * 3 * 4 + rows * 2 * hidden_ * 4 +
-                      chunk * max_experts_ * 4;
+                      chunk * max_experts_ * 4 + GdnScratchFloats(chunk) * 4;
   int64_t positions = 0, mla_per_position = 0;
   for (const GpuLayer& L : layers_) {
     positions += context * L.kv_row * 4;
@@ -606,6 +609,18 @@ absl::Status CudaPrefillBackend::InitGdn(GpuLayer& L, const GdnDesc& g) {
   return absl::OkStatus();
 }
 
+int64_t CudaPrefillBackend::GdnScratchFloats(int64_t n) const {
+  if (!options_.chunked_delta_rule) return 0;
+  int64_t floats = 0;
+  for (const GpuLayer& L : layers_) {
+    if (L.mixer_kind != MixerDesc::Kind::kGatedDeltaNet) continue;
+    cuda::GdnShape s = L.gdn;
+    s.n = n;
+    floats = std::max(floats, cuda::GdnChunkedScratchFloats(s));
+  }
+  return floats;
+}
+
 absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
   if (n <= workspace_tokens_) return absl::OkStatus();
   const size_t f = sizeof(float), h = sizeof(uint16_t);
@@ -629,6 +644,7 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&kv_out16_, N * static_cast<size_t>(max_kv_row_) * h},
                             {&gdn_mixed_, N * static_cast<size_t>(max_conv_dim_) * f},
                             {&gdn_gates_, N * static_cast<size_t>(2 * max_linear_heads_) * f},
+                            {&gdn_scratch_, static_cast<size_t>(GdnScratchFloats(n)) * f},
                             {&gate_logits_, N * f},
                             {&gemm_table_, cuda::GroupedGemmTableBytes(max_experts_, static_cast<int64_t>(rows))}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
@@ -888,8 +904,13 @@ absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, int64_t start,
   RETURN_IF_ERROR(cuda::LaunchGdnPrepare(mixed, proj + conv_dim + value_dim, L.qkv_width, s, L.dt_bias.as<float>(),
                                          L.neg_a.as<float>(), gdn_gates_.as<float>(), stream_));
   RETURN_IF_ERROR(Lap(kMixerProj));
-  RETURN_IF_ERROR(cuda::LaunchGdnRecurrence(mixed, gdn_gates_.as<float>(), s, L.rec_state.as<float>(),
-                                            attn_.as<float>(), stream_));
+  if (options_.chunked_delta_rule) {
+    RETURN_IF_ERROR(cuda::LaunchGdnChunked(mixed, gdn_gates_.as<float>(), s, L.rec_state.as<float>(),
+                                           attn_.as<float>(), gdn_scratch_.as<float>(), stream_));
+  } else {
+    RETURN_IF_ERROR(cuda::LaunchGdnRecurrence(mixed, gdn_gates_.as<float>(), s, L.rec_state.as<float>(),
+                                              attn_.as<float>(), stream_));
+  }
   RETURN_IF_ERROR(Lap(kAttention));
   RETURN_IF_ERROR(cuda::LaunchGdnGatedNorm(attn_.as<float>(), proj + conv_dim, L.qkv_width, s, L.gdn_norm.as<float>(),
                                            L.gdn_eps, f32_ ? attn_.as<float>() : nullptr,

@@ -66,6 +66,10 @@ struct CudaBackendOptions {
   // placement's choice (parts when two buffers of a whole layer do not fit, or
   // when smaller buffers leave room for more resident layers).
   int expert_parts = 0;
+  // Gated DeltaNet's delta rule chunk by chunk in the WY form
+  // (cuda::LaunchGdnChunked) instead of token by token. Off by default until
+  // it has been checked and measured on a GPU.
+  bool chunked_delta_rule = false;
 };
 
 // Where the backend put the routed experts (for logs and benchmarks).

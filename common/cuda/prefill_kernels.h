@@ -223,6 +223,15 @@ absl::Status LaunchGdnPrepare(float* mixed, const float* ba, int64_t ba_stride, 
 // (v - k^T S) beta; S += k delta^T; core[t, h] = q^T S. core [n, nv dv].
 absl::Status LaunchGdnRecurrence(const float* mixed, const float* gates, const GdnShape& shape, float* state,
                                  float* core, cudaStream_t stream);
+// 3'. The same rule chunk by chunk in the WY form (ref::GatedDeltaChunked):
+// the work that is parallel over a chunk's tokens runs for all chunks at once,
+// leaving one small matrix step per 64 tokens in order instead of one step per
+// token. Same inputs and results as LaunchGdnRecurrence, up to fp32 rounding;
+// `scratch` holds GdnChunkedScratchFloats(shape) floats (at most 2048 tokens'
+// worth: longer chunks go in pieces).
+int64_t GdnChunkedScratchFloats(const GdnShape& shape);
+absl::Status LaunchGdnChunked(const float* mixed, const float* gates, const GdnShape& shape, float* state, float* core,
+                              float* scratch, cudaStream_t stream);
 // 4. Gated RMSNorm per value head: out = core / rms(core) * w * silu(z), z rows
 // z_stride apart; writes `out` (float) and/or `out_bf16` (either null).
 absl::Status LaunchGdnGatedNorm(const float* core, const float* z, int64_t z_stride, const GdnShape& shape,

@@ -132,23 +132,31 @@ std::vector<float> GpuPrefill(PrefillBackend& backend, const std::vector<int32_t
 
 // The fp32 checking mode computes what the CPU model computes, to fp32
 // rounding: every position's logits, the argmax everywhere, every KV row.
+// Gated DeltaNet's delta rule token by token and chunk by chunk (WY form) alike.
 TEST_P(CudaModelTest, F32ModeMatchesCpuExactly) {
-  CudaBackendOptions options;
-  options.precision = CudaBackendOptions::Precision::kF32;
-  auto backend = MakeCudaPrefillBackend(*model_, options);
-  ASSERT_TRUE(backend.ok()) << backend.status();
   const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
   const int64_t n = static_cast<int64_t>(prompt.size());
-  auto cpu_cache = model_->MakeCache(64, 4, DType::kF32), gpu_cache = model_->MakeCache(64, 4, DType::kF32);
-  SequenceState cpu_seq, gpu_seq;
+  auto cpu_cache = model_->MakeCache(64, 4, DType::kF32);
+  SequenceState cpu_seq;
   std::vector<float> want = CpuPrefill(prompt, *cpu_cache, cpu_seq);
-  model_->InitSequence(gpu_seq);
-  std::vector<float> got = GpuPrefill(**backend, prompt, *gpu_cache, gpu_seq, vocab_, model_->layers.size());
-  const double err = RelL2(got.data(), want.data(), got.size());
-  std::cout << GetParam() << " f32 mode: logits rel L2 " << err << "\n";
-  EXPECT_LT(err, 1e-4);
-  for (int64_t p = 0; p < n; ++p) EXPECT_EQ(Argmax(&got[p * vocab_], vocab_), Argmax(&want[p * vocab_], vocab_)) << p;
-  ExpectSameCache(*cpu_cache, cpu_seq, *gpu_cache, gpu_seq, n, 1e-4);
+  for (bool chunked : {false, true}) {
+    SCOPED_TRACE(chunked ? "chunked delta rule" : "delta rule token by token");
+    CudaBackendOptions options;
+    options.precision = CudaBackendOptions::Precision::kF32;
+    options.chunked_delta_rule = chunked;
+    auto backend = MakeCudaPrefillBackend(*model_, options);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    auto gpu_cache = model_->MakeCache(64, 4, DType::kF32);
+    SequenceState gpu_seq;
+    model_->InitSequence(gpu_seq);
+    std::vector<float> got = GpuPrefill(**backend, prompt, *gpu_cache, gpu_seq, vocab_, model_->layers.size());
+    const double err = RelL2(got.data(), want.data(), got.size());
+    std::cout << GetParam() << " f32 mode" << (chunked ? " (chunked delta rule)" : "") << ": logits rel L2 " << err
+              << "\n";
+    EXPECT_LT(err, 1e-4);
+    for (int64_t p = 0; p < n; ++p) EXPECT_EQ(Argmax(&got[p * vocab_], vocab_), Argmax(&want[p * vocab_], vocab_)) << p;
+    ExpectSameCache(*cpu_cache, cpu_seq, *gpu_cache, gpu_seq, n, 1e-4);
+  }
 }
 
 // BF16 (what prefill runs with) stays within BF16 noise of the CPU at most
