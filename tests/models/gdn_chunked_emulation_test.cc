@@ -26,6 +26,12 @@ namespace krasis::cuda::emu {
 struct Dim3 {
   unsigned x = 0, y = 0, z = 0;
 };
+struct Float4 {
+  float x, y, z, w;
+};
+struct Float2 {
+  float x, y;
+};
 thread_local Dim3 threadIdx, blockIdx;
 Dim3 blockDim;
 thread_local float* shared_floats = nullptr;
@@ -62,6 +68,8 @@ void Launch(unsigned grid_x, unsigned grid_y, int threads, size_t smem_bytes, co
 #define __syncthreads() ::krasis::cuda::emu::block_barrier->arrive_and_wait()
 #define KRASIS_DYNAMIC_SHARED_FLOATS(name) float* name = ::krasis::cuda::emu::shared_floats
 #define KRASIS_UNROLL
+using float4 = krasis::cuda::emu::Float4;
+using float2 = krasis::cuda::emu::Float2;
 using krasis::cuda::emu::blockDim;
 using krasis::cuda::emu::blockIdx;
 using krasis::cuda::emu::threadIdx;
