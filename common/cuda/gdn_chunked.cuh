@@ -62,6 +62,22 @@ __device__ inline float GdnLane(const float4& v, int r) { return r == 0 ? v.x : 
 __device__ inline float GdnLane(const float2& v, int r) { return r == 0 ? v.x : v.y; }
 __device__ inline int GdnRoundUp8(int x) { return (x + 7) / 8 * 8; }
 
+// acc[r][s] += sign * sum over k < count of a[k lda + r] b[k ldb + s]: a 4 x 2
+// register tile from a float4 of the column operand and a float2 of the row
+// operand per k (both 16 / 8-byte aligned).
+__device__ inline void GdnTile4x2(float (&acc)[4][2], const float* a, int lda, const float* b, int ldb, int count,
+                                  float sign) {
+  for (int k = 0; k < count; ++k) {
+    const float4 a4 = *reinterpret_cast<const float4*>(a + k * lda);
+    const float2 b2 = *reinterpret_cast<const float2*>(b + k * ldb);
+    KRASIS_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      acc[r][0] += sign * GdnLane(a4, r) * b2.x;
+      acc[r][1] += sign * GdnLane(a4, r) * b2.y;
+    }
+  }
+}
+
 // One block per (chunk, value head); one block per SM at most, so that a
 // column's 64 rows stay in registers through the substitution.
 __global__ void __launch_bounds__(kGdnThreads, 1) GdnChunkPrepKernel(const float* mixed, const float* gates,
@@ -220,15 +236,7 @@ __global__ void __launch_bounds__(kGdnThreads) GdnChunkStateKernel(const float* 
         const float2 u = *reinterpret_cast<const float2*>(sd + (t0 + r) * LS + c0);
         acc[r][0] = u.x, acc[r][1] = u.y;
       }
-      for (int x = 0; x < dk; ++x) {
-        const float4 w4 = *reinterpret_cast<const float4*>(sb1 + x * LT + t0);
-        const float2 s2 = *reinterpret_cast<const float2*>(ss + x * LS + c0);
-        KRASIS_UNROLL
-        for (int r = 0; r < 4; ++r) {
-          acc[r][0] -= GdnLane(w4, r) * s2.x;
-          acc[r][1] -= GdnLane(w4, r) * s2.y;
-        }
-      }
+      GdnTile4x2(acc, sb1 + t0, LT, ss + c0, LS, dk, -1.0f);
       KRASIS_UNROLL
       for (int r = 0; r < 4; ++r) {
         float2 d;
@@ -246,24 +254,8 @@ __global__ void __launch_bounds__(kGdnThreads) GdnChunkStateKernel(const float* 
     }
     {  // O = diag(g) Q S + P D (P is 0 above the diagonal)
       float acc[4][2] = {};
-      for (int x = 0; x < dk; ++x) {
-        const float4 q4 = *reinterpret_cast<const float4*>(sqt + x * LT + t0);
-        const float2 s2 = *reinterpret_cast<const float2*>(ss + x * LS + c0);
-        KRASIS_UNROLL
-        for (int r = 0; r < 4; ++r) {
-          acc[r][0] += GdnLane(q4, r) * s2.x;
-          acc[r][1] += GdnLane(q4, r) * s2.y;
-        }
-      }
-      for (int i = 0; i < t0 + 4; ++i) {
-        const float4 p4 = *reinterpret_cast<const float4*>(spt + i * LT + t0);
-        const float2 d2 = *reinterpret_cast<const float2*>(sd + i * LS + c0);
-        KRASIS_UNROLL
-        for (int r = 0; r < 4; ++r) {
-          acc[r][0] += GdnLane(p4, r) * d2.x;
-          acc[r][1] += GdnLane(p4, r) * d2.y;
-        }
-      }
+      GdnTile4x2(acc, sqt + t0, LT, ss + c0, LS, dk, 1.0f);
+      GdnTile4x2(acc, spt + t0, LT, sd + c0, LS, t0 + 4, 1.0f);
       KRASIS_UNROLL
       for (int r = 0; r < 4; ++r) {
         const int t = t0 + r;
@@ -328,17 +320,18 @@ struct GdnChunkLaunch {
   size_t prep_smem, state_smem = 0;
 };
 
+// Scratch rows of a piece of m tokens: whole chunks.
+inline int64_t GdnPieceRows(int64_t m) { return (m + kGdnChunk - 1) / kGdnChunk * kGdnChunk; }
+
 // Scratch floats for n tokens (at most one piece's worth).
 inline int64_t GdnChunkScratchFloats(int64_t n, int64_t nv, int64_t dk, int64_t dv) {
-  const int64_t m = n < 1 ? 1 : (n < kGdnPiece ? n : kGdnPiece);
-  const int64_t mp = (m + kGdnChunk - 1) / kGdnChunk * kGdnChunk;
-  return nv * mp * (dv + dk + kGdnChunk + 1);
+  return nv * GdnPieceRows(n < 1 ? 1 : (n < kGdnPiece ? n : kGdnPiece)) * (dv + dk + kGdnChunk + 1);
 }
 
 // The scratch views of a piece of m tokens.
 inline GdnChunkScratch GdnChunkScratchOf(float* scratch, int64_t m, int64_t nv, int64_t dk, int64_t dv) {
   GdnChunkScratch sc;
-  sc.mp = (m + kGdnChunk - 1) / kGdnChunk * kGdnChunk;
+  sc.mp = GdnPieceRows(m);
   sc.u = scratch;
   sc.w = sc.u + nv * sc.mp * dv;
   sc.p = sc.w + nv * sc.mp * dk;

@@ -2,43 +2,19 @@
 // (ALREADY_EXISTS), a free one binds, bad input is an error and never "in use".
 #include "common/ports.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <string>
+
+#include "tests/common/listening_socket.h"
 
 namespace krasis {
 namespace {
 
-// A loopback socket listening on a kernel-chosen port; closed on destruction.
-class Listener {
- public:
-  Listener() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(listen(fd_, 1), 0);
-    socklen_t len = sizeof(addr);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~Listener() { close(fd_); }
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
-
 TEST(PortsTest, AListenedPortIsInUseAndFreeOnceClosed) {
   int port = 0;
   {
-    Listener listener;
+    ListeningSocket listener;
     port = listener.port();
     ASSERT_GT(port, 0);
     auto probe = ProbeBind("127.0.0.1", port);

@@ -14,6 +14,7 @@
 #include "common/cuda/device.h"
 #include "common/dtype.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/models/gdn_test_data.h"
 #include "common/kernels/reference.h"
 #include "common/kernels/routing.h"
 #include "common/models/rope.h"
@@ -520,43 +521,21 @@ TEST_F(PrefillKernelsTest, GatedDeltaNetMatchesTheReference) {
 // (2048), a non-zero state carried from call to call, decays near 1, tiny and
 // exactly 0, one and several key heads per value head.
 TEST_F(PrefillKernelsTest, ChunkedGatedDeltaRuleMatchesTheRecurrenceAndTheReference) {
-  struct Case { int64_t nk, nv, dk, dv; };
   std::mt19937 rng(seed_);
-  for (Case c : {Case{2, 4, 16, 16}, Case{4, 8, 128, 128}, Case{1, 2, 256, 64}, Case{2, 2, 64, 256}}) {
+  for (GdnTestShape c : {GdnTestShape{2, 4, 16, 16}, GdnTestShape{4, 8, 128, 128}, GdnTestShape{1, 2, 256, 64},
+                         GdnTestShape{2, 2, 64, 256}}) {
     cuda::GdnShape s;
     s.nk = c.nk, s.nv = c.nv, s.dk = c.dk, s.dv = c.dv, s.kernel = 4;
-    const int64_t conv_dim = s.conv_dim(), value_dim = c.nv * c.dv;
+    const int64_t value_dim = c.nv * c.dv;
     const std::vector<int64_t> lengths = c.dk == 128 ? std::vector<int64_t>{1, 63, 64, 65, 300, 2148}
                                                       : std::vector<int64_t>{5, 64, 130};
     std::vector<float> state = Random(static_cast<size_t>(c.nv * c.dk * c.dv), 0.1f);
     DeviceBuffer<float> d_chunked(state), d_recurrent(state);
     for (int64_t n : lengths) {
-      // mixed as LaunchGdnPrepare leaves it: q (scaled) and k unit per key head.
-      std::vector<float> mixed = Random(static_cast<size_t>(n * conv_dim));
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t h = 0; h < 2 * c.nk; ++h) {
-          float* x = &mixed[static_cast<size_t>(t * conv_dim + h * c.dk)];
-          ref::L2Normalize(x, c.dk, 1e-6f);
-          if (h < c.nk) {
-            for (int64_t i = 0; i < c.dk; ++i) x[i] /= std::sqrt(static_cast<float>(c.dk));
-          }
-        }
-      }
-      std::vector<float> gates(static_cast<size_t>(n * 2 * c.nv));
-      std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t h = 0; h < c.nv; ++h) {
-          gates[static_cast<size_t>(t * 2 * c.nv + h)] = unit(rng);
-          const float pick = unit(rng);
-          float decay = 0.5f + 0.5f * unit(rng);
-          if (pick < 0.2f) decay = 0.999f + 0.001f * unit(rng);
-          if (pick > 0.98f) decay = 1e-20f;
-          if (pick > 0.995f) decay = 0.0f;
-          gates[static_cast<size_t>(t * 2 * c.nv + c.nv + h)] = decay;
-        }
-      }
+      std::vector<float> mixed, gates;
+      MakeGdnInputs(rng, c, n, mixed, gates);
       s.n = n;
-      s.stride = conv_dim;
+      s.stride = c.conv_dim();
       DeviceBuffer<float> d_mixed(mixed), d_gates(gates);
       DeviceBuffer<float> d_core(static_cast<size_t>(n * value_dim)), d_core_rec(static_cast<size_t>(n * value_dim));
       DeviceBuffer<float> d_scratch(static_cast<size_t>(cuda::GdnChunkedScratchFloats(s)));
@@ -564,28 +543,7 @@ TEST_F(PrefillKernelsTest, ChunkedGatedDeltaRuleMatchesTheRecurrenceAndTheRefere
                                          d_scratch.get(), nullptr).ok());
       ASSERT_TRUE(
           cuda::LaunchGdnRecurrence(d_mixed.get(), d_gates.get(), s, d_recurrent.get(), d_core_rec.get(), nullptr).ok());
-      // The reference per value head, in double.
-      std::vector<float> core(static_cast<size_t>(n * value_dim));
-      for (int64_t h = 0; h < c.nv; ++h) {
-        const int64_t kh = h / (c.nv / c.nk);
-        std::vector<float> q(static_cast<size_t>(n * c.dk)), k(q.size()), v(static_cast<size_t>(n * c.dv));
-        std::vector<float> beta(static_cast<size_t>(n)), decay(beta.size()), o(v.size());
-        for (int64_t t = 0; t < n; ++t) {
-          const float* row = &mixed[static_cast<size_t>(t * conv_dim)];
-          std::copy(row + kh * c.dk, row + (kh + 1) * c.dk, &q[static_cast<size_t>(t * c.dk)]);
-          std::copy(row + (c.nk + kh) * c.dk, row + (c.nk + kh + 1) * c.dk, &k[static_cast<size_t>(t * c.dk)]);
-          const float* vr = row + 2 * c.nk * c.dk + h * c.dv;
-          std::copy(vr, vr + c.dv, &v[static_cast<size_t>(t * c.dv)]);
-          beta[static_cast<size_t>(t)] = gates[static_cast<size_t>(t * 2 * c.nv + h)];
-          decay[static_cast<size_t>(t)] = gates[static_cast<size_t>(t * 2 * c.nv + c.nv + h)];
-        }
-        ref::GatedDeltaChunked(q.data(), k.data(), v.data(), beta.data(), decay.data(), n, c.dk, c.dv, 64,
-                               &state[static_cast<size_t>(h * c.dk * c.dv)], o.data());
-        for (int64_t t = 0; t < n; ++t) {
-          std::copy(&o[static_cast<size_t>(t * c.dv)], &o[static_cast<size_t>((t + 1) * c.dv)],
-                    &core[static_cast<size_t>(t * value_dim + h * c.dv)]);
-        }
-      }
+      const std::vector<float> core = GdnReference(c, n, mixed, gates, state);
       const std::string where = "nk " + std::to_string(c.nk) + " nv " + std::to_string(c.nv) + " dk " +
                                 std::to_string(c.dk) + " dv " + std::to_string(c.dv) + ", " + std::to_string(n) +
                                 " tokens";

@@ -25,6 +25,7 @@
 #include "krasis/v1/prefill.grpc.pb.h"
 #include "common/ports.h"
 #include "services/rpc/health_client.h"
+#include "tests/common/listening_socket.h"
 #include "tests/integration/cluster.h"
 
 extern char** environ;
@@ -175,15 +176,8 @@ TEST(LauncherCliTest, BadFlagsAndMissingCommandFail) {
 // which tells the launcher to start again on other ports: the gRPC listen
 // address of any service, and the gateway's HTTP address.
 TEST(LauncherCliTest, AServiceWhoseAddressIsTakenSaysSo) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(fd, 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const std::string held = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  ListeningSocket socket;
+  const std::string held = socket.address();
   const std::string bin = std::string(KRASIS_BINARY_DIR) + "/bin/";
   EXPECT_EQ(WEXITSTATUS(std::system((bin + "krasis-loader --listen " + held + " >/dev/null 2>&1").c_str())),
             kExitAddressInUse);
@@ -191,7 +185,6 @@ TEST(LauncherCliTest, AServiceWhoseAddressIsTakenSaysSo) {
                               " --listen 127.0.0.1:0 --decode 127.0.0.1:1 --prefill 127.0.0.1:1 --http-listen " +
                               held + " >/dev/null 2>&1";
   EXPECT_EQ(WEXITSTATUS(std::system(gateway.c_str())), kExitAddressInUse);
-  close(fd);
 }
 
 }  // namespace

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/kernels/reference.h"
+#include "tests/models/gdn_test_data.h"
 
 namespace krasis::cuda::emu {
 
@@ -103,60 +103,30 @@ double RelError(const std::vector<float>& got, const std::vector<float>& want) {
 }
 
 TEST(GdnChunkedEmulationTest, KernelsComputeWhatTheChunkedReferenceDoes) {
-  struct Case { int nk, nv, dk, dv; std::vector<int64_t> lengths; };
+  struct Case {
+    GdnTestShape shape;
+    std::vector<int64_t> lengths;
+  };
   const uint32_t seed = std::random_device{}();
   RecordProperty("seed", std::to_string(seed));
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  for (const Case& c : {Case{2, 4, 20, 33, {1, 64, 135}}, Case{1, 2, 256, 40, {65}}, Case{1, 1, 16, 16, {2100, 3}},
-                        Case{2, 2, 64, 200, {70}}}) {
-    const int64_t conv_dim = 2 * int64_t{c.nk} * c.dk + int64_t{c.nv} * c.dv;
-    std::vector<float> state(static_cast<size_t>(c.nv) * c.dk * c.dv);
+  for (const Case& c : {Case{{2, 4, 20, 33}, {1, 64, 135}}, Case{{1, 2, 256, 40}, {65}}, Case{{1, 1, 16, 16}, {2100, 3}},
+                        Case{{2, 2, 64, 200}, {70}}}) {
+    const GdnTestShape& s = c.shape;
+    std::vector<float> state(static_cast<size_t>(s.nv * s.dk * s.dv));
     for (float& x : state) x = 0.1f * normal(rng);
     std::vector<float> got_state = state;
     for (int64_t n : c.lengths) {
-      std::vector<float> mixed(static_cast<size_t>(n * conv_dim)), gates(static_cast<size_t>(n * 2 * c.nv));
-      for (float& x : mixed) x = normal(rng);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int h = 0; h < 2 * c.nk; ++h) {  // unit q and k, q scaled, as LaunchGdnPrepare leaves them
-          float* x = &mixed[static_cast<size_t>(t * conv_dim + int64_t{h} * c.dk)];
-          ref::L2Normalize(x, c.dk, 1e-6f);
-          for (int i = 0; h < c.nk && i < c.dk; ++i) x[i] /= std::sqrt(static_cast<float>(c.dk));
-        }
-        for (int h = 0; h < c.nv; ++h) {
-          const float pick = unit(rng);
-          float decay = 0.5f + 0.5f * unit(rng);
-          if (pick < 0.2f) decay = 0.999f + 0.001f * unit(rng);
-          if (pick > 0.97f) decay = 0.0f;
-          gates[static_cast<size_t>(t * 2 * c.nv + h)] = unit(rng);
-          gates[static_cast<size_t>(t * 2 * c.nv + c.nv + h)] = decay;
-        }
-      }
-      std::vector<float> core(static_cast<size_t>(n) * c.nv * c.dv, NAN);
-      std::vector<float> scratch(static_cast<size_t>(GdnChunkScratchFloats(n, c.nv, c.dk, c.dv)), NAN);
-      RunChunked(mixed.data(), gates.data(), n, c.nk, c.nv, c.dk, c.dv, got_state.data(), core.data(), scratch.data());
-      std::vector<float> want(core.size());
-      for (int h = 0; h < c.nv; ++h) {
-        const int kh = h / (c.nv / c.nk);
-        std::vector<float> q(static_cast<size_t>(n * c.dk)), k(q.size()), v(static_cast<size_t>(n * c.dv));
-        std::vector<float> beta(static_cast<size_t>(n)), decay(beta.size()), o(v.size());
-        for (int64_t t = 0; t < n; ++t) {
-          const float* row = &mixed[static_cast<size_t>(t * conv_dim)];
-          std::copy_n(row + kh * c.dk, c.dk, &q[static_cast<size_t>(t * c.dk)]);
-          std::copy_n(row + (c.nk + kh) * c.dk, c.dk, &k[static_cast<size_t>(t * c.dk)]);
-          std::copy_n(row + 2 * c.nk * c.dk + h * c.dv, c.dv, &v[static_cast<size_t>(t * c.dv)]);
-          beta[static_cast<size_t>(t)] = gates[static_cast<size_t>(t * 2 * c.nv + h)];
-          decay[static_cast<size_t>(t)] = gates[static_cast<size_t>(t * 2 * c.nv + c.nv + h)];
-        }
-        ref::GatedDeltaChunked(q.data(), k.data(), v.data(), beta.data(), decay.data(), n, c.dk, c.dv, 64,
-                               &state[static_cast<size_t>(h) * c.dk * c.dv], o.data());
-        for (int64_t t = 0; t < n; ++t) {
-          std::copy_n(&o[static_cast<size_t>(t * c.dv)], c.dv, &want[static_cast<size_t>((t * c.nv + h) * c.dv)]);
-        }
-      }
-      const std::string where = "nk " + std::to_string(c.nk) + " nv " + std::to_string(c.nv) + " dk " +
-                                std::to_string(c.dk) + " dv " + std::to_string(c.dv) + ", " + std::to_string(n) +
+      std::vector<float> mixed, gates;
+      MakeGdnInputs(rng, s, n, mixed, gates);
+      std::vector<float> core(static_cast<size_t>(n * s.nv * s.dv), NAN);
+      std::vector<float> scratch(static_cast<size_t>(GdnChunkScratchFloats(n, s.nv, s.dk, s.dv)), NAN);
+      RunChunked(mixed.data(), gates.data(), n, static_cast<int>(s.nk), static_cast<int>(s.nv), static_cast<int>(s.dk),
+                 static_cast<int>(s.dv), got_state.data(), core.data(), scratch.data());
+      const std::vector<float> want = GdnReference(s, n, mixed, gates, state);
+      const std::string where = "nk " + std::to_string(s.nk) + " nv " + std::to_string(s.nv) + " dk " +
+                                std::to_string(s.dk) + " dv " + std::to_string(s.dv) + ", " + std::to_string(n) +
                                 " tokens";
       EXPECT_LT(RelError(core, want), 1e-4) << where << " (output)";
       EXPECT_LT(RelError(got_state, state), 1e-4) << where << " (state)";

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/listening_socket.h"
+
 namespace krasis {
 namespace {
 
@@ -73,8 +75,9 @@ namespace {
 
 // The workers' command lines carry the expert formats and the VRAM budget:
 // the prefill worker maps the same conversion cache as the decode worker.
-TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
-  const std::string root = ::testing::TempDir() + "/krasis_launch_plan_" + std::to_string(getpid());
+// Options for a fake install under `root`: service binaries that are empty
+// scripts and a model directory with an empty config, ports picked.
+LaunchOptions FakeInstall(const std::string& root) {
   const std::string bin = root + "/bin", model = root + "/model";
   std::filesystem::create_directories(bin);
   std::filesystem::create_directories(model);
@@ -88,11 +91,17 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
   options.model_dir = model;
   options.bin_dir = bin;
   options.home = root + "/home";
+  options.port = options.grpc_port = 0;
+  return options;
+}
+
+TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
+  const std::string root = ::testing::TempDir() + "/krasis_launch_plan_" + std::to_string(getpid());
+  LaunchOptions options = FakeInstall(root);
   options.experts = "int4";
   options.prefill_experts = "int4";
   options.vram_budget = "16G";
   options.prefill_cuda_devices = "0,1";
-  options.port = options.grpc_port = 0;
   auto plan = MakeLaunchPlan(options, 4242);
   ASSERT_TRUE(plan.ok()) << plan.status();
   auto argv_of = [&](const std::string& name) {
@@ -126,20 +135,7 @@ TEST(MakeLaunchPlanTest, PrefillWorkerGetsItsExpertFormatCacheAndBudget) {
 // another program holds is a clear error before anything starts.
 TEST(MakeLaunchPlanTest, PortsDifferAndAFixedPortInUseIsAnError) {
   const std::string root = ::testing::TempDir() + "/krasis_launch_ports_" + std::to_string(getpid());
-  const std::string bin = root + "/bin", model = root + "/model";
-  std::filesystem::create_directories(bin);
-  std::filesystem::create_directories(model);
-  std::ofstream(model + "/config.json") << "{}";
-  for (const char* name : {"loader", "decode", "prefill", "gateway"}) {
-    const std::string exe = bin + "/krasis-" + name;
-    std::ofstream(exe) << "#!/bin/sh\n";
-    std::filesystem::permissions(exe, std::filesystem::perms::owner_all);
-  }
-  LaunchOptions options;
-  options.model_dir = model;
-  options.bin_dir = bin;
-  options.home = root + "/home";
-  options.port = options.grpc_port = 0;
+  LaunchOptions options = FakeInstall(root);
   for (int i = 0; i < 50; ++i) {
     auto plan = MakeLaunchPlan(options, 4244);
     ASSERT_TRUE(plan.ok()) << plan.status();
@@ -151,15 +147,8 @@ TEST(MakeLaunchPlanTest, PortsDifferAndAFixedPortInUseIsAnError) {
     EXPECT_EQ(ports.size(), 5u) << plan->http_address;
   }
 
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(fd, 1), 0);
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int held = ntohs(addr.sin_port);
+  ListeningSocket socket;
+  const int held = socket.port();
   options.host = "127.0.0.1";
   options.port = held;
   auto plan = MakeLaunchPlan(options, 4245);
@@ -169,7 +158,6 @@ TEST(MakeLaunchPlanTest, PortsDifferAndAFixedPortInUseIsAnError) {
   options.port = 0;
   options.grpc_port = held;
   EXPECT_EQ(MakeLaunchPlan(options, 4246).status().code(), absl::StatusCode::kAlreadyExists);
-  close(fd);
   std::filesystem::remove_all(root);
 }
 
