@@ -187,5 +187,101 @@ TEST(LauncherCliTest, AServiceWhoseAddressIsTakenSaysSo) {
   EXPECT_EQ(WEXITSTATUS(std::system(gateway.c_str())), kExitAddressInUse);
 }
 
+// krasis serve with stand-in services (shell scripts beside a copy of the
+// launcher, which looks for its services in its own folder): a gateway that
+// finds its address taken (exit kExitAddressInUse) makes the launcher plan new
+// ports and start every service again, up to three times; then it fails.
+class LauncherRetryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(::testing::TempDir()) / ("krasis-retry-" + std::to_string(getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "bin");
+    fs::create_directories(root_ / "model");
+    std::ofstream(root_ / "model" / "config.json") << "{}";
+    fs::copy_file(std::string(KRASIS_BINARY_DIR) + "/bin/krasis", root_ / "bin" / "krasis");
+  }
+  void TearDown() override {
+    if (launcher_ > 0 && Alive(launcher_)) {
+      kill(launcher_, SIGKILL);  // its services follow (PR_SET_PDEATHSIG)
+      waitpid(launcher_, nullptr, 0);
+    }
+    fs::remove_all(root_);
+  }
+
+  // A stand-in service: logs its --listen address to <name>.listens, runs
+  // `before` (which may exit), then says it is ready and sleeps until stopped.
+  void Service(const std::string& name, const std::string& before = "") {
+    const fs::path exe = root_ / "bin" / ("krasis-" + name);
+    std::ofstream(exe) << "#!/bin/sh\n"
+                       << "while [ $# -gt 0 ]; do case \"$1\" in --ready-file) rf=\"$2\"; shift;; "
+                       << "--listen) listen=\"$2\"; shift;; esac; shift; done\n"
+                       << "echo \"$listen\" >> '" << (root_ / (name + ".listens")).string() << "'\n"
+                       << before << "\n"
+                       << "touch \"$rf\"\nexec sleep 600\n";
+    fs::permissions(exe, fs::perms::owner_all);
+  }
+
+  std::vector<std::string> Lines(const std::string& file) {
+    std::vector<std::string> lines;
+    std::ifstream in(root_ / file);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  }
+
+  pid_t Launch() {
+    const std::string exe = (root_ / "bin" / "krasis").string();
+    std::vector<std::string> args = {exe,      "serve",  "--grpc-port", "0", "--port", "0", "--home",
+                                     (root_ / "home").string(), "--model", (root_ / "model").string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    EXPECT_EQ(posix_spawn(&launcher_, exe.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+    return launcher_;
+  }
+
+  // Waits for the launcher to exit; its wait status.
+  int Reap() {
+    int wstatus = 0;
+    EXPECT_EQ(waitpid(launcher_, &wstatus, 0), launcher_);
+    launcher_ = -1;
+    return wstatus;
+  }
+
+  fs::path root_;
+  pid_t launcher_ = -1;
+};
+
+TEST_F(LauncherRetryTest, StartsAgainOnOtherPortsWhenAnAddressIsTaken) {
+  for (const char* name : {"loader", "decode", "prefill"}) Service(name);
+  const std::string once = (root_ / "taken-once").string();
+  Service("gateway", "if [ ! -e '" + once + "' ]; then touch '" + once + "'; exit " +
+                         std::to_string(kExitAddressInUse) + "; fi");
+  const pid_t launcher = Launch();
+  const nlohmann::json info = WaitForJson(root_ / "home" / "servers" / (std::to_string(launcher) + ".json"), 30s);
+  ASSERT_FALSE(info.is_null()) << "the launcher wrote no server file";
+  // Two starts of everything, the second on other internal ports; the server
+  // file names the second.
+  const std::vector<std::string> loader = Lines("loader.listens"), gateway = Lines("gateway.listens");
+  ASSERT_EQ(loader.size(), 2u);
+  EXPECT_NE(loader[0], loader[1]);
+  ASSERT_EQ(gateway.size(), 2u);
+  EXPECT_EQ(info["services"]["loader"], loader[1]);
+  EXPECT_EQ(info["services"]["gateway"], gateway[1]);
+  ASSERT_EQ(kill(launcher, SIGTERM), 0);
+  const int wstatus = Reap();
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
+}
+
+TEST_F(LauncherRetryTest, GivesUpAfterThreeAttempts) {
+  for (const char* name : {"loader", "decode", "prefill"}) Service(name);
+  Service("gateway", "exit " + std::to_string(kExitAddressInUse));
+  Launch();
+  const int wstatus = Reap();
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 1) << wstatus;
+  EXPECT_EQ(Lines("gateway.listens").size(), 3u);
+  EXPECT_EQ(Lines("loader.listens").size(), 3u);
+}
+
 }  // namespace
 }  // namespace krasis
