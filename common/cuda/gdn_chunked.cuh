@@ -339,4 +339,16 @@ inline GdnChunkScratch GdnChunkScratchOf(float* scratch, int64_t m, int64_t nv, 
   return sc;
 }
 
+// A call's pieces in order, as LaunchGdnChunked launches them: for each,
+// launch(first token, tokens m, scratch views, prep grid's x) runs the prep and
+// state kernels and returns false to stop.
+template <typename Launch>
+inline void ForEachGdnPiece(int64_t n, int64_t nv, int64_t dk, int64_t dv, float* scratch, Launch&& launch) {
+  for (int64_t first = 0; first < n; first += kGdnPiece) {
+    const int64_t m = n - first < kGdnPiece ? n - first : kGdnPiece;
+    const GdnChunkScratch sc = GdnChunkScratchOf(scratch, m, nv, dk, dv);
+    if (!launch(first, m, sc, static_cast<unsigned>(sc.mp / kGdnChunk))) return;
+  }
+}
+
 }  // namespace krasis::cuda

@@ -12,8 +12,6 @@
 
 #include <cuda_bf16.h>
 
-#include <algorithm>
-
 namespace krasis::cuda {
 namespace {
 
@@ -267,17 +265,16 @@ absl::Status LaunchGdnChunked(const float* mixed, const float* gates, const GdnS
                                             static_cast<int>(geometry.prep_smem)));
   CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(GdnChunkStateKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(geometry.state_smem)));
-  for (int64_t first = 0; first < s.n; first += kGdnPiece) {
-    const int64_t m = std::min(kGdnPiece, s.n - first);
-    const GdnChunkScratch sc = GdnChunkScratchOf(scratch, m, nv, dk, dv);
-    const dim3 prep_grid(static_cast<unsigned>(sc.mp / kGdnChunk), static_cast<unsigned>(nv));
-    GdnChunkPrepKernel<<<prep_grid, geometry.prep_threads, geometry.prep_smem, stream>>>(mixed, gates, first, m, nk,
-                                                                                          nv, dk, dv, sc);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  cudaError_t err = cudaSuccess;
+  ForEachGdnPiece(s.n, nv, dk, dv, scratch, [&](int64_t first, int64_t m, const GdnChunkScratch& sc, unsigned chunks) {
+    GdnChunkPrepKernel<<<dim3(chunks, static_cast<unsigned>(nv)), geometry.prep_threads, geometry.prep_smem, stream>>>(
+        mixed, gates, first, m, nk, nv, dk, dv, sc);
+    if ((err = cudaGetLastError()) != cudaSuccess) return false;
     GdnChunkStateKernel<<<dim3(geometry.state_grid_x, geometry.state_grid_y), geometry.state_threads,
                           geometry.state_smem, stream>>>(mixed, first, m, nk, nv, dk, dv, sc, state, core);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  }
+    return (err = cudaGetLastError()) == cudaSuccess;
+  });
+  CUDA_RETURN_IF_ERROR(err);
   return absl::OkStatus();
 }
 

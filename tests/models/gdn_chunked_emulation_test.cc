@@ -78,18 +78,17 @@ using krasis::cuda::emu::threadIdx;
 namespace krasis::cuda {
 namespace {
 
-// LaunchGdnChunked's pieces, with the emulated launches.
+// LaunchGdnChunked's pieces (ForEachGdnPiece), with the emulated launches.
 void RunChunked(const float* mixed, const float* gates, int64_t n, int nk, int nv, int dk, int dv, float* state,
                 float* core, float* scratch) {
   const GdnChunkLaunch geometry(nv, dk, dv);
-  for (int64_t first = 0; first < n; first += kGdnPiece) {
-    const int64_t m = std::min(kGdnPiece, n - first);
-    const GdnChunkScratch sc = GdnChunkScratchOf(scratch, m, nv, dk, dv);
-    emu::Launch(static_cast<unsigned>(sc.mp / kGdnChunk), static_cast<unsigned>(nv), geometry.prep_threads,
-                geometry.prep_smem, [&] { GdnChunkPrepKernel(mixed, gates, first, m, nk, nv, dk, dv, sc); });
+  ForEachGdnPiece(n, nv, dk, dv, scratch, [&](int64_t first, int64_t m, const GdnChunkScratch& sc, unsigned chunks) {
+    emu::Launch(chunks, static_cast<unsigned>(nv), geometry.prep_threads, geometry.prep_smem,
+                [&] { GdnChunkPrepKernel(mixed, gates, first, m, nk, nv, dk, dv, sc); });
     emu::Launch(geometry.state_grid_x, geometry.state_grid_y, geometry.state_threads, geometry.state_smem,
                 [&] { GdnChunkStateKernel(mixed, first, m, nk, nv, dk, dv, sc, state, core); });
-  }
+    return true;
+  });
 }
 
 double RelError(const std::vector<float>& got, const std::vector<float>& want) {
