@@ -217,8 +217,10 @@ class CudaPrefillBackend final : public PrefillBackend {
   absl::Status Gemm(const void* x, int64_t n, const DeviceMemory& w, int64_t out, int64_t in, float* y) {
     return GemmPtr(x, n, w.as<void>(), out, in, y, out);
   }
-  // The same with W anywhere and y's rows ldy floats apart.
-  absl::Status GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, float* y, int64_t ldy);
+  // The same with W anywhere and y's rows ldy elements apart; y float, or BF16
+  // when out_type is CUDA_R_16BF (rounded from the fp32 accumulation).
+  absl::Status GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, void* y, int64_t ldy,
+                       cudaDataType_t out_type = CUDA_R_32F);
   // A routed expert's matrix in the GEMM input form: the stored bytes at `base`
   // themselves when they already are (BF16 as stored), else converted into wscratch_.
   absl::StatusOr<const void*> ExpertMatrix(const cuda::StoredMatrix& m, const char* base, size_t scratch_offset = 0);
@@ -313,6 +315,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   // Keys and values in BF16 for the attention kernel (UseBf16Kv): GQA's store, MLA's expanded k_ / v_.
   DeviceMemory kv16_, k16_, v16_;
   // v_offset: elements from the K buffer's start to the V rows (16-byte alignment of both).
+  // MLA's attention over `n` new tokens from `start`, in the expanded form.
+  cuda::AttentionShape MlaShape(const MlaDesc& m, int64_t n, int64_t start) const;
   bool UseBf16Kv(const cuda::AttentionShape& s, int64_t v_offset) const {
     return cuda::CausalAttentionTakesBf16Kv(s) && s.k_stride % 8 == 0 && s.v_stride % 8 == 0 && v_offset % 8 == 0;
   }
@@ -666,14 +670,12 @@ absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
     if (L.mixer_kind != MixerDesc::Kind::kMla) continue;
     const MlaDesc& m = L.mla;
     const size_t H = static_cast<size_t>(m.heads);
-    RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * f));
-    RETURN_IF_ERROR(k_.Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * f));
-    RETURN_IF_ERROR(v_.Reserve(P * H * static_cast<size_t>(m.v_dim) * f));
+    // Expanded keys and values in BF16 or in float (Mla), never both.
+    const size_t el = UseBf16Kv(MlaShape(m, 0, 0), 0) ? sizeof(uint16_t) : f;
+    RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * el));
+    RETURN_IF_ERROR((el == f ? k_ : k16_).Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * el));
+    RETURN_IF_ERROR((el == f ? v_ : v16_).Reserve(P * H * static_cast<size_t>(m.v_dim) * el));
     RETURN_IF_ERROR(lat_.Reserve(P * static_cast<size_t>(m.kv_lora) * f));
-    if (!f32_) {
-      RETURN_IF_ERROR(k16_.Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * sizeof(uint16_t)));
-      RETURN_IF_ERROR(v16_.Reserve(P * H * static_cast<size_t>(m.v_dim) * sizeof(uint16_t)));
-    }
     if (!f32_) RETURN_IF_ERROR(lat16_.Reserve(P * static_cast<size_t>(m.kv_lora) * sizeof(uint16_t)));
   }
   return absl::OkStatus();
@@ -698,13 +700,13 @@ absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& c
   return absl::OkStatus();
 }
 
-absl::Status CudaPrefillBackend::GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, float* y,
-                                         int64_t ldy) {
+absl::Status CudaPrefillBackend::GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, void* y,
+                                         int64_t ldy, cudaDataType_t out_type) {
   const float alpha = 1.0f, beta = 0.0f;
   // CUBLAS_COMPUTE_32F: fp32 accumulation, and for F32 inputs no TF32.
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
                                       static_cast<int>(in), &alpha, w, act_type_, static_cast<int>(in), x,
-                                      act_type_, static_cast<int>(in), &beta, y, CUDA_R_32F, static_cast<int>(ldy),
+                                      act_type_, static_cast<int>(in), &beta, y, out_type, static_cast<int>(ldy),
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
 }
@@ -811,6 +813,22 @@ absl::StatusOr<const void*> CudaPrefillBackend::AsGemmInput(const float* x, int6
 // [latent | k_pe] from kv_a, normed and roped, into the store; then keys and
 // values of every position so far from kv_b, and plain causal attention with
 // head_dim nope + rope and v_dim.
+cuda::AttentionShape CudaPrefillBackend::MlaShape(const MlaDesc& m, int64_t n, int64_t start) const {
+  const int64_t qk = m.nope + m.rope_dim;
+  cuda::AttentionShape s;
+  s.n = n;
+  s.start_pos = start;
+  s.heads = s.kv_heads = m.heads;
+  s.head_dim = qk;
+  s.v_dim = m.v_dim;
+  s.k_stride = m.heads * qk;
+  s.v_stride = m.heads * m.v_dim;
+  s.q_stride = m.heads * qk;
+  s.scale = m.scale;
+  s.exact = f32_;
+  return s;
+}
+
 absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   const MlaDesc& m = L.mla;
   const int64_t qk = m.nope + m.rope_dim, W = L.qkv_width, positions = start + n;
@@ -835,34 +853,33 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   RETURN_IF_ERROR(cuda::LaunchRope(q + m.nope, n, m.heads, m.heads * qk, qk, m.rope_dim, interleaved, table, stream_));
   RETURN_IF_ERROR(StoreRows(L, kv_in, W, n, start));
 
-  // Keys and values of every position so far.
+  const cuda::AttentionShape s = MlaShape(m, n, start);
+  // Keys and values of every position so far: in BF16 straight from the
+  // kv_b GEMM when the attention kernel reads BF16 (it would round them to
+  // BF16 anyway), else in float.
+  const bool bf16_kv = UseBf16Kv(s, 0);
   const float* store = L.kv.as<float>();
   ASSIGN_OR_RETURN(const void* latents, AsGemmInput(store, positions, m.kv_lora, L.kv_row, lat_, lat16_));
   const size_t P = static_cast<size_t>(positions), H = static_cast<size_t>(m.heads);
-  RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * sizeof(float)));
-  RETURN_IF_ERROR(k_.Reserve(P * H * static_cast<size_t>(qk) * sizeof(float)));
-  RETURN_IF_ERROR(v_.Reserve(P * H * static_cast<size_t>(m.v_dim) * sizeof(float)));
-  RETURN_IF_ERROR(Gemm(latents, positions, L.kv_b, m.heads * (m.nope + m.v_dim), m.kv_lora, kvb_.as<float>()));
-  RETURN_IF_ERROR(cuda::LaunchMlaExpandKv(kvb_.as<float>(), store + m.kv_lora, L.kv_row, positions, m.heads, m.nope,
-                                          m.rope_dim, m.v_dim, k_.as<float>(), v_.as<float>(), stream_));
-  cuda::AttentionShape s;
-  s.n = n;
-  s.start_pos = start;
-  s.heads = s.kv_heads = m.heads;
-  s.head_dim = qk;
-  s.v_dim = m.v_dim;
-  s.k_stride = m.heads * qk;
-  s.v_stride = m.heads * m.v_dim;
-  s.q_stride = m.heads * qk;
-  s.scale = m.scale;
-  s.exact = f32_;
+  const size_t el = bf16_kv ? sizeof(uint16_t) : sizeof(float);
+  DeviceMemory& k_rows = bf16_kv ? k16_ : k_;
+  DeviceMemory& v_rows = bf16_kv ? v16_ : v_;
+  RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * el));
+  RETURN_IF_ERROR(k_rows.Reserve(P * H * static_cast<size_t>(qk) * el));
+  RETURN_IF_ERROR(v_rows.Reserve(P * H * static_cast<size_t>(m.v_dim) * el));
+  const int64_t kvb_width = m.heads * (m.nope + m.v_dim);
+  RETURN_IF_ERROR(GemmPtr(latents, positions, L.kv_b.as<void>(), kvb_width, m.kv_lora, kvb_.as<void>(), kvb_width,
+                          bf16_kv ? CUDA_R_16BF : CUDA_R_32F));
+  if (bf16_kv) {
+    RETURN_IF_ERROR(cuda::LaunchMlaExpandKvBf16(kvb_.as<uint16_t>(), store + m.kv_lora, L.kv_row, positions, m.heads,
+                                                m.nope, m.rope_dim, m.v_dim, k16_.as<uint16_t>(),
+                                                v16_.as<uint16_t>(), stream_));
+  } else {
+    RETURN_IF_ERROR(cuda::LaunchMlaExpandKv(kvb_.as<float>(), store + m.kv_lora, L.kv_row, positions, m.heads, m.nope,
+                                            m.rope_dim, m.v_dim, k_.as<float>(), v_.as<float>(), stream_));
+  }
   RETURN_IF_ERROR(Lap(kMixerProj));
-  if (UseBf16Kv(s, 0)) {
-    const int64_t kc = positions * m.heads * qk, vc = positions * m.heads * m.v_dim;
-    RETURN_IF_ERROR(k16_.Reserve(static_cast<size_t>(kc) * sizeof(uint16_t)));
-    RETURN_IF_ERROR(v16_.Reserve(static_cast<size_t>(vc) * sizeof(uint16_t)));
-    RETURN_IF_ERROR(cuda::LaunchToBf16(k_.as<float>(), kc, k16_.as<uint16_t>(), stream_));
-    RETURN_IF_ERROR(cuda::LaunchToBf16(v_.as<float>(), vc, v16_.as<uint16_t>(), stream_));
+  if (bf16_kv) {
     RETURN_IF_ERROR(
         cuda::LaunchCausalAttentionBf16Kv(q, k16_.as<uint16_t>(), v16_.as<uint16_t>(), s, attn_.as<float>(), stream_));
   } else {

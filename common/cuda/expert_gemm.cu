@@ -4,15 +4,18 @@
 // few hundred rows one after another.
 //
 // A block computes 128 rows (of one expert) x 128 output columns, stepping
-// through k 32 at a time: x and the weight rows go global -> shared with
-// cp.async in a three-stage pipeline, ldmatrix feeds mma.sync m16n8k16 (BF16,
-// fp32 accumulation); 8 warps, each 64 rows x 32 columns. Quantized weights
-// arrive in their tile-interleaved bytes (16 rows x 32 columns of a group are
-// contiguous: 256 bytes INT4, 512 INT8) and are dequantized into a BF16 shared
-// tile -- code * scale rounded to BF16, exactly what LaunchDequantTiled writes --
-// before the warps read it. The launch table (per-block expert and rows, per-
-// expert matrix pointers) is built on the host from the expert counts the
-// caller already has there.
+// through k kBK (32 or 64) at a time: x and the weight rows go global -> shared
+// with cp.async in a three-stage pipeline, ldmatrix feeds mma.sync m16n8k16
+// (BF16, fp32 accumulation); 8 warps, each 64 rows x 32 columns. Steps of 64
+// halve the block-wide barriers per multiply-add and are used whenever k (and
+// a quantized format's group) allows; steps of 32 take the rest. Quantized
+// weights arrive in their tile-interleaved bytes (16 rows x 32 columns of a
+// group are contiguous: 256 bytes INT4, 512 INT8; a 64-column step reads two
+// such tiles back to back) and are dequantized into a BF16 shared tile -- code
+// * scale rounded to BF16, exactly what LaunchDequantTiled writes -- before the
+// warps read it. The launch table (per-block expert and rows, per-expert
+// matrix pointers) is built on the host from the expert counts the caller
+// already has there.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -27,8 +30,13 @@
 namespace krasis::cuda {
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 3, kThreads = 256;
-constexpr int kTileBytes = kBM * kBK * 2;  // one [128][32] BF16 stage of x or of the weights
+constexpr int kBM = 128, kBN = 128, kStages = 3, kThreads = 256;
+constexpr int kMinStep = 32, kWideStep = 64;  // k per pipeline step: the narrow and the wide kernel
+
+template <int kBK>
+__host__ __device__ constexpr int TileBytes() {  // one [128][kBK] BF16 stage of x or of the weights
+  return kBM * kBK * 2;
+}
 
 struct BlockRows {  // a block row of the launch: rows [row0, row0 + rows) of x, all of `expert`
   int32_t expert, row0, rows, pad;
@@ -43,26 +51,31 @@ struct Params {
   const BlockRows* blocks;
 };
 
-// Byte offset of 16-byte chunk c (0..3) of row r in a [rows][32] BF16 tile,
-// swizzled so the 8 row addresses of an ldmatrix hit distinct banks.
-__device__ inline int Swizzle(int r, int c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+// Byte offset of 16-byte chunk c (0 .. kBK / 8 - 1) of row r in a [rows][kBK]
+// BF16 tile, swizzled so the 8 row addresses of an ldmatrix hit distinct banks.
+template <int kBK>
+__device__ inline int Swizzle(int r, int c) {
+  if constexpr (kBK == 32) return r * 64 + ((c ^ ((r >> 1) & 3)) << 4);
+  return r * 128 + ((c ^ (r & 7)) << 4);
+}
 
 // Raw bytes of 16 weight rows x kBK columns in the quantized layout.
-template <int kQuant>
+template <int kQuant, int kBK>
 __host__ __device__ constexpr int RawTileBytes() {
   return kQuant == 2 ? 8 * kBK : 16 * kBK;
 }
 
-template <int kQuant>  // 0 BF16, 1 INT8, 2 INT4
+template <int kQuant, int kBK>  // kQuant: 0 BF16, 1 INT8, 2 INT4
 constexpr size_t SharedBytes() {
-  return kQuant == 0 ? size_t(2 * kStages) * kTileBytes
-                     : size_t(kStages + 1) * kTileBytes + size_t(kStages) * 8 * RawTileBytes<kQuant>();
+  return kQuant == 0 ? size_t(2 * kStages) * TileBytes<kBK>()
+                     : size_t(kStages + 1) * TileBytes<kBK>() + size_t(kStages) * 8 * RawTileBytes<kQuant, kBK>();
 }
 
 // kNarrow: BF16 weights aligned to 8 bytes only (a safetensors file's data may
 // start 8 bytes off a 16-byte boundary), loaded 8 bytes at a time.
-template <int kQuant, bool kNarrow>
-__global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
+template <int kQuant, bool kNarrow, int kBK>
+__global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
+  constexpr int kTileBytes = TileBytes<kBK>(), kRowChunks = kBK / 8;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* const a_stages = smem;
   uint8_t* const b_stages = smem + kStages * kTileBytes;      // BF16: kStages tiles; quantized: one
@@ -75,22 +88,22 @@ __global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
   const int steps = p.k / kBK;
 
   auto load_x = [&](int stage, int step) {
-    for (int i = 0; i < 2; ++i) {
-      const int id = tid + i * kThreads, r = id >> 2, c = id & 3;
+    for (int i = 0; i < kBM * kRowChunks / kThreads; ++i) {
+      const int id = tid + i * kThreads, r = id / kRowChunks, c = id % kRowChunks;
       const bool ok = r < blk.rows;
       const uint16_t* src = p.x + int64_t(blk.row0 + (ok ? r : 0)) * p.ldx + step * kBK + c * 8;
-      CpAsync16(a_stages + stage * kTileBytes + Swizzle(r, c), src, ok);
+      CpAsync16(a_stages + stage * kTileBytes + Swizzle<kBK>(r, c), src, ok);
     }
   };
   auto load_w = [&](int stage, int step) {
     if constexpr (kQuant == 0) {
-      for (int i = 0; i < 2; ++i) {
-        const int id = tid + i * kThreads, r = id >> 2, c = id & 3, n = n0 + r;
+      for (int i = 0; i < kBN * kRowChunks / kThreads; ++i) {
+        const int id = tid + i * kThreads, r = id / kRowChunks, c = id % kRowChunks, n = n0 + r;
         const bool ok = n < p.n;
         const uint16_t* row = n < p.n_split ? static_cast<const uint16_t*>(ew.w0) + int64_t(n) * p.k
                                             : static_cast<const uint16_t*>(ew.w1) + int64_t(n - p.n_split) * p.k;
         const uint16_t* src = ok ? row + step * kBK + c * 8 : static_cast<const uint16_t*>(ew.w0);
-        uint8_t* dst = b_stages + stage * kTileBytes + Swizzle(r, c);
+        uint8_t* dst = b_stages + stage * kTileBytes + Swizzle<kBK>(r, c);
         if constexpr (kNarrow) {
           CpAsync8(dst, src, ok);
           CpAsync8(dst + 8, ok ? src + 4 : src, ok);
@@ -99,9 +112,9 @@ __global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
         }
       }
     } else {
-      constexpr int kRaw = RawTileBytes<kQuant>(), kChunksPerTile = kRaw / 16;
-      if (tid < 8 * kChunksPerTile) {
-        const int rt = tid / kChunksPerTile, c = tid % kChunksPerTile, n = n0 + rt * 16;
+      constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kChunksPerTile = kRaw / 16;
+      for (int id = tid; id < 8 * kChunksPerTile; id += kThreads) {
+        const int rt = id / kChunksPerTile, c = id % kChunksPerTile, n = n0 + rt * 16;
         const bool ok = n < p.n, second = n >= p.n_split;
         const int tile = (second ? n - p.n_split : n) / 16;
         const int k0 = step * kBK, g = k0 / p.group, kin = k0 - g * p.group;
@@ -114,9 +127,11 @@ __global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
     }
   };
   // Quantized: the raw tile of `stage` -> BF16 rows in b_stages. Thread t takes
-  // row t / 2, columns 16 (t % 2) .. + 16.
+  // row t / 2 and octets (8 columns) kO (t % 2) .. + kO. Octet o's bytes are the
+  // 64 at 64 o of a 16-row raw tile: 16 rows x 4 bytes, INT4 columns 8 o + j
+  // (low nibble) and 8 o + 4 + j (high); INT8 two quads of 4 columns.
   auto dequant = [&](int stage, int step) {
-    constexpr int kRaw = RawTileBytes<kQuant>();
+    constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kO = kBK / 16;
     const int r = tid >> 1, half = tid & 1, n = n0 + r, rr = r & 15;
     const uint8_t* raw = raw_stages + stage * 8 * kRaw + (r >> 4) * kRaw;
     float s = 0.0f;
@@ -125,23 +140,24 @@ __global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
       const int tile = (second ? n - p.n_split : n) / 16, g = step * kBK / p.group;
       s = (second ? ew.s1 : ew.s0)[(int64_t(tile) * (p.k / p.group) + g) * 16 + rr];
     }
-    for (int o = 0; o < 2; ++o) {
+    for (int o = 0; o < kO; ++o) {
+      const int octet = half * kO + o;
       float v[8];
-      if constexpr (kQuant == 2) {  // octet 2 half + o: columns 8c + j (low nibble), 8c + 4 + j (high)
-        const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (half * 2 + o) * 64 + rr * 4);
+      if constexpr (kQuant == 2) {
+        const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + octet * 64 + rr * 4);
         for (int j = 0; j < 4; ++j) {
           v[j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xF) - 8);
           v[j + 4] = static_cast<float>(static_cast<int>((word >> (8 * j + 4)) & 0xF) - 8);
         }
-      } else {  // quads 4 half + 2 o and the next: 4 columns each
+      } else {  // quads 2 octet and the next: 4 columns each
         for (int qd = 0; qd < 2; ++qd) {
-          const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (half * 4 + o * 2 + qd) * 64 + rr * 4);
+          const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (octet * 2 + qd) * 64 + rr * 4);
           for (int j = 0; j < 4; ++j) v[qd * 4 + j] = static_cast<float>(static_cast<int>((word >> (8 * j)) & 0xFF) - 128);
         }
       }
       const uint4 packed = make_uint4(PackBf16(v[0] * s, v[1] * s), PackBf16(v[2] * s, v[3] * s),
                                       PackBf16(v[4] * s, v[5] * s), PackBf16(v[6] * s, v[7] * s));
-      *reinterpret_cast<uint4*>(b_stages + Swizzle(r, half * 2 + o)) = packed;
+      *reinterpret_cast<uint4*>(b_stages + Swizzle<kBK>(r, octet)) = packed;
     }
   };
 
@@ -167,11 +183,11 @@ __global__ void __launch_bounds__(kThreads) GroupedGemmKernel(Params p) {
     for (int kk = 0; kk < kBK / 16; ++kk) {
       uint32_t a[4][4], b[4][2];
       for (int i = 0; i < 4; ++i) {
-        LdMatrixX4(a[i], at + Swizzle(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+        LdMatrixX4(a[i], at + Swizzle<kBK>(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
       }
       for (int j = 0; j < 2; ++j) {
         uint32_t r[4];
-        LdMatrixX4(r, bt + Swizzle(wn * 32 + j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+        LdMatrixX4(r, bt + Swizzle<kBK>(wn * 32 + j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
         b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
       }
       for (int i = 0; i < 4; ++i) {
@@ -204,23 +220,47 @@ bool WeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t e
   return true;
 }
 
-template <int kQuant, bool kNarrow = false>
-absl::Status Launch(const Params& p, unsigned blocks, cudaStream_t stream) {
+template <int kQuant, bool kNarrow, int kBK>
+absl::Status LaunchStep(const Params& p, unsigned blocks, cudaStream_t stream) {
+  constexpr size_t smem = SharedBytes<kQuant, kBK>();
+  auto* kernel = GroupedGemmKernel<kQuant, kNarrow, kBK>;
+  if constexpr (smem > 48 * 1024) {
+    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  }
   const dim3 grid(static_cast<unsigned>((p.n + kBN - 1) / kBN), blocks);
-  GroupedGemmKernel<kQuant, kNarrow><<<grid, kThreads, SharedBytes<kQuant>(), stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(p);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
+template <int kQuant, bool kNarrow = false>
+absl::Status Launch(const Params& p, int step, unsigned blocks, cudaStream_t stream) {
+  return step == kWideStep ? LaunchStep<kQuant, kNarrow, kWideStep>(p, blocks, stream)
+                           : LaunchStep<kQuant, kNarrow, kMinStep>(p, blocks, stream);
+}
+
+// Whether k (and a quantized format's groups) split into steps of `step`.
+bool StepFits(const GroupedGemmShape& s, int step) {
+  return s.k % step == 0 && (s.quant == 0 || s.group % step == 0);
+}
+
 }  // namespace
 
+int GroupedGemmStep(const GroupedGemmShape& s) {
+  if (s.k_step != 0) return s.k_step;
+  return StepFits(s, kWideStep) ? kWideStep : kMinStep;
+}
+
 bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weights, int64_t first, int64_t end) {
-  if (s.k <= 0 || s.k % kBK != 0 || s.n <= 0 || s.n > INT32_MAX / 2 || s.k > INT32_MAX / 2) return false;
+  if (s.k_step != 0 && s.k_step != kMinStep && s.k_step != kWideStep) return false;
+  if (s.k <= 0 || !StepFits(s, GroupedGemmStep(s)) || s.n <= 0 || s.n > INT32_MAX / 2 || s.k > INT32_MAX / 2) {
+    return false;
+  }
   if (s.n_split < 0 || s.n_split > s.n || s.ldx % 8 != 0 || s.ldx < s.k || s.ldy < s.n || !Aligned(s.x, 16)) {
     return false;
   }
   if (s.quant < 0 || s.quant > 2) return false;
-  if (s.quant != 0 && (s.group < kBK || s.k % s.group != 0 || s.group % kBK != 0 || s.n_split % 16 != 0)) return false;
+  if (s.quant != 0 && (s.k % s.group != 0 || s.n_split % 16 != 0)) return false;
   for (int64_t e = first; e < end; ++e) {
     const ExpertGemmWeights& w = weights[e];
     // BF16 rows may start 8 bytes off (the narrow loads); quantized tiles are 16-byte blocks.
@@ -284,11 +324,13 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
            static_cast<const ExpertGemmWeights*>(table),
            reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes)};
   const unsigned nb = static_cast<unsigned>(blocks.size());
+  const int step = GroupedGemmStep(shape);
   if (shape.quant == 0) {
-    return WeightsAligned16(weights, first, end) ? Launch<0>(p, nb, stream) : Launch<0, true>(p, nb, stream);
+    return WeightsAligned16(weights, first, end) ? Launch<0>(p, step, nb, stream)
+                                                 : Launch<0, true>(p, step, nb, stream);
   }
-  if (shape.quant == 1) return Launch<1>(p, nb, stream);
-  return Launch<2>(p, nb, stream);
+  if (shape.quant == 1) return Launch<1>(p, step, nb, stream);
+  return Launch<2>(p, step, nb, stream);
 }
 
 }  // namespace krasis::cuda

@@ -72,6 +72,11 @@ absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t st
 absl::Status LaunchMlaExpandKv(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
                                int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v,
                                cudaStream_t stream);
+// The same with kvb, k and v in BF16 (k_pe rounded to BF16): equal to
+// LaunchMlaExpandKv of the BF16 values followed by BF16 rounding of k and v.
+absl::Status LaunchMlaExpandKvBf16(const uint16_t* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
+                                   int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, uint16_t* k,
+                                   uint16_t* v, cudaStream_t stream);
 
 // Causal attention of `n` new tokens at positions start_pos .. start_pos + n - 1
 // over keys/values of positions 0 .. start_pos + n - 1, FlashAttention-style:
@@ -161,10 +166,14 @@ struct GroupedGemmShape {
   int64_t ldx = 0;
   float* y = nullptr;  // [rows, n], rows ldy apart
   int64_t ldy = 0;
+  int k_step = 0;  // k per pipeline step: 0 picks (64 where k and the group allow, else 32); 32 or 64 forces it
 };
-// Whether LaunchGroupedGemm takes this shape and these weights (k a multiple of
-// 32, x 16-byte aligned, BF16 weights 8-byte aligned, quantized ones 16, groups
-// of 32 or more dividing k, n_split a multiple of 16 when quantized); the
+// The k step LaunchGroupedGemm uses for this shape.
+int GroupedGemmStep(const GroupedGemmShape& shape);
+// Whether LaunchGroupedGemm takes this shape and these weights (k and a
+// quantized format's group multiples of the k step, the group dividing k, x
+// 16-byte aligned, BF16 weights 8-byte aligned, quantized ones 16, n_split a
+// multiple of 16 when quantized); the
 // caller otherwise runs one GEMM per expert.
 bool GroupedGemmTakes(const GroupedGemmShape& shape, const ExpertGemmWeights* weights, int64_t first, int64_t end);
 // The launch's block rows (128 rows of one expert each) for these counts; at

@@ -292,6 +292,23 @@ TEST_F(PrefillKernelsTest, MlaExpandSplitsKvbAndSharesTheRopedKey) {
       for (int64_t i = 0; i < v_dim; ++i) ASSERT_EQ(hv[(p * heads + h) * v_dim + i], row[nope + i]);
     }
   }
+  // BF16 in and out: the float expansion of the BF16 kvb, rounded to BF16, bit for bit.
+  std::vector<uint16_t> kvb16(kvb.size());
+  for (size_t i = 0; i < kvb.size(); ++i) kvb16[i] = FloatToBF16(kvb[i]);
+  std::vector<float> kvb_rounded(kvb.size());
+  for (size_t i = 0; i < kvb.size(); ++i) kvb_rounded[i] = BF16ToFloat(kvb16[i]);
+  DeviceBuffer<uint16_t> dkvb16(kvb16), k16(hk.size()), v16(hv.size());
+  DeviceBuffer<float> dkvb_rounded(kvb_rounded);
+  ASSERT_TRUE(cuda::LaunchMlaExpandKvBf16(dkvb16.get(), dstore.get() + 512, stride, positions, heads, nope, rope,
+                                          v_dim, k16.get(), v16.get(), nullptr)
+                  .ok());
+  ASSERT_TRUE(cuda::LaunchMlaExpandKv(dkvb_rounded.get(), dstore.get() + 512, stride, positions, heads, nope, rope,
+                                      v_dim, k.get(), v.get(), nullptr)
+                  .ok());
+  hk = k.Download(), hv = v.Download();
+  const std::vector<uint16_t> gk = k16.Download(), gv = v16.Download();
+  for (size_t i = 0; i < hk.size(); ++i) ASSERT_EQ(gk[i], FloatToBF16(hk[i])) << "k " << i;
+  for (size_t i = 0; i < hv.size(); ++i) ASSERT_EQ(gv[i], FloatToBF16(hv[i])) << "v " << i;
 }
 
 TEST_F(PrefillKernelsTest, RoutingMatchesReference) {

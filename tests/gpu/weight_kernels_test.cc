@@ -141,12 +141,19 @@ struct GemmExpert {
 TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
   // Expert row counts around the 128-row block (0, 1, 127, 128, 129, 300),
   // output widths that are not a multiple of the 128-column block, a split
-  // inside a block, every weight form.
+  // inside a block, every weight form, both k steps of the kernel (a step of
+  // 64 where k and the group allow it; refused otherwise).
   const std::vector<int32_t> counts = {0, 1, 127, 128, 129, 300, 0, 37};
   for (int quant : {0, 1, 2}) {
-    for (auto [n, k, n_split, group] :
-         {std::tuple<int64_t, int64_t, int64_t, int64_t>{200, 256, 96, 64}, {160, 96, 160, 32}, {80, 128, 0, 128}}) {
-      SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split);
+    for (auto [n, k, n_split, group, step] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int>{200, 256, 96, 64, 32},
+                                              {200, 256, 96, 64, 64},
+                                              {160, 96, 160, 32, 32},
+                                              {160, 96, 160, 32, 64},
+                                              {80, 128, 0, 128, 32},
+                                              {80, 128, 0, 128, 64},
+                                              {144, 384, 64, 128, 64}}) {
+      SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split
+                                      << " step " << step);
       const int64_t experts = static_cast<int64_t>(counts.size());
       std::vector<int32_t> offsets(counts.size());
       int64_t rows = 0;
@@ -190,7 +197,18 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
       cuda::GroupedGemmShape shape;
       shape.n = n, shape.k = k, shape.n_split = n_split, shape.quant = quant, shape.group = group;
       shape.x = Upload(x.data(), x.size()), shape.ldx = ldx, shape.y = y, shape.ldy = ldy;
+      shape.k_step = step;
+      if (k % step != 0 || (quant != 0 && group % step != 0)) {
+        EXPECT_FALSE(cuda::GroupedGemmTakes(shape, w.data(), 0, experts));
+        shape.k_step = 0;  // the launch picks the step that fits
+        EXPECT_EQ(cuda::GroupedGemmStep(shape), 32);
+        continue;
+      }
       ASSERT_TRUE(cuda::GroupedGemmTakes(shape, w.data(), 0, experts));
+      if (step == 64) {
+        shape.k_step = 0;
+        EXPECT_EQ(cuda::GroupedGemmStep(shape), 64);  // the default where it fits
+      }
       const size_t table_bytes = cuda::GroupedGemmTableBytes(experts, rows);
       void* table = Alloc(table_bytes);
       const absl::Status st =
