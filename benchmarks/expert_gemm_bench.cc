@@ -2,9 +2,10 @@
 // routed-expert shapes of DeepSeek-V2-Lite (64 experts, top-6, hidden 2048,
 // expert inter 1408) and Qwen3-Next (512 experts, top-10, hidden 2048, inter
 // 512), for one prefill chunk of tokens routed uniformly at random, with BF16,
-// INT8 and INT4 weights (group 128) and each k step of the kernel:
+// INT8 and INT4 weights (group 128) and each form of the kernel (k step 32 or
+// 64, warp tile 64 x 32 or 64 x 64 columns):
 //
-//   model | format | k step | gate+up ms | down ms | TFLOP/s | cuBLAS dense TFLOP/s
+//   model | format | k step | warp cols | gate+up ms | down ms | TFLOP/s | cuBLAS dense TFLOP/s
 //
 // FLOPs = 2 * rows * (2 inter * hidden + hidden * inter), rows = tokens * top_k.
 // "cuBLAS dense" is one BF16 GEMM of the same rows and the gate+up shape (what
@@ -12,7 +13,7 @@
 // values are random bytes (any byte is a valid INT8 / INT4 code), which does
 // not change the time; the kernel's results are checked by weight_kernels_test.
 //
-//   expert_gemm_bench [--tokens 4096] [--reps 10] [--steps 32,64]
+//   expert_gemm_bench [--tokens 4096] [--reps 10] [--steps 32,64] [--cols 32,64]
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -75,7 +76,8 @@ void* RandomBf16(size_t count, std::mt19937_64& rng) {
   return d;
 }
 
-void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps, std::mt19937_64& rng) {
+void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps, const std::vector<int>& cols,
+         std::mt19937_64& rng) {
   // Uniform routing: each token picks top_k distinct experts.
   std::vector<int32_t> counts(static_cast<size_t>(m.experts), 0), offsets(counts.size());
   std::vector<int32_t> pick(counts.size());
@@ -127,16 +129,17 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
       matrix(m.inter, m.hidden, &gu[e].w1, &gu[e].s1);
       matrix(m.hidden, m.inter, &dn[e].w0, &dn[e].s0);
     }
-    for (int step : steps) {
+    for (int step : steps) for (int wc : cols) {
       krasis::cuda::GroupedGemmShape g;
       g.n = 2 * m.inter, g.k = m.hidden, g.n_split = m.inter, g.quant = quant, g.group = group, g.k_step = step;
+      g.warp_cols = wc;
       g.x = static_cast<const uint16_t*>(x), g.ldx = m.hidden, g.y = gate_up, g.ldy = 2 * m.inter;
       krasis::cuda::GroupedGemmShape d = g;
       d.n = m.hidden, d.k = m.inter, d.n_split = m.hidden, d.x = static_cast<const uint16_t*>(act), d.ldx = m.inter;
       d.y = down, d.ldy = m.hidden;
       if (!krasis::cuda::GroupedGemmTakes(g, gu.data(), 0, m.experts) ||
           !krasis::cuda::GroupedGemmTakes(d, dn.data(), 0, m.experts)) {
-        std::printf("%-10s | %-6s | %6d | not supported\n", m.name, format, step);
+        std::printf("%-10s | %-6s | %6d | %9d | not supported\n", m.name, format, step, wc);
         continue;
       }
       double ms[2] = {0, 0};
@@ -158,7 +161,7 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
           if (r > 0) ms[which] += t / reps;
         }
       }
-      std::printf("%-10s | %-6s | %6d | %10.3f | %7.3f | %7.1f | %7.1f\n", m.name, format, step, ms[0], ms[1],
+      std::printf("%-10s | %-6s | %6d | %9d | %10.3f | %7.3f | %7.1f | %7.1f\n", m.name, format, step, wc, ms[0], ms[1],
                   flops / ((ms[0] + ms[1]) * 1e-3) / 1e12, dense.ok() ? *dense : 0.0);
     }
     for (void* p : owned) CHECK_CUDA(cudaFree(p));
@@ -173,7 +176,7 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
 int main(int argc, char** argv) {
   int64_t tokens = 4096;
   int reps = 10;
-  std::vector<int> steps = {32, 64};
+  std::vector<int> steps = {32, 64}, cols = {32, 64};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
       tokens = ParseList(argv[++i]).at(0);
@@ -181,8 +184,10 @@ int main(int argc, char** argv) {
       reps = ParseList(argv[++i]).at(0);
     } else if (std::strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
       steps = ParseList(argv[++i]);
+    } else if (std::strcmp(argv[i], "--cols") == 0 && i + 1 < argc) {
+      cols = ParseList(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: expert_gemm_bench [--tokens 4096] [--reps 10] [--steps 32,64]\n");
+      std::fprintf(stderr, "usage: expert_gemm_bench [--tokens 4096] [--reps 10] [--steps 32,64] [--cols 32,64]\n");
       return 2;
     }
   }
@@ -194,10 +199,10 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs; %lld tokens per chunk, routing uniform at random\n\n", prop.name,
               prop.multiProcessorCount, static_cast<long long>(tokens));
-  std::printf("%-10s | %-6s | %6s | %10s | %7s | %7s | %s\n", "model", "format", "k step", "gate+up ms", "down ms",
-              "TFLOP/s", "cuBLAS dense TFLOP/s");
+  std::printf("%-10s | %-6s | %6s | %9s | %10s | %7s | %7s | %s\n", "model", "format", "k step", "warp cols",
+              "gate+up ms", "down ms", "TFLOP/s", "cuBLAS dense TFLOP/s");
   std::mt19937_64 rng(11);
   const Model models[] = {{"DSV2-Lite", 64, 6, 2048, 1408}, {"Qwen3-Next", 512, 10, 2048, 512}};
-  for (const Model& m : models) Run(m, tokens, reps, steps, rng);
+  for (const Model& m : models) Run(m, tokens, reps, steps, cols, rng);
   return 0;
 }

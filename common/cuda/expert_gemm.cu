@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "common/cuda/cuda_check.h"
@@ -30,8 +32,17 @@
 namespace krasis::cuda {
 namespace {
 
-constexpr int kBM = 128, kBN = 128, kStages = 3, kThreads = 256;
+constexpr int kBM = 128, kBN = 128, kStages = 3;
 constexpr int kMinStep = 32, kWideStep = 64;  // k per pipeline step: the narrow and the wide kernel
+constexpr int kDefaultWarpCols = 64;
+
+// Warps of a block: 2 x (kBN / kWarpCols), each 64 rows x kWarpCols columns
+// (32: 8 warps; 64: 4 warps that each read every A fragment for twice the
+// multiply-adds).
+template <int kWarpCols>
+__host__ __device__ constexpr int BlockThreads() {
+  return 2 * (kBN / kWarpCols) * 32;
+}
 
 template <int kBK>
 __host__ __device__ constexpr int TileBytes() {  // one [128][kBK] BF16 stage of x or of the weights
@@ -73,9 +84,11 @@ constexpr size_t SharedBytes() {
 
 // kNarrow: BF16 weights aligned to 8 bytes only (a safetensors file's data may
 // start 8 bytes off a 16-byte boundary), loaded 8 bytes at a time.
-template <int kQuant, bool kNarrow, int kBK>
-__global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
-  constexpr int kTileBytes = TileBytes<kBK>(), kRowChunks = kBK / 8;
+template <int kQuant, bool kNarrow, int kBK, int kWarpCols>
+__global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
+    GroupedGemmKernel(Params p) {
+  constexpr int kThreads = BlockThreads<kWarpCols>(), kTileBytes = TileBytes<kBK>(), kRowChunks = kBK / 8;
+  constexpr int kWarpsN = kBN / kWarpCols, kNT = kWarpCols / 8;  // warps across; n8 tiles per warp
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* const a_stages = smem;
   uint8_t* const b_stages = smem + kStages * kTileBytes;      // BF16: kStages tiles; quantized: one
@@ -84,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
   const ExpertGemmWeights ew = p.weights[blk.expert];
   const int n0 = blockIdx.x * kBN;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int wm = warp / 4, wn = warp % 4;
+  const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int steps = p.k / kBK;
 
   auto load_x = [&](int stage, int step) {
@@ -127,12 +140,13 @@ __global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
     }
   };
   // Quantized: the raw tile of `stage` -> BF16 rows in b_stages. Thread t takes
-  // row t / 2 and octets (8 columns) kO (t % 2) .. + kO. Octet o's bytes are the
+  // row t / kPer and octets (8 columns) kO (t % kPer) .. + kO, kPer the threads
+  // per row (2 or 1). Octet o's bytes are the
   // 64 at 64 o of a 16-row raw tile: 16 rows x 4 bytes, INT4 columns 8 o + j
   // (low nibble) and 8 o + 4 + j (high); INT8 two quads of 4 columns.
   auto dequant = [&](int stage, int step) {
-    constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kO = kBK / 16;
-    const int r = tid >> 1, half = tid & 1, n = n0 + r, rr = r & 15;
+    constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kPer = kThreads / kBN, kO = kBK / 8 / kPer;
+    const int r = tid / kPer, half = tid % kPer, n = n0 + r, rr = r & 15;
     const uint8_t* raw = raw_stages + stage * 8 * kRaw + (r >> 4) * kRaw;
     float s = 0.0f;
     if (n < p.n) {
@@ -161,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
     }
   };
 
-  float acc[4][4][4] = {};
+  float acc[4][kNT][4] = {};
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < steps) load_x(s, s), load_w(s, s);
     CpAsyncCommit();
@@ -181,24 +195,24 @@ __global__ void __launch_bounds__(kThreads, 2) GroupedGemmKernel(Params p) {
       bt = b_stages;
     }
     for (int kk = 0; kk < kBK / 16; ++kk) {
-      uint32_t a[4][4], b[4][2];
+      uint32_t a[4][4], b[kNT][2];
       for (int i = 0; i < 4; ++i) {
         LdMatrixX4(a[i], at + Swizzle<kBK>(wm * 64 + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
       }
-      for (int j = 0; j < 2; ++j) {
+      for (int j = 0; j < kNT / 2; ++j) {
         uint32_t r[4];
-        LdMatrixX4(r, bt + Swizzle<kBK>(wn * 32 + j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+        LdMatrixX4(r, bt + Swizzle<kBK>(wn * kWarpCols + j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
         b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
       }
       for (int i = 0; i < 4; ++i) {
-        for (int j = 0; j < 4; ++j) MmaBf16(acc[i][j], a[i], b[j][0], b[j][1]);
+        for (int j = 0; j < kNT; ++j) MmaBf16(acc[i][j], a[i], b[j][0], b[j][1]);
       }
     }
   }
   CpAsyncWait<0>();
   for (int i = 0; i < 4; ++i) {
-    for (int j = 0; j < 4; ++j) {
-      const int col = n0 + wn * 32 + j * 8 + (lane & 3) * 2;
+    for (int j = 0; j < kNT; ++j) {
+      const int col = n0 + wn * kWarpCols + j * 8 + (lane & 3) * 2;
       for (int h = 0; h < 2; ++h) {
         const int r = wm * 64 + i * 16 + (lane >> 2) + h * 8;
         if (r >= blk.rows) continue;
@@ -220,23 +234,38 @@ bool WeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t e
   return true;
 }
 
-template <int kQuant, bool kNarrow, int kBK>
+template <int kQuant, bool kNarrow, int kBK, int kWarpCols>
 absl::Status LaunchStep(const Params& p, unsigned blocks, cudaStream_t stream) {
   constexpr size_t smem = SharedBytes<kQuant, kBK>();
-  auto* kernel = GroupedGemmKernel<kQuant, kNarrow, kBK>;
+  auto* kernel = GroupedGemmKernel<kQuant, kNarrow, kBK, kWarpCols>;
   if constexpr (smem > 48 * 1024) {
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   }
   const dim3 grid(static_cast<unsigned>((p.n + kBN - 1) / kBN), blocks);
-  kernel<<<grid, kThreads, smem, stream>>>(p);
+  kernel<<<grid, BlockThreads<kWarpCols>(), smem, stream>>>(p);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
 template <int kQuant, bool kNarrow = false>
-absl::Status Launch(const Params& p, int step, unsigned blocks, cudaStream_t stream) {
-  return step == kWideStep ? LaunchStep<kQuant, kNarrow, kWideStep>(p, blocks, stream)
-                           : LaunchStep<kQuant, kNarrow, kMinStep>(p, blocks, stream);
+absl::Status Launch(const Params& p, int step, int warp_cols, unsigned blocks, cudaStream_t stream) {
+  if (warp_cols == 64) {
+    return step == kWideStep ? LaunchStep<kQuant, kNarrow, kWideStep, 64>(p, blocks, stream)
+                             : LaunchStep<kQuant, kNarrow, kMinStep, 64>(p, blocks, stream);
+  }
+  return step == kWideStep ? LaunchStep<kQuant, kNarrow, kWideStep, 32>(p, blocks, stream)
+                           : LaunchStep<kQuant, kNarrow, kMinStep, 32>(p, blocks, stream);
+}
+
+// KRASIS_GROUPED_GEMM=STEPxCOLS (e.g. 32x32, 64x64), for comparing the kernel's
+// forms inside a whole prefill: part 0 the k step, part 1 the warp columns; 0
+// where unset or not one of the forms.
+int ForcedVariant(int part) {
+  const char* v = std::getenv("KRASIS_GROUPED_GEMM");
+  int step = 0, cols = 0;
+  if (v == nullptr || std::sscanf(v, "%dx%d", &step, &cols) != 2) return 0;
+  if ((step != kMinStep && step != kWideStep) || (cols != 32 && cols != 64)) return 0;
+  return part == 0 ? step : cols;
 }
 
 // Whether k (and a quantized format's groups) split into steps of `step`.
@@ -248,11 +277,20 @@ bool StepFits(const GroupedGemmShape& s, int step) {
 
 int GroupedGemmStep(const GroupedGemmShape& s) {
   if (s.k_step != 0) return s.k_step;
+  static const int forced = ForcedVariant(0);
+  if (forced != 0 && StepFits(s, forced)) return forced;
   return StepFits(s, kWideStep) ? kWideStep : kMinStep;
+}
+
+int GroupedGemmWarpCols(const GroupedGemmShape& s) {
+  if (s.warp_cols != 0) return s.warp_cols;
+  static const int forced = ForcedVariant(1);
+  return forced != 0 ? forced : kDefaultWarpCols;
 }
 
 bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weights, int64_t first, int64_t end) {
   if (s.k_step != 0 && s.k_step != kMinStep && s.k_step != kWideStep) return false;
+  if (s.warp_cols != 0 && s.warp_cols != 32 && s.warp_cols != 64) return false;
   if (s.k <= 0 || !StepFits(s, GroupedGemmStep(s)) || s.n <= 0 || s.n > INT32_MAX / 2 || s.k > INT32_MAX / 2) {
     return false;
   }
@@ -286,7 +324,7 @@ size_t GroupedGemmTableBytes(int64_t experts, int64_t rows) {
 
 absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
                                const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
-                               size_t table_bytes, cudaStream_t stream) {
+                               size_t table_bytes, cudaStream_t stream, void* host_staging) {
   if (!GroupedGemmTakes(shape, weights, first, end)) {
     return InvalidArgumentError("LaunchGroupedGemm: shape n=", shape.n, " k=", shape.k, " quant=", shape.quant,
                                 " group=", shape.group, " or its weights are not supported (see GroupedGemmTakes)");
@@ -309,10 +347,11 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
     return InvalidArgumentError("LaunchGroupedGemm: table of ", table_bytes, " bytes, ", weight_bytes + block_bytes,
                                 " needed");
   }
-  std::vector<uint8_t> host(weight_bytes + block_bytes);
-  std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host.data());
-  std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host.data() + weight_bytes);
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host.data(), host.size(), cudaMemcpyHostToDevice, stream));
+  std::vector<uint8_t> pageable(host_staging == nullptr ? weight_bytes + block_bytes : 0);
+  uint8_t* host = host_staging != nullptr ? static_cast<uint8_t*>(host_staging) : pageable.data();
+  std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host);
+  std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host + weight_bytes);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host, weight_bytes + block_bytes, cudaMemcpyHostToDevice, stream));
   Params p{shape.x,
            shape.y,
            shape.ldx,
@@ -324,13 +363,13 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
            static_cast<const ExpertGemmWeights*>(table),
            reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes)};
   const unsigned nb = static_cast<unsigned>(blocks.size());
-  const int step = GroupedGemmStep(shape);
+  const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
   if (shape.quant == 0) {
-    return WeightsAligned16(weights, first, end) ? Launch<0>(p, step, nb, stream)
-                                                 : Launch<0, true>(p, step, nb, stream);
+    return WeightsAligned16(weights, first, end) ? Launch<0>(p, step, warp_cols, nb, stream)
+                                                 : Launch<0, true>(p, step, warp_cols, nb, stream);
   }
-  if (shape.quant == 1) return Launch<1>(p, step, nb, stream);
-  return Launch<2>(p, step, nb, stream);
+  if (shape.quant == 1) return Launch<1>(p, step, warp_cols, nb, stream);
+  return Launch<2>(p, step, warp_cols, nb, stream);
 }
 
 }  // namespace krasis::cuda

@@ -167,9 +167,13 @@ struct GroupedGemmShape {
   float* y = nullptr;  // [rows, n], rows ldy apart
   int64_t ldy = 0;
   int k_step = 0;  // k per pipeline step: 0 picks (64 where k and the group allow, else 32); 32 or 64 forces it
+  int warp_cols = 0;  // columns per warp (8 warps of 64 x 32 or 4 of 64 x 64): 0 picks; 32 or 64 forces it
 };
-// The k step LaunchGroupedGemm uses for this shape.
+// The k step and warp columns LaunchGroupedGemm uses for this shape (the
+// environment's KRASIS_GROUPED_GEMM=STEPxCOLS, e.g. 32x32, overrides the
+// default where it fits, for comparisons inside a whole prefill).
 int GroupedGemmStep(const GroupedGemmShape& shape);
+int GroupedGemmWarpCols(const GroupedGemmShape& shape);
 // Whether LaunchGroupedGemm takes this shape and these weights (k and a
 // quantized format's group multiples of the k step, the group dividing k, x
 // 16-byte aligned, BF16 weights 8-byte aligned, quantized ones 16, n_split a
@@ -184,10 +188,14 @@ int64_t GroupedGemmBlockRows(const int32_t* counts, int64_t first, int64_t end);
 size_t GroupedGemmTableBytes(int64_t experts, int64_t rows);
 // counts, offsets and weights are host arrays indexed by expert; `table` is
 // device scratch of GroupedGemmTableBytes(end, sum of counts) bytes, which the
-// launch fills (an asynchronous copy on `stream`) and reads.
+// launch fills (an asynchronous copy on `stream`) and reads. host_staging, when
+// given, is pinned host memory of table_bytes that the table is staged in: the
+// copy then leaves the host free at once, and the caller keeps that memory
+// unchanged until the copy has run on the stream. Without it the copy comes
+// from pageable memory, which first waits for the stream's earlier work.
 absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
                                const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
-                               size_t table_bytes, cudaStream_t stream);
+                               size_t table_bytes, cudaStream_t stream, void* host_staging = nullptr);
 
 // Expert weights as the host stores them, turned into the GEMM's input form just
 // before the GEMM (so what crosses PCIe, or stays resident, is the stored form).

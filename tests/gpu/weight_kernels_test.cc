@@ -142,9 +142,9 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
   // Expert row counts around the 128-row block (0, 1, 127, 128, 129, 300),
   // output widths that are not a multiple of the 128-column block, a split
   // inside a block, every weight form, both k steps of the kernel (a step of
-  // 64 where k and the group allow it; refused otherwise).
+  // 64 where k and the group allow it; refused otherwise), both warp tiles.
   const std::vector<int32_t> counts = {0, 1, 127, 128, 129, 300, 0, 37};
-  for (int quant : {0, 1, 2}) {
+  for (int quant : {0, 1, 2}) for (int warp_cols : {32, 64}) {
     for (auto [n, k, n_split, group, step] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int>{200, 256, 96, 64, 32},
                                               {200, 256, 96, 64, 64},
                                               {160, 96, 160, 32, 32},
@@ -153,7 +153,7 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
                                               {80, 128, 0, 128, 64},
                                               {144, 384, 64, 128, 64}}) {
       SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split
-                                      << " step " << step);
+                                      << " step " << step << " warp cols " << warp_cols);
       const int64_t experts = static_cast<int64_t>(counts.size());
       std::vector<int32_t> offsets(counts.size());
       int64_t rows = 0;
@@ -198,6 +198,7 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
       shape.n = n, shape.k = k, shape.n_split = n_split, shape.quant = quant, shape.group = group;
       shape.x = Upload(x.data(), x.size()), shape.ldx = ldx, shape.y = y, shape.ldy = ldy;
       shape.k_step = step;
+      shape.warp_cols = warp_cols;
       if (k % step != 0 || (quant != 0 && group % step != 0)) {
         EXPECT_FALSE(cuda::GroupedGemmTakes(shape, w.data(), 0, experts));
         shape.k_step = 0;  // the launch picks the step that fits
@@ -255,6 +256,17 @@ TEST_F(WeightKernelsTest, GroupedGemmRefusesWhatItCannotTake) {
   EXPECT_EQ(cuda::GroupedGemmBlockRows(counts.data(), 3, 5), 2 + 3);
   shape.k = 128, shape.quant = 2, shape.group = 128, shape.n_split = 40;  // INT4 split inside a 16-row tile
   EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &w, 0, 1));
+  // Only the kernel's forms: k steps 32 and 64, warp tiles of 32 and 64 columns.
+  shape.quant = 0, shape.n_split = 64, shape.ldx = 128;
+  cuda::ExpertGemmWeights some;
+  some.w0 = reinterpret_cast<const void*>(uintptr_t{4096});  // checked for alignment only
+  ASSERT_TRUE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
+  shape.k_step = 48;
+  EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
+  shape.k_step = 64, shape.warp_cols = 16;
+  EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
+  shape.warp_cols = 64;
+  EXPECT_TRUE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
 }
 
 }  // namespace
