@@ -324,7 +324,7 @@ size_t GroupedGemmTableBytes(int64_t experts, int64_t rows) {
 
 absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
                                const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
-                               size_t table_bytes, cudaStream_t stream, void* host_staging) {
+                               size_t table_bytes, cudaStream_t stream) {
   if (!GroupedGemmTakes(shape, weights, first, end)) {
     return InvalidArgumentError("LaunchGroupedGemm: shape n=", shape.n, " k=", shape.k, " quant=", shape.quant,
                                 " group=", shape.group, " or its weights are not supported (see GroupedGemmTakes)");
@@ -347,11 +347,10 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
     return InvalidArgumentError("LaunchGroupedGemm: table of ", table_bytes, " bytes, ", weight_bytes + block_bytes,
                                 " needed");
   }
-  std::vector<uint8_t> pageable(host_staging == nullptr ? weight_bytes + block_bytes : 0);
-  uint8_t* host = host_staging != nullptr ? static_cast<uint8_t*>(host_staging) : pageable.data();
-  std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host);
-  std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host + weight_bytes);
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host, weight_bytes + block_bytes, cudaMemcpyHostToDevice, stream));
+  std::vector<uint8_t> host(weight_bytes + block_bytes);
+  std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host.data());
+  std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host.data() + weight_bytes);
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host.data(), host.size(), cudaMemcpyHostToDevice, stream));
   Params p{shape.x,
            shape.y,
            shape.ldx,

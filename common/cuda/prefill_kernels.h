@@ -188,14 +188,12 @@ int64_t GroupedGemmBlockRows(const int32_t* counts, int64_t first, int64_t end);
 size_t GroupedGemmTableBytes(int64_t experts, int64_t rows);
 // counts, offsets and weights are host arrays indexed by expert; `table` is
 // device scratch of GroupedGemmTableBytes(end, sum of counts) bytes, which the
-// launch fills (an asynchronous copy on `stream`) and reads. host_staging, when
-// given, is pinned host memory of table_bytes that the table is staged in: the
-// copy then leaves the host free at once, and the caller keeps that memory
-// unchanged until the copy has run on the stream. Without it the copy comes
-// from pageable memory, which first waits for the stream's earlier work.
+// launch fills (an asynchronous copy on `stream`, from pageable memory: small,
+// it travels in the stream's commands rather than queueing on a copy engine
+// busy with streamed experts) and reads.
 absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
                                const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
-                               size_t table_bytes, cudaStream_t stream, void* host_staging = nullptr);
+                               size_t table_bytes, cudaStream_t stream);
 
 // Expert weights as the host stores them, turned into the GEMM's input form just
 // before the GEMM (so what crosses PCIe, or stays resident, is the stored form).
