@@ -23,39 +23,18 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "benchmarks/cuda_bench.h"
 #include "common/cuda/measure.h"
 #include "common/cuda/prefill_kernels.h"
 
 namespace {
-
-#define CHECK_CUDA(x)                                                               \
-  do {                                                                              \
-    cudaError_t e_ = (x);                                                           \
-    if (e_ != cudaSuccess) {                                                        \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                 \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
 
 struct Model {
   const char* name;
   int64_t experts, top_k, hidden, inter;
 };
 
-std::vector<int> ParseList(const char* arg) {
-  std::vector<int> out;
-  for (absl::string_view part : absl::StrSplit(arg, ',', absl::SkipEmpty())) {
-    int x = 0;
-    if (!absl::SimpleAtoi(part, &x)) {
-      std::fprintf(stderr, "not a number: %s\n", std::string(part).c_str());
-      std::exit(2);
-    }
-    out.push_back(x);
-  }
-  return out;
-}
+using krasis::bench::ParseList;
 
 void* RandomDevice(size_t bytes, std::mt19937_64& rng) {
   std::vector<uint64_t> host((bytes + 7) / 8);

@@ -90,8 +90,21 @@ __global__ void RoundKernel(bool bf16, float* x, int64_t n) {
   }
 }
 
-__global__ void MlaExpandKernel(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
-                                int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v) {
+// A float as T: itself, or its BF16 bits (round to nearest even).
+template <typename T>
+__device__ inline T FromFloat(float v) {
+  if constexpr (sizeof(T) == sizeof(float)) {
+    return v;
+  } else {
+    const __nv_bfloat16 b = __float2bfloat16_rn(v);
+    return *reinterpret_cast<const uint16_t*>(&b);
+  }
+}
+
+// T float, or uint16_t for BF16 kvb, k and v (k_pe then rounded to BF16).
+template <typename T>
+__global__ void MlaExpandKernel(const T* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
+                                int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, T* k, T* v) {
   const int64_t qk = nope + rope_dim, per_head = qk + v_dim, total = positions * heads * per_head;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -99,31 +112,22 @@ __global__ void MlaExpandKernel(const float* kvb, const float* k_pe, int64_t k_p
     if (i < nope) {
       k[ph * qk + i] = kvb[ph * (nope + v_dim) + i];
     } else if (i < qk) {
-      k[ph * qk + i] = k_pe[p * k_pe_stride + (i - nope)];
+      k[ph * qk + i] = FromFloat<T>(k_pe[p * k_pe_stride + (i - nope)]);
     } else {
       v[ph * v_dim + (i - qk)] = kvb[ph * (nope + v_dim) + nope + (i - qk)];
     }
   }
 }
 
-// The same from BF16 kvb into BF16 k / v (k_pe rounded to BF16): what
-// MlaExpandKernel followed by a BF16 rounding of k and v gives.
-__global__ void MlaExpandBf16Kernel(const uint16_t* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
-                                    int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, uint16_t* k,
-                                    uint16_t* v) {
-  const int64_t qk = nope + rope_dim, per_head = qk + v_dim, total = positions * heads * per_head;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = idx % per_head, ph = idx / per_head, p = ph / heads;
-    if (i < nope) {
-      k[ph * qk + i] = kvb[ph * (nope + v_dim) + i];
-    } else if (i < qk) {
-      const __nv_bfloat16 b = __float2bfloat16_rn(k_pe[p * k_pe_stride + (i - nope)]);
-      k[ph * qk + i] = *reinterpret_cast<const uint16_t*>(&b);
-    } else {
-      v[ph * v_dim + (i - qk)] = kvb[ph * (nope + v_dim) + nope + (i - qk)];
-    }
-  }
+template <typename T>
+absl::Status LaunchMlaExpand(const T* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions, int64_t heads,
+                             int64_t nope, int64_t rope_dim, int64_t v_dim, T* k, T* v, cudaStream_t stream) {
+  const int64_t total = positions * heads * (nope + rope_dim + v_dim);
+  if (total <= 0) return absl::OkStatus();
+  MlaExpandKernel<T><<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
+                                                                    rope_dim, v_dim, k, v);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
 }
 
 __global__ void ToF16Kernel(const float* x, int64_t n, uint16_t* out) {
@@ -233,23 +237,13 @@ absl::Status LaunchRoundTo(DType dtype, float* x, int64_t count, cudaStream_t st
 absl::Status LaunchMlaExpandKv(const float* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
                                int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, float* k, float* v,
                                cudaStream_t stream) {
-  const int64_t total = positions * heads * (nope + rope_dim + v_dim);
-  if (total <= 0) return absl::OkStatus();
-  MlaExpandKernel<<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
-                                                                 rope_dim, v_dim, k, v);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchMlaExpand(kvb, k_pe, k_pe_stride, positions, heads, nope, rope_dim, v_dim, k, v, stream);
 }
 
 absl::Status LaunchMlaExpandKvBf16(const uint16_t* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
                                    int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, uint16_t* k,
                                    uint16_t* v, cudaStream_t stream) {
-  const int64_t total = positions * heads * (nope + rope_dim + v_dim);
-  if (total <= 0) return absl::OkStatus();
-  MlaExpandBf16Kernel<<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
-                                                                     rope_dim, v_dim, k, v);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
+  return LaunchMlaExpand(kvb, k_pe, k_pe_stride, positions, heads, nope, rope_dim, v_dim, k, v, stream);
 }
 
 absl::Status LaunchToHalf(DType dtype, const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
