@@ -36,23 +36,25 @@ struct Model {
 
 using krasis::bench::ParseList;
 
-void* RandomDevice(size_t bytes, std::mt19937_64& rng) {
-  std::vector<uint64_t> host((bytes + 7) / 8);
-  for (auto& v : host) v = rng();
+// A device copy of `bytes` host bytes.
+void* Upload(const void* host, size_t bytes) {
   void* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, host.size() * 8));
-  CHECK_CUDA(cudaMemcpy(d, host.data(), host.size() * 8, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMalloc(&d, bytes));
+  CHECK_CUDA(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
   return d;
 }
 
-// BF16 values of magnitude ~0.02 (random bits would give NaN and huge values).
+void* RandomDevice(size_t bytes, std::mt19937_64& rng) {
+  std::vector<uint64_t> host((bytes + 7) / 8);
+  for (auto& v : host) v = rng();
+  return Upload(host.data(), host.size() * 8);
+}
+
+// BF16 values of magnitude 2^-7 .. 2^-6 (random bits would give NaN and huge values).
 void* RandomBf16(size_t count, std::mt19937_64& rng) {
   std::vector<uint16_t> host(count);
   for (auto& v : host) v = static_cast<uint16_t>(0x3C00 + (rng() & 0x3FF)) | static_cast<uint16_t>((rng() & 1) << 15);
-  void* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, count * 2));
-  CHECK_CUDA(cudaMemcpy(d, host.data(), count * 2, cudaMemcpyHostToDevice));
-  return d;
+  return Upload(host.data(), count * 2);
 }
 
 void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps, const std::vector<int>& cols,
@@ -96,9 +98,7 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
       owned.push_back(const_cast<void*>(*data));
       if (quant != 0) {
         std::vector<float> s(n / static_cast<size_t>(group), 0.01f);
-        void* d = nullptr;
-        CHECK_CUDA(cudaMalloc(&d, s.size() * sizeof(float)));
-        CHECK_CUDA(cudaMemcpy(d, s.data(), s.size() * sizeof(float), cudaMemcpyHostToDevice));
+        void* d = Upload(s.data(), s.size() * sizeof(float));
         owned.push_back(d);
         *scales = static_cast<const float*>(d);
       }

@@ -319,9 +319,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory q_, qa_, qa16_, lat_, lat16_, kvb_, k_, v_;
   // Keys and values in BF16 for the attention kernel (UseBf16Kv): GQA's store, MLA's expanded k_ / v_.
   DeviceMemory kv16_, k16_, v16_;
-  // v_offset: elements from the K buffer's start to the V rows (16-byte alignment of both).
   // MLA's attention over `n` new tokens from `start`, in the expanded form.
   cuda::AttentionShape MlaShape(const MlaDesc& m, int64_t n, int64_t start) const;
+  // v_offset: elements from the K buffer's start to the V rows (16-byte alignment of both).
   bool UseBf16Kv(const cuda::AttentionShape& s, int64_t v_offset) const {
     return cuda::CausalAttentionTakesBf16Kv(s) && s.k_stride % 8 == 0 && s.v_stride % 8 == 0 && v_offset % 8 == 0;
   }
@@ -813,11 +813,6 @@ absl::StatusOr<const void*> CudaPrefillBackend::AsGemmInput(const float* x, int6
   return static_cast<const void*>(bf16.as<uint16_t>());
 }
 
-// MLA in the expanded form (prefill computes many queries at once, so expanding
-// the latents through kv_b costs less than it saves): q from q_a/q_b or q_proj;
-// [latent | k_pe] from kv_a, normed and roped, into the store; then keys and
-// values of every position so far from kv_b, and plain causal attention with
-// head_dim nope + rope and v_dim.
 cuda::AttentionShape CudaPrefillBackend::MlaShape(const MlaDesc& m, int64_t n, int64_t start) const {
   const int64_t qk = m.nope + m.rope_dim;
   cuda::AttentionShape s;
@@ -834,6 +829,11 @@ cuda::AttentionShape CudaPrefillBackend::MlaShape(const MlaDesc& m, int64_t n, i
   return s;
 }
 
+// MLA in the expanded form (prefill computes many queries at once, so expanding
+// the latents through kv_b costs less than it saves): q from q_a/q_b or q_proj;
+// [latent | k_pe] from kv_a, normed and roped, into the store; then keys and
+// values of every position so far from kv_b, and plain causal attention with
+// head_dim nope + rope and v_dim.
 absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   const MlaDesc& m = L.mla;
   const int64_t qk = m.nope + m.rope_dim, W = L.qkv_width, positions = start + n;
@@ -865,13 +865,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   const bool bf16_kv = UseBf16Kv(s, 0);
   const float* store = L.kv.as<float>();
   ASSIGN_OR_RETURN(const void* latents, AsGemmInput(store, positions, m.kv_lora, L.kv_row, lat_, lat16_));
-  const size_t P = static_cast<size_t>(positions), H = static_cast<size_t>(m.heads);
-  const size_t el = bf16_kv ? sizeof(uint16_t) : sizeof(float);
-  DeviceMemory& k_rows = bf16_kv ? k16_ : k_;
-  DeviceMemory& v_rows = bf16_kv ? v16_ : v_;
-  RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * el));
-  RETURN_IF_ERROR(k_rows.Reserve(P * H * static_cast<size_t>(qk) * el));
-  RETURN_IF_ERROR(v_rows.Reserve(P * H * static_cast<size_t>(m.v_dim) * el));
+  // kvb_ and the k / v rows hold `positions` rows already (ReservePositions).
   const int64_t kvb_width = m.heads * (m.nope + m.v_dim);
   RETURN_IF_ERROR(GemmPtr(latents, positions, L.kv_b.as<void>(), kvb_width, m.kv_lora, kvb_.as<void>(), kvb_width,
                           bf16_kv ? CUDA_R_16BF : CUDA_R_32F));
@@ -1092,13 +1086,13 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   for (size_t e = 0; e < counts.size(); ++e) offsets[e] = at, at += counts[e];
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cursor_.as<void>(), offsets.data(), offsets.size() * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, stream_));
-  const size_t layer = static_cast<size_t>(&L - layers_.data());
   RETURN_IF_ERROR(cuda::LaunchAssignRows(ids_.as<int32_t>(), choices, p.top_k, cursor_.as<int32_t>(),
                                          row_of_choice_.as<int32_t>(), token_of_row_.as<int32_t>(), stream_));
   RETURN_IF_ERROR(f32_ ? cuda::LaunchGatherRows(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                  rows_act_.as<float>(), stream_)
                        : cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                     rows_act_.as<uint16_t>(), stream_));
+  const size_t layer = static_cast<size_t>(&L - layers_.data());
   const cuda::ExpertLayout& layout = experts_.layout(layer);
   // The first row of expert e's segment of the sorted rows.
   auto row_of = [&](int64_t e) { return e < static_cast<int64_t>(counts.size()) ? offsets[static_cast<size_t>(e)] : choices; };
