@@ -14,7 +14,7 @@
 //
 //   prefill_bench --model DIR [--tokens 512,4096,16384] [--chunk 4096] [--precision bf16|f32]
 //                 [--experts bf16|int8|int4 [--cache-dir DIR]] [--vram-budget 16G | --budget-expert-fraction 0.333]
-//                 [--pinning register|ring] [--profile]
+//                 [--pinning register|ring] [--profile [--profile-steps]]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
       pinning = "register", devices_arg;
   double budget_fraction = 0;
-  bool profile = false, per_expert = false, chunked_delta_rule = false;
+  bool profile = false, profile_steps = false, per_expert = false, chunked_delta_rule = false;
   int64_t chunk = 4096;
   po::options_description desc("prefill_bench options");
   desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
       "chunk", po::value(&chunk)->default_value(chunk), "tokens per forward pass")(
       "precision", po::value(&precision)->default_value(precision), "bf16 or f32 (the checking mode)")(
       "profile", po::bool_switch(&profile), "also print where each prompt's time went (adds a sync per stage)")(
+      "profile-steps", po::bool_switch(&profile_steps),
+      "with --profile: also the steps inside each stage (a sync per GEMM or kernel, so slower)")(
       "per-expert-gemm", po::bool_switch(&per_expert),
       "one cuBLAS GEMM per routed expert instead of the grouped expert GEMM (for comparison)")(
       "chunked-delta-rule", po::bool_switch(&chunked_delta_rule),
@@ -156,6 +158,7 @@ int main(int argc, char** argv) {
   options.precision = precision == "f32" ? krasis::CudaBackendOptions::Precision::kF32
                                          : krasis::CudaBackendOptions::Precision::kBf16;
   options.profile = profile;
+  options.profile_steps = profile_steps;
   options.plan_chunk_tokens = chunk;
   options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
@@ -251,7 +254,11 @@ int main(int argc, char** argv) {
                 secs, n / secs, total / 1e12, ceiling, streamed / gb, pcie, 100.0 * std::max(ceiling, pcie) / secs);
     if (profile) {
       std::printf("         |  ms:");
-      for (const auto& [name, ms] : stages) std::printf(" %s %.1f", name.c_str(), ms);
+      for (const auto& [name, ms] : stages) {
+        // Stages first, then (--profile-steps) their steps as "stage.step", on lines of their own.
+        if (name.find('.') != std::string::npos) std::printf("\n         |     ");
+        std::printf(" %s %.1f", name.c_str(), ms);
+      }
       std::printf("\n");
     }
   }

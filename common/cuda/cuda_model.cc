@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <tuple>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -184,6 +186,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   ~CudaPrefillBackend() override {
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (rows_ready_ != nullptr) cudaEventDestroy(rows_ready_);
+    if (rows_converted_ != nullptr) cudaEventDestroy(rows_converted_);
+    if (kv_stream_ != nullptr) cudaStreamDestroy(kv_stream_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -242,8 +246,12 @@ class CudaPrefillBackend final : public PrefillBackend {
   enum Stage { kEmbed, kMixerProj, kAttention, kKvOut, kRouting, kExpertWait, kExperts, kMlp, kReduce, kLmHead, kStages };
   // Adds the time since the last Lap to `stage`, after the stream drains.
   absl::Status Lap(Stage stage);
+  // options_.profile_steps: adds the time since the last Step or Lap to step
+  // `name` of `stage`, after the stream drains.
+  absl::Status Step(Stage stage, const char* name);
   double stage_ms_[kStages] = {};
-  std::chrono::steady_clock::time_point lap_;
+  std::chrono::steady_clock::time_point lap_, step_lap_;
+  std::vector<std::pair<std::string, double>> step_ms_;  // in the order first seen
   // Stores the chunk's cache rows (`src`, rows `src_stride` floats apart) as
   // rows [start, start + n) of the layer's on-card store, rounded as the cache
   // stores them (attention then reads them as the CPU does).
@@ -254,10 +262,14 @@ class CudaPrefillBackend final : public PrefillBackend {
                                           DeviceMemory& bf16);
   absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
-  // The routed experts' products over the sorted rows [row0, row1) of this
-  // card's experts: rows_act_ -> gate_up_ -> act_ -> expert_out_. Grouped: one
-  // launch per matrix for all experts (false when the layer's weight forms do
-  // not allow it); ExpertByExpert: one cuBLAS GEMM per expert and matrix.
+  // The MoE block's end: the shared expert (first card) added to `out`, then
+  // the sum over the cards.
+  absl::Status SharedAndReduce(GpuLayer& L, int64_t n, float* out);
+  // The routed experts' products over the sorted rows of this card's experts
+  // -> gate_up_ -> act_ -> expert_out_. Grouped (PlannedMoe): one launch per
+  // matrix for all experts, where the layer's weight forms allow it;
+  // ExpertByExpert (the checking mode, or forms the grouped GEMM does not
+  // take): rows_act_ -> one cuBLAS GEMM per expert and matrix.
   struct GroupedMoe {
     cuda::GroupedGemmShape gate_up, down;
     std::vector<cuda::ExpertGemmWeights> gate_up_w, down_w;
@@ -265,9 +277,22 @@ class CudaPrefillBackend final : public PrefillBackend {
   // The grouped GEMMs of a layer whose experts lie at card address `base`
   // (false when the layer's weight forms do not allow them).
   bool PlanGrouped(const cuda::ExpertLayout& layout, uintptr_t base, GroupedMoe* plan) const;
-  absl::StatusOr<bool> GroupedExperts(const GpuLayer& L, const cuda::ExpertLayout& layout, const char* base,
-                                      const std::vector<int32_t>& counts, const std::vector<int32_t>& offsets,
-                                      int64_t row0, int64_t row1);
+  // The routed experts with the grouped GEMM planned on the card
+  // (LaunchGroupedGemmPlan): the host never waits for the routing, and the
+  // gate/up GEMM reads the tokens' normed rows (xn16_) through token_of_row_
+  // instead of a gathered copy. For layers whose experts all take the grouped
+  // GEMM, in BF16 mode.
+  absl::Status PlannedMoe(GpuLayer& L, int64_t n, float* out);
+  bool UsePlannedMoe(const GpuLayer& L, int64_t n) const;
+  // A device copy of a part's weight table (PlanGrouped's gate_up_w then
+  // down_w), made the first time the part is seen at `base` (a resident layer,
+  // or one of the streamed layers' staging buffers).
+  struct DeviceWeights {
+    DeviceMemory table;
+    bool gate_up_aligned16 = false, down_aligned16 = false;
+  };
+  absl::StatusOr<const DeviceWeights*> PartWeights(size_t layer, int part, const char* base, const GroupedMoe& plan);
+  std::map<std::tuple<size_t, int, uintptr_t>, DeviceWeights> part_weights_;
   absl::Status ExpertByExpert(const cuda::ExpertLayout& layout, const char* base, const std::vector<int32_t>& counts,
                               const std::vector<int32_t>& offsets, int64_t row0, int64_t row1);
   absl::Status SiluMulRows(int64_t inter, int64_t row0, int64_t row1);
@@ -307,12 +332,12 @@ class CudaPrefillBackend final : public PrefillBackend {
   DeviceMemory gate_up_, act_, rows_act_, expert_out_;
   DeviceMemory gdn_mixed_, gdn_gates_, gdn_scratch_, gate_logits_;  // Gated DeltaNet's conv output and gates; shared-expert gate
   DeviceMemory router_logits_, ids_, weights_, counts_, cursor_, row_of_choice_, token_of_row_;
-  // LaunchGroupedGemm's launch table. It and the experts' first rows are copied
-  // from pageable memory: small pageable copies travel in the stream's own
-  // commands, while pinned ones queue on the copy engine behind the streamed
-  // experts (measured: DeepSeek-V2-Lite INT4 at a 1/3 budget, 16K tokens, 0.63 s
-  // with pageable copies, 0.86 s with pinned ones).
-  DeviceMemory gemm_table_;
+  // LaunchGroupedGemmPlan's plan (PlannedMoe), built on the card: no launch
+  // table crosses PCIe. (Copied from the host, pinned tables queued on the copy
+  // engine behind the streamed experts -- DeepSeek-V2-Lite INT4 at a 1/3 budget,
+  // 16K tokens: 0.86 s against 0.63 s pageable -- and pageable ones kept the
+  // host in step with the card.)
+  DeviceMemory gemm_plan_;
   std::vector<DeviceMemory> rope_tables_;
   DeviceMemory logits_;
   // MLA: queries, q_a, and per-position latents / expanded keys and values.
@@ -328,6 +353,10 @@ class CudaPrefillBackend final : public PrefillBackend {
   DType kv_dtype_ = DType::kF32;  // the cache's, for the current Forward
   DeviceMemory kv_out16_;          // a layer's new rows as BF16/F16, for the host cache
   cudaEvent_t rows_ready_ = nullptr;  // they are in host_rows_
+  // The rows go to the host on kv_stream_ (after rows_converted_ on stream_),
+  // so the copy does not hold up the layer's feed-forward kernels.
+  cudaStream_t kv_stream_ = nullptr;
+  cudaEvent_t rows_converted_ = nullptr;
   PinnedMemory host_rows_;
   // The token embedding on the card (lm_head_ itself when the two are tied):
   // BF16, or float in the checking mode or when the checkpoint stores it so.
@@ -351,6 +380,8 @@ absl::Status CudaPrefillBackend::Init() {
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
   CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&rows_ready_, cudaEventDisableTiming));
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&rows_converted_, cudaEventDisableTiming));
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&kv_stream_, cudaStreamNonBlocking));
   CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
   const ModelConfig& c = model_.config();
   hidden_ = c.hidden_size;
@@ -655,7 +686,7 @@ absl::Status CudaPrefillBackend::ReserveWorkspace(int64_t n) {
                             {&gdn_gates_, N * static_cast<size_t>(2 * max_linear_heads_) * f},
                             {&gdn_scratch_, static_cast<size_t>(GdnScratchFloats(n)) * f},
                             {&gate_logits_, N * f},
-                            {&gemm_table_, cuda::GroupedGemmTableBytes(max_experts_, static_cast<int64_t>(rows))}}) {
+                            {&gemm_plan_, cuda::GroupedGemmPlanBytes(max_experts_, static_cast<int64_t>(rows))}}) {
     RETURN_IF_ERROR(mem->Reserve(std::max<size_t>(bytes, 4)));
   }
   for (size_t r = 0; r < ropes_.size(); ++r) {
@@ -773,20 +804,38 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
   return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
 }
 
+namespace {
+constexpr const char* kStageNames[] = {"embed",       "mixer_proj", "attention", "kv_out", "routing",
+                                       "expert_wait", "experts",    "mlp",       "reduce", "lm_head"};
+}  // namespace
+
 absl::Status CudaPrefillBackend::Lap(Stage stage) {
   if (!options_.profile) return absl::OkStatus();
+  if (options_.profile_steps) RETURN_IF_ERROR(Step(stage, "rest"));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   const auto now = std::chrono::steady_clock::now();
   stage_ms_[stage] += std::chrono::duration<double, std::milli>(now - lap_).count();
-  lap_ = now;
+  lap_ = step_lap_ = now;
+  return absl::OkStatus();
+}
+
+absl::Status CudaPrefillBackend::Step(Stage stage, const char* name) {
+  if (!options_.profile || !options_.profile_steps) return absl::OkStatus();
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  const auto now = std::chrono::steady_clock::now();
+  const std::string key = StrCat(kStageNames[stage], ".", name);
+  auto it = std::find_if(step_ms_.begin(), step_ms_.end(), [&](const auto& e) { return e.first == key; });
+  if (it == step_ms_.end()) it = step_ms_.insert(step_ms_.end(), {key, 0.0});
+  it->second += std::chrono::duration<double, std::milli>(now - step_lap_).count();
+  step_lap_ = now;
   return absl::OkStatus();
 }
 
 std::vector<std::pair<std::string, double>> CudaPrefillBackend::TakeProfile() {
-  static const char* const kNames[kStages] = {"embed",       "mixer_proj", "attention", "kv_out", "routing",
-                                              "expert_wait", "experts",    "mlp",       "reduce",  "lm_head"};
+  static_assert(std::size(kStageNames) == kStages);
   std::vector<std::pair<std::string, double>> out;
-  for (int s = 0; s < kStages; ++s) out.emplace_back(kNames[s], std::exchange(stage_ms_[s], 0.0));
+  for (int s = 0; s < kStages; ++s) out.emplace_back(kStageNames[s], std::exchange(stage_ms_[s], 0.0));
+  for (auto& step : std::exchange(step_ms_, {})) out.push_back(std::move(step));
   return out;
 }
 
@@ -840,6 +889,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   float* y = qkv_.as<float>();
   RETURN_IF_ERROR(Gemm(xn_act(), n, L.qkv, W, hidden_, y));
   if (L.has_bias) RETURN_IF_ERROR(cuda::LaunchAddBias(y, L.qkv_bias.as<float>(), n, W, W, stream_));
+  RETURN_IF_ERROR(Step(kMixerProj, "mla_qkv"));
   float* q = q_.as<float>();
   if (m.q_lora > 0) {
     RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(y, n, 1, W, m.q_lora, L.q_norm.as<float>(), m.latent_eps, false, stream_));
@@ -857,6 +907,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   RETURN_IF_ERROR(cuda::LaunchRope(kv_in + m.kv_lora, n, 1, W, m.rope_dim, m.rope_dim, interleaved, table, stream_));
   RETURN_IF_ERROR(cuda::LaunchRope(q + m.nope, n, m.heads, m.heads * qk, qk, m.rope_dim, interleaved, table, stream_));
   RETURN_IF_ERROR(StoreRows(L, kv_in, W, n, start));
+  RETURN_IF_ERROR(Step(kMixerProj, "mla_q_norm_rope_store"));
 
   const cuda::AttentionShape s = MlaShape(m, n, start);
   // Keys and values of every position so far: in BF16 straight from the
@@ -865,10 +916,12 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   const bool bf16_kv = UseBf16Kv(s, 0);
   const float* store = L.kv.as<float>();
   ASSIGN_OR_RETURN(const void* latents, AsGemmInput(store, positions, m.kv_lora, L.kv_row, lat_, lat16_));
+  RETURN_IF_ERROR(Step(kMixerProj, "mla_latents"));
   // kvb_ and the k / v rows hold `positions` rows already (ReservePositions).
   const int64_t kvb_width = m.heads * (m.nope + m.v_dim);
   RETURN_IF_ERROR(GemmPtr(latents, positions, L.kv_b.as<void>(), kvb_width, m.kv_lora, kvb_.as<void>(), kvb_width,
                           bf16_kv ? CUDA_R_16BF : CUDA_R_32F));
+  RETURN_IF_ERROR(Step(kMixerProj, "mla_kv_b"));
   if (bf16_kv) {
     RETURN_IF_ERROR(cuda::LaunchMlaExpandKvBf16(kvb_.as<uint16_t>(), store + m.kv_lora, L.kv_row, positions, m.heads,
                                                 m.nope, m.rope_dim, m.v_dim, k16_.as<uint16_t>(),
@@ -887,6 +940,7 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   RETURN_IF_ERROR(Lap(kAttention));
   ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
                                                  attn16_));
+  RETURN_IF_ERROR(Step(kMixerProj, "mla_attn_bf16"));
   RETURN_IF_ERROR(Gemm(attn, n, L.o, hidden_, m.heads * m.v_dim, mix_.as<float>()));
   if (m.o_bias.data != nullptr) {
     RETURN_IF_ERROR(cuda::LaunchAddBias(mix_.as<float>(), L.o_bias.as<float>(), n, hidden_, hidden_, stream_));
@@ -1006,27 +1060,6 @@ bool CudaPrefillBackend::PlanGrouped(const cuda::ExpertLayout& layout, uintptr_t
          cuda::GroupedGemmTakes(dn, plan->down_w.data(), first, end);
 }
 
-absl::StatusOr<bool> CudaPrefillBackend::GroupedExperts(const GpuLayer& L, const cuda::ExpertLayout& layout,
-                                                        const char* base, const std::vector<int32_t>& counts,
-                                                        const std::vector<int32_t>& offsets, int64_t row0,
-                                                        int64_t row1) {
-  if (!L.grouped) return false;
-  if (cuda::GroupedGemmBlockRows(counts.data(), layout.first, layout.end) > cuda::kMaxGroupedGemmBlockRows) {
-    return false;  // a chunk this large runs expert by expert
-  }
-  GroupedMoe plan;
-  if (!PlanGrouped(layout, reinterpret_cast<uintptr_t>(base), &plan)) {
-    return InternalError("grouped expert GEMM planned at start but not possible now");
-  }
-  RETURN_IF_ERROR(cuda::LaunchGroupedGemm(plan.gate_up, counts.data(), offsets.data(), plan.gate_up_w.data(),
-                                          layout.first, layout.end, gemm_table_.as<void>(), gemm_table_.bytes(),
-                                          stream_));
-  RETURN_IF_ERROR(SiluMulRows(layout.inter, row0, row1));
-  RETURN_IF_ERROR(cuda::LaunchGroupedGemm(plan.down, counts.data(), offsets.data(), plan.down_w.data(), layout.first,
-                                          layout.end, gemm_table_.as<void>(), gemm_table_.bytes(), stream_));
-  return true;
-}
-
 absl::Status CudaPrefillBackend::ExpertByExpert(const cuda::ExpertLayout& layout, const char* base,
                                                 const std::vector<int32_t>& counts,
                                                 const std::vector<int32_t>& offsets, int64_t row0, int64_t row1) {
@@ -1063,6 +1096,82 @@ absl::Status CudaPrefillBackend::ExpertByExpert(const cuda::ExpertLayout& layout
   return absl::OkStatus();
 }
 
+bool CudaPrefillBackend::UsePlannedMoe(const GpuLayer& L, int64_t n) const {
+  const int64_t experts = L.router.num_experts;
+  return !f32_ && L.grouped && experts <= 1024 &&
+         cuda::GroupedGemmPlannedBlockBound(n * L.router.top_k, 0, experts) <= cuda::kMaxGroupedGemmBlockRows;
+}
+
+absl::StatusOr<const CudaPrefillBackend::DeviceWeights*> CudaPrefillBackend::PartWeights(size_t layer, int part,
+                                                                                         const char* base,
+                                                                                         const GroupedMoe& plan) {
+  const auto key = std::make_tuple(layer, part, reinterpret_cast<uintptr_t>(base));
+  auto it = part_weights_.find(key);
+  if (it != part_weights_.end()) return &it->second;
+  const cuda::ExpertLayout& layout = experts_.part(layer, part);
+  DeviceWeights w;
+  const size_t entries = plan.gate_up_w.size(), bytes = entries * sizeof(cuda::ExpertGemmWeights);
+  RETURN_IF_ERROR(w.table.Reserve(2 * bytes));
+  // Once per part and buffer: a plain synchronous copy.
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(w.table.as<char>(), plan.gate_up_w.data(), bytes, cudaMemcpyHostToDevice));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(w.table.as<char>() + bytes, plan.down_w.data(), bytes, cudaMemcpyHostToDevice));
+  w.gate_up_aligned16 = cuda::GroupedGemmWeightsAligned16(plan.gate_up_w.data(), layout.first, layout.end);
+  w.down_aligned16 = cuda::GroupedGemmWeightsAligned16(plan.down_w.data(), layout.first, layout.end);
+  return &part_weights_.emplace(key, std::move(w)).first->second;
+}
+
+absl::Status CudaPrefillBackend::PlannedMoe(GpuLayer& L, int64_t n, float* out) {
+  const RouterParams& p = L.router;
+  const int64_t choices = n * p.top_k, experts = p.num_experts;
+  RETURN_IF_ERROR(cuda::LaunchGroupedGemmPlan(counts_.as<int32_t>(), experts, gemm_plan_.as<void>(),
+                                              cursor_.as<int32_t>(), stream_));
+  RETURN_IF_ERROR(Step(kRouting, "plan"));
+  RETURN_IF_ERROR(Lap(kRouting));
+  RETURN_IF_ERROR(cuda::LaunchAssignRows(ids_.as<int32_t>(), choices, p.top_k, cursor_.as<int32_t>(),
+                                         row_of_choice_.as<int32_t>(), token_of_row_.as<int32_t>(), stream_));
+  RETURN_IF_ERROR(Step(kExpertWait, "assign_rows"));
+  const int32_t* offsets = cuda::GroupedGemmPlanOffsets(gemm_plan_.as<void>());
+  const size_t layer = static_cast<size_t>(&L - layers_.data());
+  const cuda::ExpertLayout& layout = experts_.layout(layer);
+  for (int part = 0; part < experts_.parts(layer); ++part) {
+    const cuda::ExpertLayout& pl = experts_.part(layer, part);
+    ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, part, stream_));
+    RETURN_IF_ERROR(Lap(kExpertWait));
+    GroupedMoe plan;
+    if (!PlanGrouped(pl, reinterpret_cast<uintptr_t>(base), &plan)) {
+      return InternalError("grouped expert GEMM planned at start but not possible now");
+    }
+    ASSIGN_OR_RETURN(const DeviceWeights* w, PartWeights(layer, part, base, plan));
+    const auto* table = w->table.as<cuda::ExpertGemmWeights>();
+    cuda::GroupedGemmShape gate_up = plan.gate_up;
+    gate_up.x = xn16_.as<uint16_t>();  // the tokens' rows, through token_of_row_
+    // SiLU in the GEMM's epilogue where the shape allows (inter a multiple of
+    // 64): act_ straight from the accumulators, no float gate/up round trip.
+    gate_up.silu_out = act_.as<uint16_t>(), gate_up.ld_silu = pl.inter;
+    const bool fused = cuda::GroupedGemmTakes(gate_up, plan.gate_up_w.data(), pl.first, pl.end);
+    if (!fused) gate_up.silu_out = nullptr;
+    RETURN_IF_ERROR(cuda::LaunchGroupedGemmPlanned(gate_up, gemm_plan_.as<void>(), experts, choices, table,
+                                                   w->gate_up_aligned16, token_of_row_.as<int32_t>(), pl.first,
+                                                   pl.end, stream_));
+    RETURN_IF_ERROR(Step(kExperts, "grouped_gate_up"));
+    if (!fused) {
+      RETURN_IF_ERROR(cuda::LaunchSiluMulBf16Span(gate_up_.as<float>(), pl.inter, offsets, pl.first, pl.end, choices,
+                                                  act_.as<uint16_t>(), stream_));
+      RETURN_IF_ERROR(Step(kExperts, "silu_mul"));
+    }
+    RETURN_IF_ERROR(cuda::LaunchGroupedGemmPlanned(plan.down, gemm_plan_.as<void>(), experts, choices,
+                                                   table + plan.gate_up_w.size(), w->down_aligned16, nullptr,
+                                                   pl.first, pl.end, stream_));
+    RETURN_IF_ERROR(Step(kExperts, "grouped_down"));
+    RETURN_IF_ERROR(experts_.Release(layer, part, stream_));
+    RETURN_IF_ERROR(Lap(kExperts));
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
+  // Only this card's rows (other cards' experts come in the all-reduce).
+  return cuda::LaunchCombineExpertSpan(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(), n,
+                                       p.top_k, hidden_, offsets, layout.first, layout.end, out, stream_);
+}
+
 absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
   const RouterParams& p = L.router;
   const int64_t choices = n * p.top_k, experts = p.num_experts;
@@ -1072,10 +1181,17 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                      static_cast<int>(hidden_), &alpha, L.router_weight.as<float>(),
                                      static_cast<int>(hidden_), xn_.as<float>(), static_cast<int>(hidden_), &beta,
                                      router_logits_.as<float>(), static_cast<int>(experts)));
+  RETURN_IF_ERROR(Step(kRouting, "router_gemm"));
   RETURN_IF_ERROR(cuda::LaunchRoute(router_logits_.as<float>(), n, p, L.correction_bias.as<float>(), ids_.as<int32_t>(),
                                     weights_.as<float>(), stream_));
+  RETURN_IF_ERROR(Step(kRouting, "route"));
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(counts_.as<void>(), 0, static_cast<size_t>(experts) * sizeof(int32_t), stream_));
   RETURN_IF_ERROR(cuda::LaunchCountExperts(ids_.as<int32_t>(), choices, experts, counts_.as<int32_t>(), stream_));
+  if (UsePlannedMoe(L, n)) {
+    RETURN_IF_ERROR(PlannedMoe(L, n, out));
+    RETURN_IF_ERROR(Lap(kExperts));
+    return SharedAndReduce(L, n, out);
+  }
   // The GEMM plan needs the counts on the host.
   std::vector<int32_t> counts(static_cast<size_t>(experts)), offsets(static_cast<size_t>(experts));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(counts.data(), counts_.as<void>(), counts.size() * sizeof(int32_t),
@@ -1088,10 +1204,12 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                        cudaMemcpyHostToDevice, stream_));
   RETURN_IF_ERROR(cuda::LaunchAssignRows(ids_.as<int32_t>(), choices, p.top_k, cursor_.as<int32_t>(),
                                          row_of_choice_.as<int32_t>(), token_of_row_.as<int32_t>(), stream_));
+  RETURN_IF_ERROR(Step(kExpertWait, "assign_rows"));
   RETURN_IF_ERROR(f32_ ? cuda::LaunchGatherRows(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                  rows_act_.as<float>(), stream_)
                        : cuda::LaunchGatherRowsBf16(xn_.as<float>(), token_of_row_.as<int32_t>(), choices, hidden_,
                                                     rows_act_.as<uint16_t>(), stream_));
+  RETURN_IF_ERROR(Step(kExpertWait, "gather_rows"));
   const size_t layer = static_cast<size_t>(&L - layers_.data());
   const cuda::ExpertLayout& layout = experts_.layout(layer);
   // The first row of expert e's segment of the sorted rows.
@@ -1104,8 +1222,7 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
     ASSIGN_OR_RETURN(const char* base, experts_.Acquire(layer, p, stream_));
     RETURN_IF_ERROR(Lap(kExpertWait));
     const int64_t part_row0 = row_of(part.first), part_row1 = row_of(part.end);
-    ASSIGN_OR_RETURN(const bool grouped, GroupedExperts(L, part, base, counts, offsets, part_row0, part_row1));
-    if (!grouped) RETURN_IF_ERROR(ExpertByExpert(part, base, counts, offsets, part_row0, part_row1));
+    RETURN_IF_ERROR(ExpertByExpert(part, base, counts, offsets, part_row0, part_row1));
     RETURN_IF_ERROR(experts_.Release(layer, p, stream_));
     RETURN_IF_ERROR(Lap(kExperts));
   }
@@ -1118,9 +1235,15 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
                                          stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(n * hidden_) * sizeof(float), stream_));
+  RETURN_IF_ERROR(Step(kExperts, "zero_rows"));
   RETURN_IF_ERROR(cuda::LaunchCombineExperts(expert_out_.as<float>(), row_of_choice_.as<int32_t>(), weights_.as<float>(),
                                              n, p.top_k, hidden_, out, stream_));
   RETURN_IF_ERROR(Lap(kExperts));
+  return SharedAndReduce(L, n, out);
+}
+
+absl::Status CudaPrefillBackend::SharedAndReduce(GpuLayer& L, int64_t n, float* out) {
+  const float alpha = 1.0f, beta = 0.0f;
   if (L.shared.inter > 0 && rank_ == 0) {  // several cards: once, on the first
     // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
     RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
@@ -1168,7 +1291,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(ReservePositions(start + n));
   kv_dtype_ = cache.dtype();
 
-  lap_ = std::chrono::steady_clock::now();
+  lap_ = step_lap_ = std::chrono::steady_clock::now();
   // The embedding on the card: only the token ids cross PCIe.
   RETURN_IF_ERROR(host_ids_.Reserve(static_cast<size_t>(n) * sizeof(int32_t)));
   RETURN_IF_ERROR(token_ids_.Reserve(static_cast<size_t>(n) * sizeof(int32_t)));
@@ -1207,19 +1330,30 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     // feed-forward block (no full-stream wait per layer).
     const float* kv_new = L.kv.as<float>() + start * L.kv_row;
     const size_t row_bytes = static_cast<size_t>(n * L.kv_row) * cache.ElementBytes();
+    // (kv_out16_ and host_rows_ are free: the host waited for the last layer's
+    // copy, or, after a failed pass, the card does.)
+    CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, rows_ready_, 0));
     if (L.kv_row == 0 || !writes) {
       // Linear attention: no rows (its state went back into the sequence).
+      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
+      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
     } else if (cache.dtype() == DType::kF32) {
+      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
+      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
       CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(host_rows_.as<void>(), kv_new, row_bytes, cudaMemcpyDeviceToHost, stream_));
+          cudaMemcpyAsync(host_rows_.as<void>(), kv_new, row_bytes, cudaMemcpyDeviceToHost, kv_stream_));
     } else {
       RETURN_IF_ERROR(cuda::LaunchToHalf(cache.dtype(), kv_new, n * L.kv_row, kv_out16_.as<uint16_t>(), stream_));
+      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
+      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
       CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(host_rows_.as<void>(), kv_out16_.as<void>(), row_bytes, cudaMemcpyDeviceToHost, stream_));
+          cudaMemcpyAsync(host_rows_.as<void>(), kv_out16_.as<void>(), row_bytes, cudaMemcpyDeviceToHost, kv_stream_));
     }
-    CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_ready_, stream_));
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_ready_, kv_stream_));
+    RETURN_IF_ERROR(Step(kRouting, "kv_rows_to_host"));
     RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));
     RETURN_IF_ERROR(Norm(x, n, L.post_norm, true));
+    RETURN_IF_ERROR(Step(kRouting, "residual_norm"));
     if (L.ffn_kind == FfnDesc::Kind::kDense) {
       RETURN_IF_ERROR(Mlp(L.dense, xn_act(), n, ffn_out_.as<float>()));
       RETURN_IF_ERROR(Lap(kMlp));

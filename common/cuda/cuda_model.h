@@ -42,6 +42,10 @@ struct CudaBackendOptions {
   enum class Precision { kBf16, kF32 } precision = Precision::kBf16;
   // Synchronise after each stage and add its time to TakeProfile() (benchmarks).
   bool profile = false;
+  // With profile: also synchronise after each step inside a stage (a GEMM, a
+  // kernel) and report the steps too, as "stage.step" ("stage.rest": the
+  // stage's time after its last step). More syncs, so a slower pass.
+  bool profile_steps = false;
   // What the backend may allocate on the card; 0: what is free at start minus
   // 1 GiB. When the model does not fit, the routed experts of the layers that
   // do not fit stream from host RAM every chunk.

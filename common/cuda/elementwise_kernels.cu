@@ -102,19 +102,33 @@ __device__ inline T FromFloat(float v) {
 }
 
 // T float, or uint16_t for BF16 kvb, k and v (k_pe then rounded to BF16).
-template <typename T>
+// Each thread moves kVec consecutive elements of one head's [nope | rope | v]
+// (kVec 8 when nope, rope_dim and v_dim are multiples of 8 and the rows
+// aligned: one 16- or 32-byte load and store, and one index division per 8
+// elements; else 1).
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+template <typename T, int kVec>
 __global__ void MlaExpandKernel(const T* kvb, const float* k_pe, int64_t k_pe_stride, int64_t positions,
                                 int64_t heads, int64_t nope, int64_t rope_dim, int64_t v_dim, T* k, T* v) {
-  const int64_t qk = nope + rope_dim, per_head = qk + v_dim, total = positions * heads * per_head;
+  using P = Pack<T, kVec>;
+  const int64_t qk = nope + rope_dim, per_head = qk + v_dim, units = per_head / kVec;
+  const int64_t total = positions * heads * units;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t i = idx % per_head, ph = idx / per_head, p = ph / heads;
+    const int64_t ph = idx / units, i = (idx - ph * units) * kVec, p = ph / heads;
     if (i < nope) {
-      k[ph * qk + i] = kvb[ph * (nope + v_dim) + i];
+      *reinterpret_cast<P*>(k + ph * qk + i) = *reinterpret_cast<const P*>(kvb + ph * (nope + v_dim) + i);
     } else if (i < qk) {
-      k[ph * qk + i] = FromFloat<T>(k_pe[p * k_pe_stride + (i - nope)]);
+      P out;
+      for (int j = 0; j < kVec; ++j) out.v[j] = FromFloat<T>(k_pe[p * k_pe_stride + (i - nope) + j]);
+      *reinterpret_cast<P*>(k + ph * qk + i) = out;
     } else {
-      v[ph * v_dim + (i - qk)] = kvb[ph * (nope + v_dim) + nope + (i - qk)];
+      *reinterpret_cast<P*>(v + ph * v_dim + (i - qk)) =
+          *reinterpret_cast<const P*>(kvb + ph * (nope + v_dim) + nope + (i - qk));
     }
   }
 }
@@ -124,8 +138,18 @@ absl::Status LaunchMlaExpand(const T* kvb, const float* k_pe, int64_t k_pe_strid
                              int64_t nope, int64_t rope_dim, int64_t v_dim, T* k, T* v, cudaStream_t stream) {
   const int64_t total = positions * heads * (nope + rope_dim + v_dim);
   if (total <= 0) return absl::OkStatus();
-  MlaExpandKernel<T><<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
-                                                                    rope_dim, v_dim, k, v);
+  constexpr int kVec = 8;
+  constexpr uintptr_t kAlign = sizeof(T) * kVec;
+  const bool vec = nope % kVec == 0 && rope_dim % kVec == 0 && v_dim % kVec == 0 &&
+                   reinterpret_cast<uintptr_t>(kvb) % kAlign == 0 && reinterpret_cast<uintptr_t>(k) % kAlign == 0 &&
+                   reinterpret_cast<uintptr_t>(v) % kAlign == 0;
+  if (vec) {
+    MlaExpandKernel<T, kVec><<<GridFor(total / kVec), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions,
+                                                                                   heads, nope, rope_dim, v_dim, k, v);
+  } else {
+    MlaExpandKernel<T, 1><<<GridFor(total), kBlockThreads, 0, stream>>>(kvb, k_pe, k_pe_stride, positions, heads, nope,
+                                                                        rope_dim, v_dim, k, v);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

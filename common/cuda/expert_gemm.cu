@@ -18,6 +18,8 @@
 // already has there.
 #include <cuda_bf16.h>
 
+#include <cub/block/block_scan.cuh>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -60,7 +62,16 @@ struct Params {
   int n, k, n_split, group;
   const ExpertGemmWeights* weights;
   const BlockRows* blocks;
+  const int32_t* x_rows;       // non-null: sorted row r reads row x_rows[r] of x
+  const int32_t* block_start;  // non-null (a plan on the card): blocks [block_start[first], block_start[end]) run
+  int first, end;
+  uint16_t* act;  // non-null: silu(gate) * up as BF16 [rows, n_split] (ld_act apart) instead of y
+  int64_t ld_act;
 };
+
+// The plan's arrays in its scratch (LaunchGroupedGemmPlan): offsets and
+// block_start [experts + 1] each, then the 16-byte block rows.
+size_t PlanBlocksOffset(int64_t experts) { return (static_cast<size_t>(2 * (experts + 1)) * 4 + 15) / 16 * 16; }
 
 // Byte offset of 16-byte chunk c (0 .. kBK / 8 - 1) of row r in a [rows][kBK]
 // BF16 tile, swizzled so the 8 row addresses of an ldmatrix hit distinct banks.
@@ -102,25 +113,47 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
   uint8_t* const a_stages = smem;
   uint8_t* const b_stages = smem + kStages * kTileBytes;      // BF16: kStages tiles; quantized: one
   uint8_t* const raw_stages = b_stages + kTileBytes;          // quantized: kStages raw tiles
-  const BlockRows blk = p.blocks[blockIdx.y];
-  const ExpertGemmWeights ew = p.weights[blk.expert];
-  const int n0 = blockIdx.x * kBN;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int steps = p.k / kBK;
+  // Work items: (row block, column tile). A launch planned on the host has one
+  // per block (grid x the column tiles, y the row blocks); with a plan on the
+  // card, gridDim.x blocks take the plan's items in turn.
+  // Fused SiLU (p.act): a tile is kBN / 2 gate columns and the same up columns.
+  const bool fused = p.act != nullptr;
+  const int tiles_n = fused ? p.n_split / (kBN / 2) : (p.n + kBN - 1) / kBN;
+  int first_block = 0, items = 0, item = 0, stride = 0;
+  if (p.block_start != nullptr) {
+    first_block = p.block_start[p.first];
+    items = (p.block_start[p.end] - first_block) * tiles_n;
+    item = blockIdx.x, stride = gridDim.x;
+  } else {
+    items = gridDim.x * gridDim.y;
+    item = blockIdx.y * gridDim.x + blockIdx.x, stride = items;
+  }
+  for (; item < items; item += stride) {
+  const BlockRows blk = p.blocks[first_block + item / tiles_n];
+  const ExpertGemmWeights ew = p.weights[blk.expert];
+  const int n0 = (item % tiles_n) * (fused ? kBN / 2 : kBN);
+  // The output column of the tile's weight row r.
+  auto col_of = [&](int r) {
+    return !fused ? n0 + r : r < kBN / 2 ? n0 + r : p.n_split + n0 + r - kBN / 2;
+  };
+  __syncthreads();  // (a later item) every warp is done with the shared stages
 
   auto load_x = [&](int stage, int step) {
     for (int i = 0; i < kBM * kRowChunks / kThreads; ++i) {
       const int id = tid + i * kThreads, r = id / kRowChunks, c = id % kRowChunks;
       const bool ok = r < blk.rows;
-      const uint16_t* src = p.x + int64_t(blk.row0 + (ok ? r : 0)) * p.ldx + step * kBK + c * 8;
+      const int row = blk.row0 + (ok ? r : 0);
+      const uint16_t* src = p.x + int64_t(p.x_rows != nullptr ? p.x_rows[row] : row) * p.ldx + step * kBK + c * 8;
       CpAsync16(a_stages + stage * kTileBytes + Swizzle<kBK>(r, c), src, ok);
     }
   };
   auto load_w = [&](int stage, int step) {
     if constexpr (kQuant == 0) {
       for (int i = 0; i < kBN * kRowChunks / kThreads; ++i) {
-        const int id = tid + i * kThreads, r = id / kRowChunks, c = id % kRowChunks, n = n0 + r;
+        const int id = tid + i * kThreads, r = id / kRowChunks, c = id % kRowChunks, n = col_of(r);
         const bool ok = n < p.n;
         const uint16_t* row = n < p.n_split ? static_cast<const uint16_t*>(ew.w0) + int64_t(n) * p.k
                                             : static_cast<const uint16_t*>(ew.w1) + int64_t(n - p.n_split) * p.k;
@@ -136,7 +169,7 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
     } else {
       constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kChunksPerTile = kRaw / 16;
       for (int id = tid; id < 8 * kChunksPerTile; id += kThreads) {
-        const int rt = id / kChunksPerTile, c = id % kChunksPerTile, n = n0 + rt * 16;
+        const int rt = id / kChunksPerTile, c = id % kChunksPerTile, n = col_of(rt * 16);
         const bool ok = n < p.n, second = n >= p.n_split;
         const int tile = (second ? n - p.n_split : n) / 16;
         const int k0 = step * kBK, g = k0 / p.group, kin = k0 - g * p.group;
@@ -155,7 +188,7 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
   // (low nibble) and 8 o + 4 + j (high); INT8 two quads of 4 columns.
   auto dequant = [&](int stage, int step) {
     constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kPer = kThreads / kBN, kO = kBK / 8 / kPer;
-    const int r = tid / kPer, half = tid % kPer, n = n0 + r, rr = r & 15;
+    const int r = tid / kPer, half = tid % kPer, n = col_of(r), rr = r & 15;
     const uint8_t* raw = raw_stages + stage * 8 * kRaw + (r >> 4) * kRaw;
     float s = 0.0f;
     if (n < p.n) {
@@ -219,6 +252,48 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
     }
   }
   CpAsyncWait<0>();
+  if (fused) {
+    // The warps of the up half hand their accumulators to the gate half's
+    // (same fragment layout, so the same lane holds the same element) through
+    // the stages' shared memory, which no warp reads any more.
+    constexpr int kHalf = kWarpsN / 2;
+    float* const xchg = reinterpret_cast<float*>(smem);
+    auto at = [&](int i, int j, int e) {
+      return (((((wm * kHalf + wn % kHalf) * 4 + i) * kNT + j) * 4 + e) * 32) + lane;
+    };
+    __syncthreads();
+    if (wn >= kHalf) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) xchg[at(i, j, e)] = acc[i][j][e];
+        }
+      }
+    }
+    __syncthreads();
+    if (wn < kHalf) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+          const int col = n0 + wn * kWarpCols + j * 8 + (lane & 3) * 2;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int r = wm * 64 + i * 16 + (lane >> 2) + h * 8;
+            if (r >= blk.rows) continue;
+            const float g0 = acc[i][j][2 * h], g1 = acc[i][j][2 * h + 1];
+            const float u0 = xchg[at(i, j, 2 * h)], u1 = xchg[at(i, j, 2 * h + 1)];
+            // As LaunchSiluMulBf16 computes it from the float gate and up.
+            *reinterpret_cast<uint32_t*>(p.act + int64_t(blk.row0 + r) * p.ld_act + col) =
+                PackBf16(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
+          }
+        }
+      }
+    }
+    continue;
+  }
   for (int i = 0; i < 4; ++i) {
     for (int j = 0; j < kNT; ++j) {
       const int col = n0 + wn * kWarpCols + j * 8 + (lane & 3) * 2;
@@ -231,6 +306,29 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
       }
     }
   }
+  }  // item
+}
+
+// One block, a thread per expert: offsets and block_start by two block-wide
+// exclusive scans (of the counts and of their row blocks), cursor = offsets,
+// then each expert's block rows.
+constexpr int kPlanThreads = 1024;
+__global__ void __launch_bounds__(kPlanThreads) PlanKernel(const int32_t* counts, int experts, int32_t* offsets,
+                                                           int32_t* block_start, BlockRows* blocks, int32_t* cursor) {
+  using Scan = cub::BlockScan<int, kPlanThreads>;
+  __shared__ typename Scan::TempStorage temp;
+  const int e = threadIdx.x;
+  const int count = e < experts ? counts[e] : 0, nb = (count + kBM - 1) / kBM;
+  int row0 = 0, block0 = 0, rows = 0, total_blocks = 0;
+  Scan(temp).ExclusiveSum(count, row0, rows);
+  __syncthreads();
+  Scan(temp).ExclusiveSum(nb, block0, total_blocks);
+  if (e < experts) {
+    offsets[e] = row0, block_start[e] = block0;
+    if (cursor != nullptr) cursor[e] = row0;
+    for (int b = 0; b < nb; ++b) blocks[block0 + b] = {e, row0 + b * kBM, min(kBM, count - b * kBM), 0};
+  }
+  if (e == 0) offsets[experts] = rows, block_start[experts] = total_blocks;
 }
 
 bool Aligned(const void* p, size_t to) { return reinterpret_cast<uintptr_t>(p) % to == 0; }
@@ -250,7 +348,20 @@ absl::Status LaunchStep(const Params& p, unsigned blocks, cudaStream_t stream) {
   if constexpr (smem > 48 * 1024) {
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   }
-  const dim3 grid(static_cast<unsigned>((p.n + kBN - 1) / kBN), blocks);
+  const unsigned tiles_n =
+      static_cast<unsigned>(p.act != nullptr ? p.n_split / (kBN / 2) : (p.n + kBN - 1) / kBN);
+  dim3 grid(tiles_n, blocks);
+  if (p.block_start != nullptr) {
+    // A plan on the card: `blocks` is only a bound, so as many blocks as the
+    // card holds at once take the items in turn (no empty blocks to schedule).
+    int device = 0, sms = 0, per_sm = 0;
+    CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_RETURN_IF_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, BlockThreads<kWarpCols>(), smem));
+    const uint64_t most = uint64_t{tiles_n} * blocks, resident = uint64_t(std::max(sms * per_sm, 1));
+    grid = dim3(static_cast<unsigned>(std::min(most, resident)));
+  }
   kernel<<<grid, BlockThreads<kWarpCols>(), smem, stream>>>(p);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
@@ -297,7 +408,9 @@ int GroupedGemmWarpCols(const GroupedGemmShape& s) {
   return forced != 0 ? forced : kDefaultWarpCols;
 }
 
-bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weights, int64_t first, int64_t end) {
+namespace {
+// GroupedGemmTakes without the weights.
+bool ShapeTakes(const GroupedGemmShape& s) {
   if (s.k_step != 0 && s.k_step != kMinStep && s.k_step != kWideStep) return false;
   if (s.warp_cols != 0 && s.warp_cols != 32 && s.warp_cols != 64) return false;
   if (s.k <= 0 || !StepFits(s, GroupedGemmStep(s)) || s.n <= 0 || s.n > INT32_MAX / 2 || s.k > INT32_MAX / 2) {
@@ -308,6 +421,16 @@ bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weight
   }
   if (s.quant < 0 || s.quant > 2) return false;
   if (s.quant != 0 && (s.k % s.group != 0 || s.n_split % 16 != 0)) return false;
+  if (s.silu_out != nullptr && (s.n != 2 * s.n_split || s.n_split % (kBN / 2) != 0 || s.ld_silu < s.n_split ||
+                                s.ld_silu % 2 != 0 || !Aligned(s.silu_out, 4))) {
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+bool GroupedGemmTakes(const GroupedGemmShape& s, const ExpertGemmWeights* weights, int64_t first, int64_t end) {
+  if (!ShapeTakes(s)) return false;
   for (int64_t e = first; e < end; ++e) {
     const ExpertGemmWeights& w = weights[e];
     // BF16 rows may start 8 bytes off (the narrow loads); quantized tiles are 16-byte blocks.
@@ -369,7 +492,13 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
            static_cast<int>(shape.n_split),
            static_cast<int>(shape.group),
            static_cast<const ExpertGemmWeights*>(table),
-           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes)};
+           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes),
+           nullptr,
+           nullptr,
+           0,
+           0,
+           shape.silu_out,
+           shape.ld_silu};
   const unsigned nb = static_cast<unsigned>(blocks.size());
   const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
   if (shape.quant == 0) {
@@ -378,6 +507,71 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
   }
   if (shape.quant == 1) return Launch<1>(p, step, warp_cols, nb, stream);
   return Launch<2>(p, step, warp_cols, nb, stream);
+}
+
+size_t GroupedGemmPlanBytes(int64_t experts, int64_t rows) {
+  return PlanBlocksOffset(experts) + static_cast<size_t>(rows / kBM + experts + 1) * sizeof(BlockRows);
+}
+
+const int32_t* GroupedGemmPlanOffsets(const void* plan) { return static_cast<const int32_t*>(plan); }
+
+absl::Status LaunchGroupedGemmPlan(const int32_t* counts, int64_t experts, void* plan, int32_t* cursor,
+                                   cudaStream_t stream) {
+  if (experts < 1 || experts > kPlanThreads) {
+    return InvalidArgumentError("LaunchGroupedGemmPlan: ", experts, " experts (1 to ", kPlanThreads, " supported)");
+  }
+  int32_t* offsets = static_cast<int32_t*>(plan);
+  PlanKernel<<<1, kPlanThreads, 0, stream>>>(
+      counts, static_cast<int>(experts), offsets, offsets + experts + 1,
+      reinterpret_cast<BlockRows*>(static_cast<uint8_t*>(plan) + PlanBlocksOffset(experts)), cursor);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+int64_t GroupedGemmPlannedBlockBound(int64_t rows, int64_t first, int64_t end) { return rows / kBM + (end - first); }
+
+absl::Status LaunchGroupedGemmPlanned(const GroupedGemmShape& shape, const void* plan, int64_t experts, int64_t rows,
+                                      const ExpertGemmWeights* device_weights, bool weights_aligned16,
+                                      const int32_t* x_rows, int64_t first, int64_t end, cudaStream_t stream) {
+  if (!ShapeTakes(shape) || first < 0 || first > end || end > experts) {
+    return InvalidArgumentError("LaunchGroupedGemmPlanned: shape n=", shape.n, " k=", shape.k, " quant=", shape.quant,
+                                " group=", shape.group, " or experts [", first, ", ", end, ") of ", experts,
+                                " not supported");
+  }
+  const int64_t bound = GroupedGemmPlannedBlockBound(rows, first, end);
+  if (bound > kMaxGroupedGemmBlockRows) {
+    return InvalidArgumentError("LaunchGroupedGemmPlanned: ", rows, " rows are too many for one launch");
+  }
+  if (rows <= 0 || first == end) return absl::OkStatus();
+  const int32_t* offsets = static_cast<const int32_t*>(plan);
+  Params p{shape.x,
+           shape.y,
+           shape.ldx,
+           shape.ldy,
+           static_cast<int>(shape.n),
+           static_cast<int>(shape.k),
+           static_cast<int>(shape.n_split),
+           static_cast<int>(shape.group),
+           device_weights,
+           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(plan) + PlanBlocksOffset(experts)),
+           x_rows,
+           offsets + experts + 1,
+           static_cast<int>(first),
+           static_cast<int>(end),
+           shape.silu_out,
+           shape.ld_silu};
+  const unsigned nb = static_cast<unsigned>(bound);
+  const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
+  if (shape.quant == 0) {
+    return weights_aligned16 ? Launch<0>(p, step, warp_cols, nb, stream)
+                             : Launch<0, true>(p, step, warp_cols, nb, stream);
+  }
+  if (shape.quant == 1) return Launch<1>(p, step, warp_cols, nb, stream);
+  return Launch<2>(p, step, warp_cols, nb, stream);
+}
+
+bool GroupedGemmWeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t end) {
+  return WeightsAligned16(weights, first, end);
 }
 
 }  // namespace krasis::cuda

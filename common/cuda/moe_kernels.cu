@@ -142,17 +142,33 @@ __global__ void GatherKernel(const float* x, const int32_t* token_of_row, int64_
   }
 }
 
+// span: null, or rows [span[first], span[end]) of y only.
 __global__ void CombineKernel(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
-                              int64_t top_k, int64_t dim, float* out) {
+                              int64_t top_k, int64_t dim, const int32_t* span, int64_t first, int64_t end,
+                              float* out) {
   const int64_t total = n * dim;
+  const int32_t lo = span != nullptr ? span[first] : 0, hi = span != nullptr ? span[end] : INT32_MAX;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = idx / dim, d = idx % dim;
     float s = out[idx];
     for (int64_t j = 0; j < top_k; ++j) {
-      s += weights[t * top_k + j] * y[static_cast<int64_t>(row_of_choice[t * top_k + j]) * dim + d];
+      const int32_t row = row_of_choice[t * top_k + j];
+      if (row < lo || row >= hi) continue;
+      s += weights[t * top_k + j] * y[static_cast<int64_t>(row) * dim + d];
     }
     out[idx] = s;
+  }
+}
+
+__global__ void SiluMulSpanKernel(const float* gate_up, int64_t inter, const int32_t* span, int64_t first,
+                                  int64_t end, uint16_t* out) {
+  const int64_t row0 = span[first], total = (span[end] - row0) * inter;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = row0 + idx / inter, i = idx % inter;
+    const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i];
+    Put(out, r * inter + i, g / (1.0f + expf(-g)) * u);
   }
 }
 
@@ -215,7 +231,28 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64
 absl::Status LaunchCombineExperts(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
                                   int64_t top_k, int64_t dim, float* out, cudaStream_t stream) {
   if (n * dim <= 0) return absl::OkStatus();
-  CombineKernel<<<GridFor(n * dim), kBlockThreads, 0, stream>>>(y, row_of_choice, weights, n, top_k, dim, out);
+  CombineKernel<<<GridFor(n * dim), kBlockThreads, 0, stream>>>(y, row_of_choice, weights, n, top_k, dim, nullptr, 0,
+                                                                 0, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchCombineExpertSpan(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
+                                     int64_t top_k, int64_t dim, const int32_t* offsets, int64_t first, int64_t end,
+                                     float* out, cudaStream_t stream) {
+  if (n * dim <= 0) return absl::OkStatus();
+  if (offsets == nullptr) return InvalidArgumentError("LaunchCombineExpertSpan: no offsets");
+  CombineKernel<<<GridFor(n * dim), kBlockThreads, 0, stream>>>(y, row_of_choice, weights, n, top_k, dim, offsets,
+                                                                 first, end, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchSiluMulBf16Span(const float* gate_up, int64_t inter, const int32_t* offsets, int64_t first,
+                                   int64_t end, int64_t max_rows, uint16_t* out, cudaStream_t stream) {
+  if (max_rows * inter <= 0 || first >= end) return absl::OkStatus();
+  SiluMulSpanKernel<<<GridFor(max_rows * inter), kBlockThreads, 0, stream>>>(gate_up, inter, offsets, first, end,
+                                                                             out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

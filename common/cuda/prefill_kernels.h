@@ -143,6 +143,16 @@ absl::Status LaunchGatherRows(const float* x, const int32_t* token_of_row, int64
 // t < n, summed in j order; y [rows, dim].
 absl::Status LaunchCombineExperts(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
                                   int64_t top_k, int64_t dim, float* out, cudaStream_t stream);
+// The same with only the rows [offsets[first], offsets[end]) of y (offsets on
+// the device: GroupedGemmPlanOffsets); other rows count as zero (another
+// card's experts: their sums come in the all-reduce).
+absl::Status LaunchCombineExpertSpan(const float* y, const int32_t* row_of_choice, const float* weights, int64_t n,
+                                     int64_t top_k, int64_t dim, const int32_t* offsets, int64_t first, int64_t end,
+                                     float* out, cudaStream_t stream);
+// LaunchSiluMulBf16 over rows [offsets[first], offsets[end]) of gate_up and
+// out (offsets on the device), of at most max_rows rows.
+absl::Status LaunchSiluMulBf16Span(const float* gate_up, int64_t inter, const int32_t* offsets, int64_t first,
+                                   int64_t end, int64_t max_rows, uint16_t* out, cudaStream_t stream);
 
 // Grouped expert GEMM: for every expert e in [first, end) with counts[e] > 0,
 //   y[r, c] = sum_k x[r, k] * W_e[c, k]  for rows r in [offsets[e], offsets[e] + counts[e]), c < n,
@@ -168,6 +178,11 @@ struct GroupedGemmShape {
   int64_t ldy = 0;
   int k_step = 0;  // k per pipeline step: 0 picks (64 where k and the group allow, else 32); 32 or 64 forces it
   int warp_cols = 0;  // columns per warp (8 warps of 64 x 32 or 4 of 64 x 64): 0 picks; 32 or 64 forces it
+  // Gate and up with SiLU fused (n = 2 n_split, n_split a multiple of 64):
+  // silu(gate) * up as BF16 [rows, n_split], rows ld_silu apart, exactly what
+  // LaunchSiluMulBf16 makes of y; y is then not written.
+  uint16_t* silu_out = nullptr;
+  int64_t ld_silu = 0;
 };
 // The k step and warp columns LaunchGroupedGemm uses for this shape (the
 // environment's KRASIS_GROUPED_GEMM=STEPxCOLS, e.g. 32x32, overrides the
@@ -194,6 +209,30 @@ size_t GroupedGemmTableBytes(int64_t experts, int64_t rows);
 absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* counts, const int32_t* offsets,
                                const ExpertGemmWeights* weights, int64_t first, int64_t end, void* table,
                                size_t table_bytes, cudaStream_t stream);
+
+// The same GEMM planned on the card, so the host never waits for the routing:
+// LaunchGroupedGemmPlan turns the expert counts (device, LaunchCountExperts)
+// into `plan` (device scratch of GroupedGemmPlanBytes(experts, rows) bytes,
+// rows = all routed rows): each expert's first sorted row
+// (GroupedGemmPlanOffsets(plan)[e], [experts] = rows; also written to `cursor`
+// for LaunchAssignRows when not null) and its row blocks. At most 1024 experts.
+size_t GroupedGemmPlanBytes(int64_t experts, int64_t rows);
+absl::Status LaunchGroupedGemmPlan(const int32_t* counts, int64_t experts, void* plan, int32_t* cursor,
+                                   cudaStream_t stream);
+const int32_t* GroupedGemmPlanOffsets(const void* plan);
+// The launch grid's row blocks for experts [first, end) of `rows` rows: a
+// bound (the plan on the card says how many run); at most
+// kMaxGroupedGemmBlockRows.
+int64_t GroupedGemmPlannedBlockBound(int64_t rows, int64_t first, int64_t end);
+// Experts [first, end) of a plan. `device_weights` is a device copy of the
+// host array GroupedGemmTakes accepted for this shape (indexed by expert), and
+// weights_aligned16 = GroupedGemmWeightsAligned16 of that array. x_rows (device,
+// may be null): sorted row r reads row x_rows[r] of shape.x (the tokens'
+// rows, no gathered copy); y is written in sorted-row order.
+absl::Status LaunchGroupedGemmPlanned(const GroupedGemmShape& shape, const void* plan, int64_t experts, int64_t rows,
+                                      const ExpertGemmWeights* device_weights, bool weights_aligned16,
+                                      const int32_t* x_rows, int64_t first, int64_t end, cudaStream_t stream);
+bool GroupedGemmWeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t end);
 
 // Expert weights as the host stores them, turned into the GEMM's input form just
 // before the GEMM (so what crosses PCIe, or stays resident, is the stored form).

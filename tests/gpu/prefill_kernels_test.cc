@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "common/cuda/device.h"
@@ -275,7 +276,10 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
 }
 
 TEST_F(PrefillKernelsTest, MlaExpandSplitsKvbAndSharesTheRopedKey) {
-  const int64_t positions = 37, heads = 4, nope = 128, rope = 64, v_dim = 128, stride = 512 + 64;
+  // DeepSeek's head dims (8 elements per thread), and dims that are not multiples of 8 (one per thread).
+  for (auto [nope, rope, v_dim] : {std::tuple<int64_t, int64_t, int64_t>{128, 64, 128}, {12, 6, 10}}) {
+  SCOPED_TRACE(testing::Message() << "nope " << nope << " rope " << rope << " v " << v_dim);
+  const int64_t positions = 37, heads = 4, stride = 512 + 64;
   std::vector<float> kvb = Random(static_cast<size_t>(positions * heads * (nope + v_dim)));
   std::vector<float> store = Random(static_cast<size_t>(positions * stride));
   DeviceBuffer<float> dkvb(kvb), dstore(store), k(static_cast<size_t>(positions * heads * (nope + rope))),
@@ -309,6 +313,7 @@ TEST_F(PrefillKernelsTest, MlaExpandSplitsKvbAndSharesTheRopedKey) {
   const std::vector<uint16_t> gk = k16.Download(), gv = v16.Download();
   for (size_t i = 0; i < hk.size(); ++i) ASSERT_EQ(gk[i], FloatToBF16(hk[i])) << "k " << i;
   for (size_t i = 0; i < hv.size(); ++i) ASSERT_EQ(gv[i], FloatToBF16(hv[i])) << "v " << i;
+  }
 }
 
 TEST_F(PrefillKernelsTest, RoutingMatchesReference) {
@@ -424,6 +429,62 @@ TEST_F(PrefillKernelsTest, ExpertSortGatherCombineMatchReference) {
   DeviceBuffer<float> dy(y), dw(w), out(base);
   ASSERT_TRUE(cuda::LaunchCombineExperts(dy.get(), row_of_choice.get(), dw.get(), n, top_k, dim, out.get(), nullptr).ok());
   EXPECT_LT(RelError(out.Download(), want), 1e-6);
+
+  // The plan on the card (LaunchGroupedGemmPlan) from the same counts: the
+  // same offsets, and a cursor AssignRows can use.
+  DeviceBuffer<uint8_t> plan(cuda::GroupedGemmPlanBytes(experts, choices));
+  DeviceBuffer<int32_t> cursor2(static_cast<size_t>(experts));
+  ASSERT_TRUE(cuda::LaunchGroupedGemmPlan(counts.get(), experts, plan.get(), cursor2.get(), nullptr).ok());
+  std::vector<int32_t> plan_offsets(static_cast<size_t>(experts + 1));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(plan_offsets.data(), cuda::GroupedGemmPlanOffsets(plan.get()), plan_offsets.size() * 4,
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  std::vector<int32_t> want_offsets = offsets;
+  want_offsets.push_back(static_cast<int32_t>(choices));
+  EXPECT_EQ(plan_offsets, want_offsets);
+  EXPECT_EQ(cursor2.Download(), offsets);
+  EXPECT_FALSE(cuda::LaunchGroupedGemmPlan(counts.get(), 1025, plan.get(), nullptr, nullptr).ok());
+
+  // One card's experts [8, 40): only their rows count (the others are another card's).
+  const int64_t first = 8, end = 40;
+  std::vector<float> want_span = base;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t e = ids[t * top_k + j], row = roc[t * top_k + j];
+      if (e < first || e >= end) continue;
+      for (int64_t d = 0; d < dim; ++d) want_span[t * dim + d] += w[t * top_k + j] * y[row * dim + d];
+    }
+  }
+  DeviceBuffer<float> out_span(base);
+  ASSERT_TRUE(cuda::LaunchCombineExpertSpan(dy.get(), row_of_choice.get(), dw.get(), n, top_k, dim,
+                                            cuda::GroupedGemmPlanOffsets(plan.get()), first, end, out_span.get(),
+                                            nullptr)
+                  .ok());
+  EXPECT_LT(RelError(out_span.Download(), want_span), 1e-6);
+
+  // SiLU-mul over the same experts' rows only: other rows keep what they held.
+  const int64_t inter = 48;
+  std::vector<float> gu = Random(static_cast<size_t>(choices * 2 * inter), 2.0f);
+  DeviceBuffer<float> dgu(gu);
+  const uint16_t untouched = 0x7FC1;
+  DeviceBuffer<uint16_t> act(std::vector<uint16_t>(static_cast<size_t>(choices * inter), untouched));
+  ASSERT_TRUE(cuda::LaunchSiluMulBf16Span(dgu.get(), inter, cuda::GroupedGemmPlanOffsets(plan.get()), first, end,
+                                          choices, act.get(), nullptr)
+                  .ok());
+  std::vector<uint16_t> got_act = act.Download();
+  std::vector<float> one(static_cast<size_t>(inter));
+  for (int64_t r = 0; r < choices; ++r) {
+    const bool inside = r >= offsets[first] && r < offsets[end];
+    if (!inside) {
+      for (int64_t i = 0; i < inter; ++i) ASSERT_EQ(got_act[r * inter + i], untouched) << r;
+      continue;
+    }
+    ref::SiluMul(&gu[r * 2 * inter], &gu[r * 2 * inter + inter], inter, one.data());
+    for (int64_t i = 0; i < inter; ++i) {
+      ASSERT_NEAR(BF16ToFloat(got_act[r * inter + i]), one[i], 1e-2 * std::fabs(one[i]) + 1e-6) << r;
+    }
+  }
 }
 
 // The Gated DeltaNet kernels against a plain CPU rendering of

@@ -151,7 +151,9 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
                                               {160, 96, 160, 32, 64},
                                               {80, 128, 0, 128, 32},
                                               {80, 128, 0, 128, 64},
-                                              {144, 384, 64, 128, 64}}) {
+                                              {144, 384, 64, 128, 64},
+                                              {256, 128, 128, 64, 64},
+                                              {256, 128, 128, 32, 32}}) {
       SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split
                                       << " step " << step << " warp cols " << warp_cols);
       const int64_t experts = static_cast<int64_t>(counts.size());
@@ -239,6 +241,75 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
       EXPECT_EQ(guard_hit, 0);
       EXPECT_GT(norm, 0.0);
       EXPECT_LT(std::sqrt(err / norm), 1e-5);  // same BF16 inputs, fp32 accumulation
+
+      // The same product planned on the card (LaunchGroupedGemmPlan from
+      // device counts), in two launches as a streamed layer's parts (experts
+      // [0, 3) and [3, 8)), reading x through a row index from a token-major
+      // copy: the same blocks, so bit for bit what the launch above wrote.
+      std::vector<int32_t> token(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) token[r] = static_cast<int32_t>(r);
+      std::shuffle(token.begin(), token.end(), std::mt19937(seed_));
+      std::vector<uint16_t> x_tokens(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy_n(x.begin() + r * ldx, ldx, x_tokens.begin() + token[r] * ldx);
+      }
+      void* plan = Alloc(cuda::GroupedGemmPlanBytes(experts, rows));
+      ASSERT_TRUE(cuda::LaunchGroupedGemmPlan(Upload(counts.data(), counts.size()), experts, plan, nullptr, nullptr).ok());
+      cuda::GroupedGemmShape planned = shape;
+      planned.x = Upload(x_tokens.data(), x_tokens.size());
+      planned.y = Upload(y0.data(), y0.size());
+      const bool aligned16 = cuda::GroupedGemmWeightsAligned16(w.data(), 0, experts);
+      for (auto [first, end] : {std::pair<int64_t, int64_t>{0, 3}, {3, experts}}) {
+        const absl::Status ps = cuda::LaunchGroupedGemmPlanned(planned, plan, experts, rows, Upload(w.data(), w.size()),
+                                                               aligned16, Upload(token.data(), token.size()), first,
+                                                               end, nullptr);
+        ASSERT_TRUE(ps.ok()) << ps;
+      }
+      const std::vector<float> got_planned = Download<float>(planned.y, y0.size());
+      size_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) differ += !(got_planned[i] == got[i]);
+      EXPECT_EQ(differ, 0u);
+
+      // Gate and up with SiLU fused into the epilogue (where n = 2 n_split, a
+      // multiple of 64): silu(gate) * up in BF16 from the same accumulators,
+      // so what the float outputs above give (the host's expf may differ from
+      // the card's in the last bit, hence one BF16 step at most), through both
+      // launches.
+      cuda::GroupedGemmShape fused = shape;
+      const int64_t ld_act = n_split + 2;
+      fused.silu_out = static_cast<uint16_t*>(Alloc(static_cast<size_t>(rows * ld_act) * 2));
+      fused.ld_silu = ld_act;
+      const bool fusable = n == 2 * n_split && n_split % 64 == 0;
+      ASSERT_EQ(cuda::GroupedGemmTakes(fused, w.data(), 0, experts), fusable);
+      if (!fusable) continue;
+      for (bool on_card : {false, true}) {
+        SCOPED_TRACE(on_card ? "planned on the card" : "planned on the host");
+        ASSERT_EQ(cudaMemset(fused.silu_out, 0xFF, static_cast<size_t>(rows * ld_act) * 2), cudaSuccess);
+        const absl::Status fs =
+            on_card ? cuda::LaunchGroupedGemmPlanned(fused, plan, experts, rows, Upload(w.data(), w.size()), aligned16,
+                                                     nullptr, 0, experts, nullptr)
+                    : cuda::LaunchGroupedGemm(fused, counts.data(), offsets.data(), w.data(), 0, experts, table,
+                                              table_bytes, nullptr);
+        ASSERT_TRUE(fs.ok()) << fs;
+        const std::vector<uint16_t> act = Download<uint16_t>(fused.silu_out, static_cast<size_t>(rows * ld_act));
+        int far = 0, exact = 0, pad_hit = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < ld_act; ++c) {
+            const uint16_t a = act[static_cast<size_t>(r * ld_act + c)];
+            if (c >= n_split) {
+              pad_hit += a != 0xFFFF;
+              continue;
+            }
+            const float g = got[static_cast<size_t>(r * ldy + c)], u = got[static_cast<size_t>(r * ldy + n_split + c)];
+            const uint16_t want = FloatToBF16(g / (1.0f + std::exp(-g)) * u);
+            exact += a == want;
+            far += std::abs(int(a) - int(want)) > 1;
+          }
+        }
+        EXPECT_EQ(far, 0);
+        EXPECT_EQ(pad_hit, 0);
+        EXPECT_GT(exact, rows * n_split * 9 / 10);
+      }
     }
   }
 }
