@@ -68,6 +68,31 @@ void* RandomBf16(size_t count, std::mt19937_64& rng) {
   return Upload(host.data(), count * 2);
 }
 
+// Mean ms of `body` (returning whether it worked) over `reps` runs after a
+// warm-up, between events a and b; -1 when it fails.
+template <typename F>
+double TimedMs(int reps, cudaEvent_t a, cudaEvent_t b, F&& body) {
+  double ms = 0;
+  for (int r = 0; r <= reps; ++r) {
+    CHECK_CUDA(cudaEventRecord(a));
+    const bool ok = body();
+    CHECK_CUDA(cudaEventRecord(b));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    if (!ok) return -1.0;
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
+    if (r > 0) ms += t / reps;
+  }
+  return ms;
+}
+
+// The launch's status as TimedMs wants it: a failure ends the program with its message.
+bool Ok(const absl::Status& st, const char* what) {
+  if (st.ok()) return true;
+  std::fprintf(stderr, "%s: %s\n", what, std::string(st.message()).c_str());
+  std::exit(1);
+}
+
 #define CHECK_CUBLAS(x)                                  \
   do {                                                   \
     cublasStatus_t s_ = (x);                             \
@@ -173,26 +198,12 @@ void CublasRows(const Model& m, int quant, int64_t group, const std::vector<int3
     for (void* q : p.c) ptrs[which].push_back(q);
     dptrs[which] = Upload(ptrs[which].data(), ptrs[which].size() * sizeof(void*));
   }
-  auto timed = [&](auto&& body) {
-    double ms = 0;
-    for (int r = 0; r <= reps; ++r) {
-      CHECK_CUDA(cudaEventRecord(a));
-      const bool ok = body();
-      CHECK_CUDA(cudaEventRecord(b));
-      CHECK_CUDA(cudaEventSynchronize(b));
-      if (!ok) return -1.0;
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-      if (r > 0) ms += t / reps;
-    }
-    return ms;
-  };
-  const double dequant_ms = timed([&] { dequant(); return true; });
+  const double dequant_ms = TimedMs(reps, a, b, [&] { dequant(); return true; });
   for (bool grouped : {true, false}) {
     const char* kernel = grouped ? "cuBLAS grouped" : "cuBLAS per expert";
     double ms[2];
     for (int which = 0; which < 2; ++which) {
-      ms[which] = timed([&] {
+      ms[which] = TimedMs(reps, a, b, [&] {
         return CublasProblems(h, which == 0 ? up : dw, grouped, static_cast<void**>(dptrs[which]));
       });
     }
@@ -287,24 +298,15 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
         std::printf("%-10s | %-6s | own %2dx%-2d         | not supported\n", m.name, format, step, wc);
         continue;
       }
-      double ms[2] = {0, 0};
+      double ms[2];
       for (int which = 0; which < 2; ++which) {
         const auto& shape = which == 0 ? g : d;
         const auto* w = which == 0 ? gu.data() : dn.data();
-        for (int r = 0; r <= reps; ++r) {  // the first is a warm-up
-          CHECK_CUDA(cudaEventRecord(a));
-          auto st = krasis::cuda::LaunchGroupedGemm(shape, counts.data(), offsets.data(), w, 0, m.experts, table,
-                                                    table_bytes, nullptr);
-          CHECK_CUDA(cudaEventRecord(b));
-          CHECK_CUDA(cudaEventSynchronize(b));
-          if (!st.ok()) {
-            std::fprintf(stderr, "LaunchGroupedGemm: %s\n", std::string(st.message()).c_str());
-            std::exit(1);
-          }
-          float t = 0;
-          CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-          if (r > 0) ms[which] += t / reps;
-        }
+        ms[which] = TimedMs(reps, a, b, [&] {
+          return Ok(krasis::cuda::LaunchGroupedGemm(shape, counts.data(), offsets.data(), w, 0, m.experts, table,
+                                                    table_bytes, nullptr),
+                    "LaunchGroupedGemm");
+        });
       }
       std::printf("%-10s | %-6s | own %2dx%-2d         | %10.3f | %7.3f | %10s | %7.1f | %7.1f\n", m.name, format, step,
                   wc, ms[0], ms[1], "-", flops / ((ms[0] + ms[1]) * 1e-3) / 1e12, dense.ok() ? *dense : 0.0);
@@ -314,7 +316,7 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
       const bool a16g = krasis::cuda::GroupedGemmWeightsAligned16(gu.data(), 0, m.experts);
       const bool a16d = krasis::cuda::GroupedGemmWeightsAligned16(dn.data(), 0, m.experts);
       for (int parts : {1, 4}) {
-        double pms[2] = {0, 0};
+        double pms[2];
         for (int which = 0; which < 2; ++which) {
           krasis::cuda::GroupedGemmShape shape = which == 0 ? g : d;
           if (which == 0) {  // as a prefill runs it: the tokens' rows in, SiLU fused where the shape allows
@@ -322,27 +324,20 @@ void Run(const Model& m, int64_t tokens, int reps, const std::vector<int>& steps
             shape.silu_out = static_cast<uint16_t*>(act_out), shape.ld_silu = m.inter;
             if (!krasis::cuda::GroupedGemmTakes(shape, gu.data(), 0, m.experts)) shape.silu_out = nullptr;
           }
-          for (int r = 0; r <= reps; ++r) {
-            CHECK_CUDA(cudaEventRecord(a));
-            auto st = krasis::cuda::LaunchGroupedGemmPlan(static_cast<const int32_t*>(d_counts), m.experts, plan,
-                                                          nullptr, nullptr);
-            for (int q = 0; q < parts && st.ok(); ++q) {
-              st = krasis::cuda::LaunchGroupedGemmPlanned(
-                  shape, plan, m.experts, rows,
-                  static_cast<const krasis::cuda::ExpertGemmWeights*>(which == 0 ? dgu : ddn),
-                  which == 0 ? a16g : a16d, which == 0 ? static_cast<const int32_t*>(d_token_of_row) : nullptr,
-                  m.experts * q / parts, m.experts * (q + 1) / parts, nullptr);
+          pms[which] = TimedMs(reps, a, b, [&] {
+            Ok(krasis::cuda::LaunchGroupedGemmPlan(static_cast<const int32_t*>(d_counts), m.experts, plan, nullptr,
+                                                   nullptr),
+               "LaunchGroupedGemmPlan");
+            for (int q = 0; q < parts; ++q) {
+              Ok(krasis::cuda::LaunchGroupedGemmPlanned(
+                     shape, plan, m.experts, rows,
+                     static_cast<const krasis::cuda::ExpertGemmWeights*>(which == 0 ? dgu : ddn),
+                     which == 0 ? a16g : a16d, which == 0 ? static_cast<const int32_t*>(d_token_of_row) : nullptr,
+                     m.experts * q / parts, m.experts * (q + 1) / parts, nullptr),
+                 "LaunchGroupedGemmPlanned");
             }
-            CHECK_CUDA(cudaEventRecord(b));
-            CHECK_CUDA(cudaEventSynchronize(b));
-            if (!st.ok()) {
-              std::fprintf(stderr, "planned launch: %s\n", std::string(st.message()).c_str());
-              std::exit(1);
-            }
-            float t = 0;
-            CHECK_CUDA(cudaEventElapsedTime(&t, a, b));
-            if (r > 0) pms[which] += t / reps;
-          }
+            return true;
+          });
         }
         std::printf("%-10s | %-6s | planned %dx%d, %d pt | %10.3f | %7.3f | %10s | %7.1f |\n", m.name, format, step, wc,
                     parts, pms[0], pms[1], "-", flops / ((pms[0] + pms[1]) * 1e-3) / 1e12);

@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <map>
-#include <tuple>
 #include <chrono>
-#include <cstdlib>
-#include <thread>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 

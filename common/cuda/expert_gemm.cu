@@ -393,6 +393,26 @@ bool StepFits(const GroupedGemmShape& s, int step) {
   return s.k % step == 0 && (s.quant == 0 || s.group % step == 0);
 }
 
+// The launch's parameters for `shape` (no plan on the card, no row index).
+Params ShapeParams(const GroupedGemmShape& shape, const ExpertGemmWeights* weights, const BlockRows* blocks) {
+  return Params{shape.x,
+                shape.y,
+                shape.ldx,
+                shape.ldy,
+                static_cast<int>(shape.n),
+                static_cast<int>(shape.k),
+                static_cast<int>(shape.n_split),
+                static_cast<int>(shape.group),
+                weights,
+                blocks,
+                nullptr,
+                nullptr,
+                0,
+                0,
+                shape.silu_out,
+                shape.ld_silu};
+}
+
 }  // namespace
 
 int GroupedGemmStep(const GroupedGemmShape& s) {
@@ -426,6 +446,18 @@ bool ShapeTakes(const GroupedGemmShape& s) {
     return false;
   }
   return true;
+}
+
+// The kernel form of `shape` (format, k step, warp columns, BF16 alignment) over `blocks` row blocks.
+absl::Status LaunchForm(const GroupedGemmShape& shape, const Params& p, bool aligned16, unsigned blocks,
+                        cudaStream_t stream) {
+  const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
+  if (shape.quant == 0) {
+    return aligned16 ? Launch<0>(p, step, warp_cols, blocks, stream)
+                     : Launch<0, true>(p, step, warp_cols, blocks, stream);
+  }
+  if (shape.quant == 1) return Launch<1>(p, step, warp_cols, blocks, stream);
+  return Launch<2>(p, step, warp_cols, blocks, stream);
 }
 }  // namespace
 
@@ -483,30 +515,9 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
   std::copy_n(reinterpret_cast<const uint8_t*>(weights), weight_bytes, host.data());
   std::copy_n(reinterpret_cast<const uint8_t*>(blocks.data()), block_bytes, host.data() + weight_bytes);
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table, host.data(), host.size(), cudaMemcpyHostToDevice, stream));
-  Params p{shape.x,
-           shape.y,
-           shape.ldx,
-           shape.ldy,
-           static_cast<int>(shape.n),
-           static_cast<int>(shape.k),
-           static_cast<int>(shape.n_split),
-           static_cast<int>(shape.group),
-           static_cast<const ExpertGemmWeights*>(table),
-           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes),
-           nullptr,
-           nullptr,
-           0,
-           0,
-           shape.silu_out,
-           shape.ld_silu};
-  const unsigned nb = static_cast<unsigned>(blocks.size());
-  const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
-  if (shape.quant == 0) {
-    return WeightsAligned16(weights, first, end) ? Launch<0>(p, step, warp_cols, nb, stream)
-                                                 : Launch<0, true>(p, step, warp_cols, nb, stream);
-  }
-  if (shape.quant == 1) return Launch<1>(p, step, warp_cols, nb, stream);
-  return Launch<2>(p, step, warp_cols, nb, stream);
+  const Params p = ShapeParams(shape, static_cast<const ExpertGemmWeights*>(table),
+                               reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(table) + weight_bytes));
+  return LaunchForm(shape, p, WeightsAligned16(weights, first, end), static_cast<unsigned>(blocks.size()), stream);
 }
 
 size_t GroupedGemmPlanBytes(int64_t experts, int64_t rows) {
@@ -543,31 +554,12 @@ absl::Status LaunchGroupedGemmPlanned(const GroupedGemmShape& shape, const void*
     return InvalidArgumentError("LaunchGroupedGemmPlanned: ", rows, " rows are too many for one launch");
   }
   if (rows <= 0 || first == end) return absl::OkStatus();
-  const int32_t* offsets = static_cast<const int32_t*>(plan);
-  Params p{shape.x,
-           shape.y,
-           shape.ldx,
-           shape.ldy,
-           static_cast<int>(shape.n),
-           static_cast<int>(shape.k),
-           static_cast<int>(shape.n_split),
-           static_cast<int>(shape.group),
-           device_weights,
-           reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(plan) + PlanBlocksOffset(experts)),
-           x_rows,
-           offsets + experts + 1,
-           static_cast<int>(first),
-           static_cast<int>(end),
-           shape.silu_out,
-           shape.ld_silu};
-  const unsigned nb = static_cast<unsigned>(bound);
-  const int step = GroupedGemmStep(shape), warp_cols = GroupedGemmWarpCols(shape);
-  if (shape.quant == 0) {
-    return weights_aligned16 ? Launch<0>(p, step, warp_cols, nb, stream)
-                             : Launch<0, true>(p, step, warp_cols, nb, stream);
-  }
-  if (shape.quant == 1) return Launch<1>(p, step, warp_cols, nb, stream);
-  return Launch<2>(p, step, warp_cols, nb, stream);
+  Params p = ShapeParams(shape, device_weights,
+                         reinterpret_cast<const BlockRows*>(static_cast<const uint8_t*>(plan) + PlanBlocksOffset(experts)));
+  p.x_rows = x_rows;
+  p.block_start = static_cast<const int32_t*>(plan) + experts + 1;
+  p.first = static_cast<int>(first), p.end = static_cast<int>(end);
+  return LaunchForm(shape, p, weights_aligned16, static_cast<unsigned>(bound), stream);
 }
 
 bool GroupedGemmWeightsAligned16(const ExpertGemmWeights* weights, int64_t first, int64_t end) {
