@@ -6,16 +6,20 @@
 // A block computes 128 rows (of one expert) x 128 output columns, stepping
 // through k kBK (32 or 64) at a time: x and the weight rows go global -> shared
 // with cp.async in a three-stage pipeline, ldmatrix feeds mma.sync m16n8k16
-// (BF16, fp32 accumulation); 8 warps, each 64 rows x 32 columns. Steps of 64
+// (BF16, fp32 accumulation); 4 warps of 64 rows x 64 columns (the default)
+// or 8 of 64 x 32. Steps of 64
 // halve the block-wide barriers per multiply-add and are used whenever k (and
 // a quantized format's group) allows; steps of 32 take the rest. Quantized
 // weights arrive in their tile-interleaved bytes (16 rows x 32 columns of a
 // group are contiguous: 256 bytes INT4, 512 INT8; a 64-column step reads two
 // such tiles back to back) and are dequantized into a BF16 shared tile -- code
 // * scale rounded to BF16, exactly what LaunchDequantTiled writes -- before the
-// warps read it. The launch table (per-block expert and rows, per-expert
-// matrix pointers) is built on the host from the expert counts the caller
-// already has there.
+// warps read it. The launch's row blocks (expert and rows of each) and the
+// per-expert matrix pointers come either from the host (LaunchGroupedGemm,
+// from counts the caller has there: a block per item) or from a plan built on
+// the card (LaunchGroupedGemmPlan / LaunchGroupedGemmPlanned: persistent
+// blocks take the items in turn, x may be read through a row index, and gate
+// and up may leave as silu(gate) * up in BF16).
 #include <cuda_bf16.h>
 
 #include <cub/block/block_scan.cuh>
