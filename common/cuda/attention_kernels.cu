@@ -362,9 +362,11 @@ __device__ inline float Exp2(float x) {  // 2^x, one MUFU op; 2^-inf = 0
   return y;
 }
 
-template <int DQK, int DV, typename KV, int MT, int NW>
+// Output O: float, or __nv_bfloat16 (what the o_proj GEMM reads, rounded from
+// the same float values).
+template <int DQK, int DV, typename KV, int MT, int NW, typename O>
 __global__ void __launch_bounds__(32 * NW) Fa2AttentionKernel(const float* q, const KV* k, const KV* v,
-                                                            AttentionShape s, float* out) {
+                                                            AttentionShape s, O* out) {
   using T = Fa2Tiling<DQK, DV, MT, NW>;
   constexpr int KLD = T::kKld, VLD = T::kVld, QLD = T::kQld, NT = T::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -571,23 +573,25 @@ __global__ void __launch_bounds__(32 * NW) Fa2AttentionKernel(const float* q, co
 #pragma unroll
     for (int j = 0; j < DV / 8; ++j) {
       const int c = 8 * j + 2 * t;
-      if (r_lo < rows) {
-        float* dst = out + ((q0 + r_lo) * s.heads + h) * DV + c;
-        *reinterpret_cast<float2*>(dst) = make_float2(o[mt][j][0] / l_run[mt][0], o[mt][j][1] / l_run[mt][0]);
-      }
-      if (r_hi < rows) {
-        float* dst = out + ((q0 + r_hi) * s.heads + h) * DV + c;
-        *reinterpret_cast<float2*>(dst) = make_float2(o[mt][j][2] / l_run[mt][1], o[mt][j][3] / l_run[mt][1]);
-      }
+      auto put = [&](int r, float a, float b) {
+        O* dst = out + ((q0 + r) * s.heads + h) * DV + c;
+        if constexpr (sizeof(O) == 4) {
+          *reinterpret_cast<float2*>(dst) = make_float2(a, b);
+        } else {
+          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(a, b);
+        }
+      };
+      if (r_lo < rows) put(r_lo, o[mt][j][0] / l_run[mt][0], o[mt][j][1] / l_run[mt][0]);
+      if (r_hi < rows) put(r_hi, o[mt][j][2] / l_run[mt][1], o[mt][j][3] / l_run[mt][1]);
     }
   }
 }
 
-template <int DQK, int DV, int MT, int NW, typename KV>
-absl::Status LaunchFa2Tiled(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+template <int DQK, int DV, int MT, int NW, typename KV, typename O>
+absl::Status LaunchFa2Tiled(const float* q, const KV* k, const KV* v, const AttentionShape& s, O* out,
                        cudaStream_t stream) {
   using T = Fa2Tiling<DQK, DV, MT, NW>;
-  auto* kernel = Fa2AttentionKernel<DQK, DV, KV, MT, NW>;
+  auto* kernel = Fa2AttentionKernel<DQK, DV, KV, MT, NW, O>;
   CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::kBytes)));
   const int64_t tiles = (s.n + T::kRows - 1) / T::kRows;
   if (tiles > 65535) return InvalidArgumentError("causal attention: ", s.n, " queries is more than one launch takes");
@@ -599,8 +603,8 @@ absl::Status LaunchFa2Tiled(const float* q, const KV* k, const KV* v, const Atte
 
 // The tiling each head size runs with (see Fa2AttentionKernel): 8 warps of 16
 // rows for all of them.
-template <int DQK, int DV, typename KV>
-absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+template <int DQK, int DV, typename KV, typename O>
+absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, O* out,
                        cudaStream_t stream) {
   return LaunchFa2Tiled<DQK, DV, 1, 8>(q, k, v, s, out, stream);
 }
@@ -608,8 +612,8 @@ absl::Status LaunchFa2(const float* q, const KV* k, const KV* v, const Attention
 // The FlashAttention-2 kernel when it has an instance for the head sizes and the
 // rows allow its vector loads (16-byte aligned K/V rows, 8-byte aligned Q rows);
 // nullopt otherwise.
-template <typename KV>
-std::optional<absl::Status> TryFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, float* out,
+template <typename KV, typename O>
+std::optional<absl::Status> TryFa2(const float* q, const KV* k, const KV* v, const AttentionShape& s, O* out,
                                    cudaStream_t stream) {
   auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
   constexpr int vec = kKvVec<KV>;
@@ -634,8 +638,10 @@ bool CausalAttentionTakesBf16Kv(const AttentionShape& s) {
                       (s.head_dim == 256 && s.v_dim == 256));
 }
 
-absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s,
-                                         float* out, cudaStream_t stream) {
+namespace {
+template <typename O>
+absl::Status Bf16KvAttention(const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s, O* out,
+                             cudaStream_t stream) {
   if (s.n <= 0) return absl::OkStatus();
   if (!CausalAttentionTakesBf16Kv(s) || s.heads <= 0 || s.kv_heads <= 0 || s.heads % s.kv_heads != 0 ||
       s.start_pos < 0) {
@@ -650,6 +656,17 @@ absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, cons
     return InvalidArgumentError("LaunchCausalAttentionBf16Kv: K/V rows must be 16-byte aligned (strides multiples of 8)");
   }
   return *launched;
+}
+}  // namespace
+
+absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v, const AttentionShape& s,
+                                         float* out, cudaStream_t stream) {
+  return Bf16KvAttention(q, k, v, s, out, stream);
+}
+
+absl::Status LaunchCausalAttentionBf16KvToBf16(const float* q, const uint16_t* k, const uint16_t* v,
+                                               const AttentionShape& s, uint16_t* out, cudaStream_t stream) {
+  return Bf16KvAttention(q, k, v, s, reinterpret_cast<__nv_bfloat16*>(out), stream);
 }
 
 absl::Status LaunchCausalAttentionBf16KvVariant(int variant, const float* q, const uint16_t* k, const uint16_t* v,

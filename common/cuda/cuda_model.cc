@@ -223,8 +223,9 @@ class CudaPrefillBackend final : public PrefillBackend {
   }
   // The same with W anywhere and y's rows ldy elements apart; y float, or BF16
   // when out_type is CUDA_R_16BF (rounded from the fp32 accumulation).
+  // beta 1 adds the product to y (float) instead of overwriting it.
   absl::Status GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, void* y, int64_t ldy,
-                       cudaDataType_t out_type = CUDA_R_32F);
+                       cudaDataType_t out_type = CUDA_R_32F, float beta = 0.0f);
   // A routed expert's matrix in the GEMM input form: the stored bytes at `base`
   // themselves when they already are (BF16 as stored), else converted into wscratch_.
   absl::StatusOr<const void*> ExpertMatrix(const cuda::StoredMatrix& m, const char* base, size_t scratch_offset = 0);
@@ -232,6 +233,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   // RMSNorm of `rows` rows of x into the GEMM input buffer xn_act (and, when
   // want_f32, into xn_ as float too).
   absl::Status Norm(const float* x, int64_t rows, const DeviceMemory& w, bool want_f32);
+  // x += add, then Norm of the sum (one kernel).
+  absl::Status AddNorm(float* x, const float* add, int64_t rows, const DeviceMemory& w, bool want_f32);
   // Row `row` of a GEMM input buffer of `dim` columns.
   void* ActRow(const DeviceMemory& m, int64_t row, int64_t dim) const {
     return m.as<char>() + static_cast<size_t>(row * dim) * act_bytes_;
@@ -260,7 +263,8 @@ class CudaPrefillBackend final : public PrefillBackend {
   // floats themselves in the checking mode, else BF16 in `scratch`.
   absl::StatusOr<const void*> AsGemmInput(const float* x, int64_t n, int64_t cols, int64_t stride, DeviceMemory& f32,
                                           DeviceMemory& bf16);
-  absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out);
+  // out = the MLP of x, or out += it (accumulate).
+  absl::Status Mlp(const GpuMlp& m, const void* x, int64_t n, float* out, bool accumulate = false);
   absl::Status Moe(GpuLayer& L, int64_t n, float* out);
   // The MoE block's end: the shared expert (first card) added to `out`, then
   // the sum over the cards.
@@ -733,12 +737,15 @@ absl::Status CudaPrefillBackend::Begin(const SequenceState& seq, PagedKvCache& c
           cudaMemcpy(L.kv.as<float>(), rows.data(), rows.size() * sizeof(float), cudaMemcpyHostToDevice));
     }
   }
-  return absl::OkStatus();
+  // The buffers that grow with the positions, at their final size now: grown
+  // chunk by chunk, each chunk would free and allocate them again (a device
+  // synchronization and an allocation with the card idle).
+  return ReservePositions(std::max<int64_t>(total_tokens, 1));
 }
 
 absl::Status CudaPrefillBackend::GemmPtr(const void* x, int64_t n, const void* w, int64_t out, int64_t in, void* y,
-                                         int64_t ldy, cudaDataType_t out_type) {
-  const float alpha = 1.0f, beta = 0.0f;
+                                         int64_t ldy, cudaDataType_t out_type, float beta) {
+  const float alpha = 1.0f;
   // CUBLAS_COMPUTE_32F: fp32 accumulation, and for F32 inputs no TF32.
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
                                       static_cast<int>(in), &alpha, w, act_type_, static_cast<int>(in), x,
@@ -751,6 +758,16 @@ absl::Status CudaPrefillBackend::Norm(const float* x, int64_t rows, const Device
   if (f32_) return cuda::LaunchRmsNorm(x, rows, hidden_, w.as<float>(), eps_, zero_centred_, xn_.as<float>(), nullptr, stream_);
   return cuda::LaunchRmsNorm(x, rows, hidden_, w.as<float>(), eps_, zero_centred_, want_f32 ? xn_.as<float>() : nullptr,
                              xn16_.as<uint16_t>(), stream_);
+}
+
+absl::Status CudaPrefillBackend::AddNorm(float* x, const float* add, int64_t rows, const DeviceMemory& w,
+                                         bool want_f32) {
+  if (f32_) {
+    return cuda::LaunchAddRmsNorm(x, add, rows, hidden_, w.as<float>(), eps_, zero_centred_, xn_.as<float>(), nullptr,
+                                  stream_);
+  }
+  return cuda::LaunchAddRmsNorm(x, add, rows, hidden_, w.as<float>(), eps_, zero_centred_,
+                                want_f32 ? xn_.as<float>() : nullptr, xn16_.as<uint16_t>(), stream_);
 }
 
 absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start) {
@@ -788,8 +805,14 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
     const int64_t count = (start + n) * L.kv_row;
     RETURN_IF_ERROR(kv16_.Reserve(static_cast<size_t>(count) * sizeof(uint16_t)));
     RETURN_IF_ERROR(cuda::LaunchToBf16(L.kv.as<float>(), count, kv16_.as<uint16_t>(), stream_));
-    RETURN_IF_ERROR(cuda::LaunchCausalAttentionBf16Kv(qkv, kv16_.as<uint16_t>(), kv16_.as<uint16_t>() + L.kv_width, s,
-                                                      attn_.as<float>(), stream_));
+    const uint16_t* k16 = kv16_.as<uint16_t>();
+    if (!L.output_gate) {  // the output straight to BF16, o_proj's input
+      RETURN_IF_ERROR(cuda::LaunchCausalAttentionBf16KvToBf16(qkv, k16, k16 + L.kv_width, s, attn16_.as<uint16_t>(),
+                                                              stream_));
+      RETURN_IF_ERROR(Lap(kAttention));
+      return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
+    }
+    RETURN_IF_ERROR(cuda::LaunchCausalAttentionBf16Kv(qkv, k16, k16 + L.kv_width, s, attn_.as<float>(), stream_));
   } else {
     RETURN_IF_ERROR(cuda::LaunchCausalAttention(qkv, L.kv.as<float>(), L.kv.as<float>() + L.kv_width, s,
                                                 attn_.as<float>(), stream_));
@@ -849,17 +872,17 @@ absl::Status CudaPrefillBackend::StoreRows(GpuLayer& L, const float* src, int64_
 
 absl::StatusOr<const void*> CudaPrefillBackend::AsGemmInput(const float* x, int64_t n, int64_t cols, int64_t stride,
                                                             DeviceMemory& f32, DeviceMemory& bf16) {
-  const float* rows = x;
-  if (stride != cols) {
-    RETURN_IF_ERROR(f32.Reserve(static_cast<size_t>(n * cols) * sizeof(float)));
-    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(f32.as<float>(), cols * sizeof(float), x, stride * sizeof(float),
-                                           cols * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
-    rows = f32.as<float>();
+  if (!f32_) {  // packed BF16 rows, in one pass
+    RETURN_IF_ERROR(bf16.Reserve(static_cast<size_t>(n * cols) * sizeof(uint16_t)));
+    RETURN_IF_ERROR(stride == cols ? cuda::LaunchToBf16(x, n * cols, bf16.as<uint16_t>(), stream_)
+                                   : cuda::LaunchToBf16Rows(x, n, cols, stride, bf16.as<uint16_t>(), stream_));
+    return static_cast<const void*>(bf16.as<uint16_t>());
   }
-  if (f32_) return static_cast<const void*>(rows);
-  RETURN_IF_ERROR(bf16.Reserve(static_cast<size_t>(n * cols) * sizeof(uint16_t)));
-  RETURN_IF_ERROR(cuda::LaunchToBf16(rows, n * cols, bf16.as<uint16_t>(), stream_));
-  return static_cast<const void*>(bf16.as<uint16_t>());
+  if (stride == cols) return static_cast<const void*>(x);
+  RETURN_IF_ERROR(f32.Reserve(static_cast<size_t>(n * cols) * sizeof(float)));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(f32.as<float>(), cols * sizeof(float), x, stride * sizeof(float),
+                                         cols * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
+  return static_cast<const void*>(f32.as<float>());
 }
 
 cuda::AttentionShape CudaPrefillBackend::MlaShape(const MlaDesc& m, int64_t n, int64_t start) const {
@@ -890,11 +913,16 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   RETURN_IF_ERROR(Gemm(xn_act(), n, L.qkv, W, hidden_, y));
   if (L.has_bias) RETURN_IF_ERROR(cuda::LaunchAddBias(y, L.qkv_bias.as<float>(), n, W, W, stream_));
   RETURN_IF_ERROR(Step(kMixerProj, "mla_qkv"));
+  // Without q_lora, the queries stay where the projection wrote them (rows W
+  // apart; the attention reads them with that stride, so W must be even).
   float* q = q_.as<float>();
+  int64_t q_stride = m.heads * qk;
   if (m.q_lora > 0) {
     RETURN_IF_ERROR(cuda::LaunchHeadRmsNorm(y, n, 1, W, m.q_lora, L.q_norm.as<float>(), m.latent_eps, false, stream_));
     ASSIGN_OR_RETURN(const void* qa, AsGemmInput(y, n, m.q_lora, W, qa_, qa16_));
     RETURN_IF_ERROR(Gemm(qa, n, L.q_b, m.heads * qk, m.q_lora, q));
+  } else if (W % 2 == 0) {
+    q = y, q_stride = W;
   } else {
     CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(q, m.heads * qk * sizeof(float), y, W * sizeof(float),
                                            m.heads * qk * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_));
@@ -905,11 +933,12 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
   const float* table = rope_tables_[static_cast<size_t>(L.rope)].as<float>();
   const bool interleaved = ropes_[static_cast<size_t>(L.rope)]->interleaved;
   RETURN_IF_ERROR(cuda::LaunchRope(kv_in + m.kv_lora, n, 1, W, m.rope_dim, m.rope_dim, interleaved, table, stream_));
-  RETURN_IF_ERROR(cuda::LaunchRope(q + m.nope, n, m.heads, m.heads * qk, qk, m.rope_dim, interleaved, table, stream_));
+  RETURN_IF_ERROR(cuda::LaunchRope(q + m.nope, n, m.heads, q_stride, qk, m.rope_dim, interleaved, table, stream_));
   RETURN_IF_ERROR(StoreRows(L, kv_in, W, n, start));
   RETURN_IF_ERROR(Step(kMixerProj, "mla_q_norm_rope_store"));
 
-  const cuda::AttentionShape s = MlaShape(m, n, start);
+  cuda::AttentionShape s = MlaShape(m, n, start);
+  s.q_stride = q_stride;
   // Keys and values of every position so far: in BF16 straight from the
   // kv_b GEMM when the attention kernel reads BF16 (it would round them to
   // BF16 anyway), else in float.
@@ -931,16 +960,18 @@ absl::Status CudaPrefillBackend::Mla(GpuLayer& L, int64_t n, int64_t start) {
                                             m.rope_dim, m.v_dim, k_.as<float>(), v_.as<float>(), stream_));
   }
   RETURN_IF_ERROR(Lap(kMixerProj));
+  // With BF16 K/V (never in the fp32 checking mode) the output leaves in BF16, o_proj's input.
+  const void* attn = nullptr;
   if (bf16_kv) {
-    RETURN_IF_ERROR(
-        cuda::LaunchCausalAttentionBf16Kv(q, k16_.as<uint16_t>(), v16_.as<uint16_t>(), s, attn_.as<float>(), stream_));
+    RETURN_IF_ERROR(cuda::LaunchCausalAttentionBf16KvToBf16(q, k16_.as<uint16_t>(), v16_.as<uint16_t>(), s,
+                                                            attn16_.as<uint16_t>(), stream_));
+    attn = attn16_.as<void>();
+    RETURN_IF_ERROR(Lap(kAttention));
   } else {
     RETURN_IF_ERROR(cuda::LaunchCausalAttention(q, k_.as<float>(), v_.as<float>(), s, attn_.as<float>(), stream_));
+    RETURN_IF_ERROR(Lap(kAttention));
+    ASSIGN_OR_RETURN(attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_, attn16_));
   }
-  RETURN_IF_ERROR(Lap(kAttention));
-  ASSIGN_OR_RETURN(const void* attn, AsGemmInput(attn_.as<float>(), n, m.heads * m.v_dim, m.heads * m.v_dim, attn_,
-                                                 attn16_));
-  RETURN_IF_ERROR(Step(kMixerProj, "mla_attn_bf16"));
   RETURN_IF_ERROR(Gemm(attn, n, L.o, hidden_, m.heads * m.v_dim, mix_.as<float>()));
   if (m.o_bias.data != nullptr) {
     RETURN_IF_ERROR(cuda::LaunchAddBias(mix_.as<float>(), L.o_bias.as<float>(), n, hidden_, hidden_, stream_));
@@ -996,11 +1027,12 @@ absl::Status CudaPrefillBackend::DeltaNet(GpuLayer& L, int64_t n, int64_t start,
   return absl::OkStatus();
 }
 
-absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, float* out) {
+absl::Status CudaPrefillBackend::Mlp(const GpuMlp& m, const void* x, int64_t n, float* out, bool accumulate) {
   RETURN_IF_ERROR(Gemm(x, n, m.gate_up, 2 * m.inter, hidden_, gate_up_.as<float>()));
   RETURN_IF_ERROR(f32_ ? cuda::LaunchSiluMul(gate_up_.as<float>(), n, m.inter, act_.as<float>(), stream_)
                        : cuda::LaunchSiluMulBf16(gate_up_.as<float>(), n, m.inter, act_.as<uint16_t>(), stream_));
-  return Gemm(act_.as<void>(), n, m.down, hidden_, m.inter, out);
+  return GemmPtr(act_.as<void>(), n, m.down.as<void>(), hidden_, m.inter, out, hidden_, CUDA_R_32F,
+                 accumulate ? 1.0f : 0.0f);
 }
 
 absl::StatusOr<const void*> CudaPrefillBackend::ExpertMatrix(const cuda::StoredMatrix& m, const char* base,
@@ -1245,8 +1277,12 @@ absl::Status CudaPrefillBackend::Moe(GpuLayer& L, int64_t n, float* out) {
 absl::Status CudaPrefillBackend::SharedAndReduce(GpuLayer& L, int64_t n, float* out) {
   const float alpha = 1.0f, beta = 0.0f;
   if (L.shared.inter > 0 && rank_ == 0) {  // several cards: once, on the first
-    // After the routed experts (their rows are no longer needed): the CPU adds the shared expert last too.
-    RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, shared_out_.as<float>()));
+    // After the routed experts (their rows are no longer needed): the CPU adds
+    // the shared expert last too. Ungated, the down GEMM adds it to `out`
+    // itself (cuBLAS beta 1), except in the fp32 checking mode, which keeps
+    // the CPU's separate add.
+    const bool into_out = !L.has_shared_gate && !f32_;
+    RETURN_IF_ERROR(Mlp(L.shared, xn_act(), n, into_out ? out : shared_out_.as<float>(), into_out));
     if (L.has_shared_gate) {
       // sigmoid(shared_expert_gate(x)) per token, in fp32 as the CPU computes it.
       CUBLAS_RETURN_IF_ERROR(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, 1, static_cast<int>(n),
@@ -1256,7 +1292,7 @@ absl::Status CudaPrefillBackend::SharedAndReduce(GpuLayer& L, int64_t n, float* 
       RETURN_IF_ERROR(cuda::LaunchSigmoidGate(shared_out_.as<float>(), n, hidden_, gate_logits_.as<float>(), 1, true,
                                               stream_));
     }
-    RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
+    if (!into_out) RETURN_IF_ERROR(cuda::LaunchAdd(out, shared_out_.as<float>(), n * hidden_, stream_));
     RETURN_IF_ERROR(Lap(kMlp));
   }
   if (cards_ > 1) {
@@ -1270,6 +1306,29 @@ absl::Status CudaPrefillBackend::SharedAndReduce(GpuLayer& L, int64_t n, float* 
   }
   return absl::OkStatus();
 }
+
+namespace {
+// Rope::Table's rows for positions [start, start + n), filled by several host
+// threads for a long chunk: the card waits for the table before layer 0, and
+// one thread takes milliseconds over a 4K-token chunk's cosines and sines.
+std::vector<float> RopeTable(const Rope& rope, int64_t start, int64_t n) {
+  constexpr int64_t kPositionsPerThread = 512;
+  const int64_t threads =
+      std::clamp<int64_t>(n / kPositionsPerThread, 1, std::max<int64_t>(1, std::thread::hardware_concurrency() / 2));
+  if (threads == 1) return rope.Table(start, n);
+  std::vector<float> table(static_cast<size_t>(n * rope.rot_dim));
+  std::vector<std::thread> pool;
+  for (int64_t i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      const int64_t a = n * i / threads, b = n * (i + 1) / threads;
+      const std::vector<float> part = rope.Table(start + a, b - a);
+      std::copy(part.begin(), part.end(), table.begin() + a * rope.rot_dim);
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  return table;
+}
+}  // namespace
 
 absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                                          std::vector<float>* logits, bool all_positions,
@@ -1303,7 +1362,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(cuda::LaunchEmbedRows(embed_table_->as<void>(), embed_f32_, token_ids_.as<int32_t>(), n, hidden_, x,
                                         stream_));
   for (size_t r = 0; r < ropes_.size(); ++r) {
-    std::vector<float> table = ropes_[r]->Table(start, n);
+    std::vector<float> table = RopeTable(*ropes_[r], start, n);
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_tables_[r].as<void>(), table.data(), table.size() * sizeof(float),
                                          cudaMemcpyHostToDevice, stream_));
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `table` goes out of scope
@@ -1313,7 +1372,8 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   RETURN_IF_ERROR(Lap(kEmbed));
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
-    RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
+    // (Later layers' input norm ran with the last layer's residual add.)
+    if (l == 0) RETURN_IF_ERROR(Norm(x, n, L.input_norm, false));
     switch (L.mixer_kind) {
       case MixerDesc::Kind::kGqa: RETURN_IF_ERROR(Attention(L, n, start)); break;
       case MixerDesc::Kind::kMla: RETURN_IF_ERROR(Mla(L, n, start)); break;
@@ -1351,8 +1411,7 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     }
     CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_ready_, kv_stream_));
     RETURN_IF_ERROR(Step(kRouting, "kv_rows_to_host"));
-    RETURN_IF_ERROR(cuda::LaunchAdd(x, mix_.as<float>(), n * hidden_, stream_));
-    RETURN_IF_ERROR(Norm(x, n, L.post_norm, true));
+    RETURN_IF_ERROR(AddNorm(x, mix_.as<float>(), n, L.post_norm, true));
     RETURN_IF_ERROR(Step(kRouting, "residual_norm"));
     if (L.ffn_kind == FfnDesc::Kind::kDense) {
       RETURN_IF_ERROR(Mlp(L.dense, xn_act(), n, ffn_out_.as<float>()));
@@ -1360,7 +1419,11 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     } else {
       RETURN_IF_ERROR(Moe(L, n, ffn_out_.as<float>()));
     }
-    RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
+    if (l + 1 < layers_.size()) {
+      RETURN_IF_ERROR(AddNorm(x, ffn_out_.as<float>(), n, layers_[l + 1].input_norm, false));
+    } else {
+      RETURN_IF_ERROR(cuda::LaunchAdd(x, ffn_out_.as<float>(), n * hidden_, stream_));
+    }
     CUDA_RETURN_IF_ERROR(cudaEventSynchronize(rows_ready_));
     if (L.kv_row > 0 && writes) seq.WriteRawRows(cache, static_cast<int>(l), start, n, host_rows_.as<std::byte>());
     if (on_layer_done) on_layer_done(static_cast<int>(l));

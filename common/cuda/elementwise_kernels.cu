@@ -15,12 +15,24 @@ __device__ inline uint16_t Bf16Bits(float v) {
   return *reinterpret_cast<uint16_t*>(&b);
 }
 
-// One block per row.
-__global__ void RmsNormKernel(const float* x, int64_t dim, const float* w, float eps, bool zero_centred,
-                              float* out, uint16_t* out_bf16) {
+// One block per row. With `add`, x += add first (the residual add), and the
+// norm is of the sum; each thread reads back only what it wrote.
+__global__ void RmsNormKernel(const float* x, float* sum, const float* add, int64_t dim, const float* w, float eps,
+                              bool zero_centred, float* out, uint16_t* out_bf16) {
   const float* xr = x + blockIdx.x * dim;
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  if (add != nullptr) {
+    float* sr = sum + blockIdx.x * dim;
+    const float* ar = add + blockIdx.x * dim;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float v = sr[i] + ar[i];
+      sr[i] = v;
+      ss += v * v;
+    }
+    xr = sr;
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  }
   ss = BlockSum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
@@ -74,6 +86,13 @@ __global__ void SiluMulKernel(const float* gate_up, int64_t rows, int64_t inter,
 __global__ void ToBf16Kernel(const float* x, int64_t n, uint16_t* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     out[i] = Bf16Bits(x[i]);
+  }
+}
+
+// Rows of `cols` floats `stride` apart; a block per row in turn.
+__global__ void ToBf16RowsKernel(const float* x, int64_t rows, int64_t cols, int64_t stride, uint16_t* out) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = Bf16Bits(x[r * stride + c]);
   }
 }
 
@@ -172,8 +191,20 @@ __global__ void AddKernel(float* y, const float* x, int64_t n) {
 absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
                            bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream) {
   if (rows <= 0) return absl::OkStatus();
-  RmsNormKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0, stream>>>(x, dim, weight, eps, zero_centred, out,
-                                                                           out_bf16);
+  RmsNormKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0, stream>>>(x, nullptr, nullptr, dim, weight, eps,
+                                                                           zero_centred, out, out_bf16);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchAddRmsNorm(float* x, const float* add, int64_t rows, int64_t dim, const float* weight, float eps,
+                              bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream) {
+  if (rows <= 0) return absl::OkStatus();
+  if (add == nullptr || out == x || out == add) {
+    return InvalidArgumentError("LaunchAddRmsNorm: `add` must be given and `out` must not alias x or add");
+  }
+  RmsNormKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0, stream>>>(x, x, add, dim, weight, eps,
+                                                                           zero_centred, out, out_bf16);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -239,6 +270,16 @@ absl::Status LaunchEmbedRows(const void* table, bool f32, const int32_t* ids, in
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream) {
   if (count <= 0) return absl::OkStatus();
   ToBf16Kernel<<<GridFor(count), kBlockThreads, 0, stream>>>(x, count, out);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchToBf16Rows(const float* x, int64_t rows, int64_t cols, int64_t stride, uint16_t* out,
+                              cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return absl::OkStatus();
+  if (stride < cols) return InvalidArgumentError("LaunchToBf16Rows: stride ", stride, " < cols ", cols);
+  ToBf16RowsKernel<<<static_cast<unsigned>(std::min<int64_t>(rows, 65535)), kBlockThreads, 0, stream>>>(x, rows, cols,
+                                                                                                       stride, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

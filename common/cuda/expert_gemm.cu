@@ -91,7 +91,7 @@ __host__ __device__ constexpr int RawTileBytes() {
   return kQuant == 2 ? 8 * kBK : 16 * kBK;
 }
 
-// code - kZero as a float, for an unsigned code below 2^23: the code's bits
+// code - kZero as a float (INT8), for an unsigned code below 2^23: the code's bits
 // under the exponent of 2^23 make the float 2^23 + code, and one exact
 // subtraction leaves code - kZero. The same value as an int-to-float
 // conversion, from an OR and an add instead of the slower conversion unit.
@@ -100,10 +100,37 @@ __device__ inline float CodeToFloat(uint32_t code) {
   return __uint_as_float(0x4B000000u | code) - (8388608.0f + kZero);
 }
 
+// INT4 weights are dequantized one step ahead (the overlapped pipeline): the
+// warps turn step s + 1's raw tile into BF16 while their multiply-adds of step
+// s run, with one barrier per step, instead of dequantizing between two
+// barriers that stall the block's tensor work. It takes a fourth stage of x and
+// raw tiles and a second BF16 tile (112 KiB with 64-wide steps, so two blocks
+// still fit an SM); INT8's raw tiles are twice as large, so INT8 keeps the
+// dequantize-then-multiply pipeline.
+template <int kQuant>
+__host__ __device__ constexpr bool Overlapped() {
+  return kQuant == 2;
+}
+template <int kQuant>
+__host__ __device__ constexpr int Stages() {  // stages of x (and of raw weight tiles)
+  return Overlapped<kQuant>() ? 4 : kStages;
+}
+
+// The INT4 codes in bits 0-3 and 16-19 of `bits` as two BF16 weights (low,
+// high half): bf16(code - 8) * bf16(s), rounded once (code - 8 is exact in
+// BF16, so this is bf16_rn((code - 8) * bf16_rn(s))).
+__device__ inline uint32_t Int4PairTimes(uint32_t bits, float s) {
+  const uint32_t pair = (bits & 0x000F000Fu) | 0x43004300u;  // BF16 128 + code, both halves
+  __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&pair);
+  v = __hmul2(__hsub2(v, __float2bfloat162_rn(136.0f)), __float2bfloat162_rn(s));
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 template <int kQuant, int kBK>  // kQuant: 0 BF16, 1 INT8, 2 INT4
 constexpr size_t SharedBytes() {
-  return kQuant == 0 ? size_t(2 * kStages) * TileBytes<kBK>()
-                     : size_t(kStages + 1) * TileBytes<kBK>() + size_t(kStages) * 8 * RawTileBytes<kQuant, kBK>();
+  if constexpr (kQuant == 0) return size_t(2 * kStages) * TileBytes<kBK>();
+  constexpr size_t stages = Stages<kQuant>(), b_tiles = Overlapped<kQuant>() ? 2 : 1;
+  return (stages + b_tiles) * TileBytes<kBK>() + stages * 8 * RawTileBytes<kQuant, kBK>();
 }
 
 // kNarrow: BF16 weights aligned to 8 bytes only (a safetensors file's data may
@@ -113,10 +140,13 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
     GroupedGemmKernel(Params p) {
   constexpr int kThreads = BlockThreads<kWarpCols>(), kTileBytes = TileBytes<kBK>(), kRowChunks = kBK / 8;
   constexpr int kWarpsN = kBN / kWarpCols, kNT = kWarpCols / 8;  // warps across; n8 tiles per warp
+  // Stages of x (and raw weight tiles); BF16 weight tiles: BF16 one per stage,
+  // quantized one, or two when overlapped.
+  constexpr int kS = Stages<kQuant>(), kBTiles = kQuant == 0 ? kS : Overlapped<kQuant>() ? 2 : 1;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* const a_stages = smem;
-  uint8_t* const b_stages = smem + kStages * kTileBytes;      // BF16: kStages tiles; quantized: one
-  uint8_t* const raw_stages = b_stages + kTileBytes;          // quantized: kStages raw tiles
+  uint8_t* const b_stages = smem + kS * kTileBytes;
+  uint8_t* const raw_stages = b_stages + kBTiles * kTileBytes;  // quantized: kS raw tiles
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / kWarpsN, wn = warp % kWarpsN;
   const int steps = p.k / kBK;
@@ -185,61 +215,56 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
       }
     }
   };
-  // Quantized: the raw tile of `stage` -> BF16 rows in b_stages. Thread t takes
+  // Quantized: the raw tile of `stage` -> BF16 rows in `out`. Thread t takes
   // row t / kPer and octets (8 columns) kO (t % kPer) .. + kO, kPer the threads
-  // per row (2 or 1). Octet o's bytes are the
-  // 64 at 64 o of a 16-row raw tile: 16 rows x 4 bytes, INT4 columns 8 o + j
-  // (low nibble) and 8 o + 4 + j (high); INT8 two quads of 4 columns.
-  auto dequant = [&](int stage, int step) {
-    constexpr int kRaw = RawTileBytes<kQuant, kBK>(), kPer = kThreads / kBN, kO = kBK / 8 / kPer;
-    const int r = tid / kPer, half = tid % kPer, n = col_of(r), rr = r & 15;
-    const uint8_t* raw = raw_stages + stage * 8 * kRaw + (r >> 4) * kRaw;
-    float s = 0.0f;
-    if (n < p.n) {
-      const bool second = n >= p.n_split;
-      const int tile = (second ? n - p.n_split : n) / 16, g = step * kBK / p.group;
-      s = (second ? ew.s1 : ew.s0)[(int64_t(tile) * (p.k / p.group) + g) * 16 + rr];
-    }
-    for (int o = 0; o < kO; ++o) {
-      const int octet = half * kO + o;
-      float v[8];
+  // per row (2 or 1); a call does octets [o_first, o_first + o_count) of those.
+  // Octet o's bytes are the 64 at 64 o of a 16-row raw tile: 16 rows x 4
+  // bytes, INT4 columns 8 o + j (low nibble) and 8 o + 4 + j (high); INT8 two
+  // quads of 4 columns.
+  constexpr int kPer = kThreads / kBN, kO = kBK / 8 / kPer;
+  const int dq_r = tid / kPer, dq_half = tid % kPer, dq_n = col_of(dq_r), dq_rr = dq_r & 15;
+  auto scale_of = [&](int step) {  // the scale of this thread's row at `step`
+    if (dq_n >= p.n) return 0.0f;
+    const bool second = dq_n >= p.n_split;
+    const int tile = (second ? dq_n - p.n_split : dq_n) / 16, g = step * kBK / p.group;
+    return (second ? ew.s1 : ew.s0)[(int64_t(tile) * (p.k / p.group) + g) * 16 + dq_rr];
+  };
+  auto dequant = [&](int stage, float s, uint8_t* out, int o_first, int o_count) {
+    constexpr int kRaw = RawTileBytes<kQuant, kBK>();
+    const int rr = dq_rr;
+    const uint8_t* raw = raw_stages + stage * 8 * kRaw + (dq_r >> 4) * kRaw;
+#pragma unroll
+    for (int o = o_first; o < o_first + o_count; ++o) {
+      const int octet = dq_half * kO + o;
+      uint4 packed;
       if constexpr (kQuant == 2) {
+        // Two columns at a time in BF16 pairs: the nibbles of bytes 0 and 2
+        // (then 1 and 3, shifted 8; the high nibbles, shifted 4 and 12) under
+        // the exponent of 128 make 128 + code exactly, minus 136 is code - 8
+        // exactly, times the scale rounded to BF16 is one rounding.
         const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + octet * 64 + rr * 4);
-        for (int j = 0; j < 4; ++j) {
-          v[j] = CodeToFloat<8>((word >> (8 * j)) & 0xF);
-          v[j + 4] = CodeToFloat<8>((word >> (8 * j + 4)) & 0xF);
-        }
+        const uint32_t c02 = Int4PairTimes(word, s), c13 = Int4PairTimes(word >> 8, s);
+        const uint32_t c46 = Int4PairTimes(word >> 4, s), c57 = Int4PairTimes(word >> 12, s);
+        packed = make_uint4(__byte_perm(c02, c13, 0x5410), __byte_perm(c02, c13, 0x7632),
+                            __byte_perm(c46, c57, 0x5410), __byte_perm(c46, c57, 0x7632));
       } else {  // quads 2 octet and the next: 4 columns each
+        float v[8];
         for (int qd = 0; qd < 2; ++qd) {
           const uint32_t word = *reinterpret_cast<const uint32_t*>(raw + (octet * 2 + qd) * 64 + rr * 4);
           for (int j = 0; j < 4; ++j) v[qd * 4 + j] = CodeToFloat<128>((word >> (8 * j)) & 0xFF);
         }
+        packed = make_uint4(PackBf16(v[0] * s, v[1] * s), PackBf16(v[2] * s, v[3] * s), PackBf16(v[4] * s, v[5] * s),
+                            PackBf16(v[6] * s, v[7] * s));
       }
-      const uint4 packed = make_uint4(PackBf16(v[0] * s, v[1] * s), PackBf16(v[2] * s, v[3] * s),
-                                      PackBf16(v[4] * s, v[5] * s), PackBf16(v[6] * s, v[7] * s));
-      *reinterpret_cast<uint4*>(b_stages + Swizzle<kBK>(r, octet)) = packed;
+      *reinterpret_cast<uint4*>(out + Swizzle<kBK>(dq_r, octet)) = packed;
     }
   };
 
   float acc[4][kNT][4] = {};
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < steps) load_x(s, s), load_w(s, s);
-    CpAsyncCommit();
-  }
-  for (int step = 0; step < steps; ++step) {
-    CpAsyncWait<kStages - 2>();
-    __syncthreads();  // this step's stage has landed; every warp is done with the previous one
-    const int next = step + kStages - 1;
-    if (next < steps) load_x(next % kStages, next), load_w(next % kStages, next);
-    CpAsyncCommit();
-    const int stage = step % kStages;
-    const uint8_t* at = a_stages + stage * kTileBytes;
-    const uint8_t* bt = b_stages + stage * kTileBytes;
-    if constexpr (kQuant != 0) {
-      dequant(stage, step);
-      __syncthreads();
-      bt = b_stages;
-    }
+  // One step's multiply-adds from the x tile `at` and the weight tile `bt`;
+  // beside(kk) runs after k slice kk's (the overlapped dequantization).
+  auto multiply = [&](const uint8_t* at, const uint8_t* bt, auto&& beside) {
+#pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {
       uint32_t a[4][4], b[kNT][2];
       for (int i = 0; i < 4; ++i) {
@@ -253,6 +278,49 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
       for (int i = 0; i < 4; ++i) {
         for (int j = 0; j < kNT; ++j) MmaBf16(acc[i][j], a[i], b[j][0], b[j][1]);
       }
+      beside(kk);
+    }
+  };
+  for (int s = 0; s < kS - 1; ++s) {
+    if (s < steps) load_x(s, s), load_w(s, s);
+    CpAsyncCommit();
+  }
+  if constexpr (Overlapped<kQuant>()) {
+    // Step s + 1's raw tile lands by step s's barrier (one load in flight
+    // past it, and the one issued after it); its BF16 goes to the other tile.
+    constexpr int kPerSlice = kO / (kBK / 16);  // octets dequantized beside each k slice
+    static_assert(kPerSlice * (kBK / 16) == kO && kS == 4);
+    CpAsyncWait<kS - 2>();
+    __syncthreads();
+    dequant(0, scale_of(0), b_stages, 0, kO);
+    for (int step = 0; step < steps; ++step) {
+      CpAsyncWait<kS - 3>();
+      __syncthreads();  // step + 1's stage has landed; tile step % 2 is written; every warp is done with step - 1
+      const int next = step + kS - 1;
+      if (next < steps) load_x(next % kS, next), load_w(next % kS, next);
+      CpAsyncCommit();
+      const bool ahead = step + 1 < steps;
+      const float s_next = ahead ? scale_of(step + 1) : 0.0f;
+      uint8_t* const b_next = b_stages + ((step + 1) & 1) * kTileBytes;
+      multiply(a_stages + (step % kS) * kTileBytes, b_stages + (step & 1) * kTileBytes, [&](int kk) {
+        if (ahead) dequant((step + 1) % kS, s_next, b_next, kk * kPerSlice, kPerSlice);
+      });
+    }
+  } else {
+    for (int step = 0; step < steps; ++step) {
+      CpAsyncWait<kS - 2>();
+      __syncthreads();  // this step's stage has landed; every warp is done with the previous one
+      const int next = step + kS - 1;
+      if (next < steps) load_x(next % kS, next), load_w(next % kS, next);
+      CpAsyncCommit();
+      const int stage = step % kS;
+      const uint8_t* bt = b_stages + stage * kTileBytes;
+      if constexpr (kQuant != 0) {
+        dequant(stage, scale_of(step), b_stages, 0, kO);
+        __syncthreads();
+        bt = b_stages;
+      }
+      multiply(a_stages + stage * kTileBytes, bt, [](int) {});
     }
   }
   CpAsyncWait<0>();
@@ -351,6 +419,9 @@ absl::Status LaunchStep(const Params& p, unsigned blocks, cudaStream_t stream) {
   auto* kernel = GroupedGemmKernel<kQuant, kNarrow, kBK, kWarpCols>;
   if constexpr (smem > 48 * 1024) {
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    // Two blocks of the overlapped INT4 form need nearly all of an SM's shared memory.
+    CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   }
   const unsigned tiles_n =
       static_cast<unsigned>(p.act != nullptr ? p.n_split / (kBN / 2) : (p.n + kBN - 1) / kBN);

@@ -23,6 +23,11 @@ namespace krasis::cuda {
 // 1 + w : w). Writes `out` (float, may alias x) and/or `out_bf16` (either null).
 absl::Status LaunchRmsNorm(const float* x, int64_t rows, int64_t dim, const float* weight, float eps,
                            bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream);
+// x += add (the residual add), then the RMSNorm of the sum into `out` and/or
+// `out_bf16` as LaunchRmsNorm: the two kernels' results in one pass. `out`
+// must not alias x or add.
+absl::Status LaunchAddRmsNorm(float* x, const float* add, int64_t rows, int64_t dim, const float* weight, float eps,
+                              bool zero_centred, float* out, uint16_t* out_bf16, cudaStream_t stream);
 
 // The same per head, in place: `heads` vectors of head_dim per token, token t's
 // head h at x + t * token_stride + h * head_dim (QK norm).
@@ -46,6 +51,9 @@ absl::Status LaunchSiluMul(const float* gate_up, int64_t rows, int64_t inter, fl
 
 // out[i] = bf16(x[i]), round to nearest even.
 absl::Status LaunchToBf16(const float* x, int64_t count, uint16_t* out, cudaStream_t stream);
+// The same for `rows` rows of `cols` floats `stride` apart, into packed rows.
+absl::Status LaunchToBf16Rows(const float* x, int64_t rows, int64_t cols, int64_t stride, uint16_t* out,
+                              cudaStream_t stream);
 
 // out[t, :] = table[ids[t], :] widened to float, for t < n: the token
 // embedding. table [vocab, dim] BF16 (f32 false) or float; ids in range.
@@ -105,6 +113,10 @@ absl::Status LaunchCausalAttention(const float* q, const float* k, const float* 
 bool CausalAttentionTakesBf16Kv(const AttentionShape& shape);
 absl::Status LaunchCausalAttentionBf16Kv(const float* q, const uint16_t* k, const uint16_t* v,
                                          const AttentionShape& shape, float* out, cudaStream_t stream);
+// The same written as BF16 (each output rounded from the float the above
+// writes): the o_proj GEMM's input without a float round trip.
+absl::Status LaunchCausalAttentionBf16KvToBf16(const float* q, const uint16_t* k, const uint16_t* v,
+                                               const AttentionShape& shape, uint16_t* out, cudaStream_t stream);
 // For attention_bench only: the BF16-K/V kernel in one of its tilings, to
 // compare them. 0: what LaunchCausalAttentionBf16Kv runs; 2..5: the same
 // double-buffered kernel with (rows per warp / 16, warps) = (1, 8),

@@ -52,7 +52,10 @@ __global__ void DequantTiledKernel(const uint8_t* data, const float* scales, int
       const int col = u * kPer, g = col / group, k = col - g * group;
       const size_t block = (size_t(tile) * groups + g) * group_bytes;
       const uint32_t word = *reinterpret_cast<const uint32_t*>(data + block + (k / kPer) * 64 + rr * 4);
-      const float scale = scales[(size_t(tile) * groups + g) * kTileRows + rr];
+      // INT4 to BF16 takes the scale rounded to BF16 (the code times it is
+      // exact in float, so one rounding), as the grouped GEMM dequantizes.
+      float scale = scales[(size_t(tile) * groups + g) * kTileRows + rr];
+      if constexpr (kInt4 && !kOutF32) scale = __bfloat162float(__float2bfloat16_rn(scale));
       float w[kPer];
       for (int j = 0; j < 4; ++j) {
         if constexpr (kInt4) {

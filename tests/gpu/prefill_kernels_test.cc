@@ -102,6 +102,41 @@ TEST_F(PrefillKernelsTest, RmsNormMatchesReference) {
   }
 }
 
+// The fused residual add + RMSNorm writes exactly what LaunchAdd then
+// LaunchRmsNorm write: the sum into x, the norm into both outputs.
+TEST_F(PrefillKernelsTest, AddRmsNormIsTheAddThenTheNorm) {
+  for (bool zero_centred : {false, true}) {
+    const int64_t rows = 29, dim = 2048 + 5;
+    const std::vector<float> x = Random(static_cast<size_t>(rows * dim), 3.0f);
+    const std::vector<float> add = Random(x.size(), 2.0f), w = Random(static_cast<size_t>(dim));
+    DeviceBuffer<float> x1(x), x2(x), da(add), dw(w), out1(x.size()), out2(x.size());
+    DeviceBuffer<uint16_t> bf1(x.size()), bf2(x.size());
+    ASSERT_TRUE(cuda::LaunchAdd(x1.get(), da.get(), rows * dim, nullptr).ok());
+    ASSERT_TRUE(cuda::LaunchRmsNorm(x1.get(), rows, dim, dw.get(), 1e-6f, zero_centred, out1.get(), bf1.get(), nullptr).ok());
+    ASSERT_TRUE(
+        cuda::LaunchAddRmsNorm(x2.get(), da.get(), rows, dim, dw.get(), 1e-6f, zero_centred, out2.get(), bf2.get(), nullptr)
+            .ok());
+    const std::vector<float> sum1 = x1.Download(), sum2 = x2.Download(), n1 = out1.Download(), n2 = out2.Download();
+    const std::vector<uint16_t> b1 = bf1.Download(), b2 = bf2.Download();
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_EQ(sum2[i], x[i] + add[i]) << i;
+      ASSERT_EQ(sum2[i], sum1[i]) << i;
+      ASSERT_EQ(n2[i], n1[i]) << i;
+      ASSERT_EQ(b2[i], b1[i]) << i;
+    }
+    // Only the BF16 output (the backend's usual form).
+    DeviceBuffer<float> x3(x);
+    DeviceBuffer<uint16_t> bf3(x.size());
+    ASSERT_TRUE(
+        cuda::LaunchAddRmsNorm(x3.get(), da.get(), rows, dim, dw.get(), 1e-6f, zero_centred, nullptr, bf3.get(), nullptr)
+            .ok());
+    ASSERT_EQ(bf3.Download(), b1);
+  }
+  DeviceBuffer<float> x(64), w(64);
+  EXPECT_FALSE(cuda::LaunchAddRmsNorm(x.get(), nullptr, 1, 64, w.get(), 1e-6f, false, nullptr, nullptr, nullptr).ok());
+  EXPECT_FALSE(cuda::LaunchAddRmsNorm(x.get(), w.get(), 1, 64, w.get(), 1e-6f, false, x.get(), nullptr, nullptr).ok());
+}
+
 TEST_F(PrefillKernelsTest, RopeMatchesReference) {
   struct Case {
     int64_t heads, head_dim, rot_dim;
@@ -152,6 +187,14 @@ TEST_F(PrefillKernelsTest, SiluMulAndBf16AndAddMatchReference) {
   ASSERT_TRUE(cuda::LaunchToBf16(dx.get(), 1000, narrow.get(), nullptr).ok());
   std::vector<uint16_t> bits = narrow.Download();
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(bits[i], FloatToBF16(x[i])) << i;
+  // Strided rows (24 rows of 24 of every 40 floats) into packed BF16 rows.
+  DeviceBuffer<uint16_t> packed(24 * 24);
+  ASSERT_TRUE(cuda::LaunchToBf16Rows(dx.get(), 24, 24, 40, packed.get(), nullptr).ok());
+  const std::vector<uint16_t> rows16 = packed.Download();
+  for (int r = 0; r < 24; ++r) {
+    for (int c = 0; c < 24; ++c) ASSERT_EQ(rows16[r * 24 + c], FloatToBF16(x[r * 40 + c])) << r << "," << c;
+  }
+  EXPECT_FALSE(cuda::LaunchToBf16Rows(dx.get(), 4, 24, 16, packed.get(), nullptr).ok());  // stride < cols
   ASSERT_TRUE(cuda::LaunchAdd(dy.get(), dx.get(), 1000, nullptr).ok());
   std::vector<float> sum = dy.Download();
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(sum[i], y[i] + x[i]) << i;
@@ -263,6 +306,13 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
                                                     out16.get(), nullptr)
                       .ok());
       EXPECT_EQ(out16.Download(), tc_out) << "BF16 K/V";
+      // Written as BF16: each output the float one rounded.
+      DeviceBuffer<uint16_t> out_bf16(want.size());
+      ASSERT_TRUE(cuda::LaunchCausalAttentionBf16KvToBf16(dq.get(), dkv16.get(), dkv16.get() + c.kv_heads * c.head_dim,
+                                                          s, out_bf16.get(), nullptr)
+                      .ok());
+      const std::vector<uint16_t> got_bf16 = out_bf16.Download();
+      for (size_t i = 0; i < got_bf16.size(); ++i) ASSERT_EQ(got_bf16[i], FloatToBF16(tc_out[i])) << i;
     }
   }
   cuda::AttentionShape bad;
@@ -272,6 +322,8 @@ TEST_F(PrefillKernelsTest, CausalAttentionMatchesReference) {
   bad.heads = 4;
   bad.head_dim = bad.v_dim = 40;  // no BF16-K/V instance
   EXPECT_EQ(cuda::LaunchCausalAttentionBf16Kv(nullptr, nullptr, nullptr, bad, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::LaunchCausalAttentionBf16KvToBf16(nullptr, nullptr, nullptr, bad, nullptr, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -61,7 +61,8 @@ class WeightKernelsTest : public ::testing::Test {
 
 TEST_F(WeightKernelsTest, DequantTiledMatchesTheCpuDecodingBitForBit) {
   // Rows not a multiple of the 16-row tile (padding rows must not be written),
-  // group sizes 32..128, both formats.
+  // group sizes 32..128, both formats. Float output is the CPU's decoding bit
+  // for bit; INT4 to BF16 rounds the scale to BF16 first (as the grouped GEMM).
   for (quant::QuantFormat format : {quant::QuantFormat::kInt4, quant::QuantFormat::kInt8}) {
     for (auto [rows, cols, group] : {std::tuple<int64_t, int64_t, int64_t>{40, 256, 128}, {67, 192, 64}, {16, 96, 32}}) {
       SCOPED_TRACE(testing::Message() << quant::QuantFormatName(format) << " " << rows << "x" << cols << " g" << group);
@@ -86,7 +87,12 @@ TEST_F(WeightKernelsTest, DequantTiledMatchesTheCpuDecodingBitForBit) {
       const std::vector<uint16_t> got16 = Download<uint16_t>(bf16, count + 64);
       int bad = 0;
       for (size_t i = 0; i < count; ++i) {
-        if (got[i] != want[i] || got16[i] != FloatToBF16(want[i])) ++bad;
+        // BF16 from INT4: the code times the scale rounded to BF16, rounded once (the grouped GEMM's weights).
+        const int64_t r = static_cast<int64_t>(i) / cols, c = static_cast<int64_t>(i) % cols;
+        const float want16 = format == quant::QuantFormat::kInt4
+                                 ? float(q->Code(r, c)) * BF16ToFloat(FloatToBF16(q->Scale(r, c)))
+                                 : want[i];
+        if (got[i] != want[i] || got16[i] != FloatToBF16(want16)) ++bad;
       }
       EXPECT_EQ(bad, 0);
       for (size_t i = count; i < count + 64; ++i) {
@@ -142,7 +148,8 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
   // Expert row counts around the 128-row block (0, 1, 127, 128, 129, 300),
   // output widths that are not a multiple of the 128-column block, a split
   // inside a block, every weight form, both k steps of the kernel (a step of
-  // 64 where k and the group allow it; refused otherwise), both warp tiles.
+  // 64 where k and the group allow it; refused otherwise), both warp tiles,
+  // from one k step to six (INT4 dequantizes a step ahead of its multiply).
   const std::vector<int32_t> counts = {0, 1, 127, 128, 129, 300, 0, 37};
   for (int quant : {0, 1, 2}) for (int warp_cols : {32, 64}) {
     for (auto [n, k, n_split, group, step] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int>{200, 256, 96, 64, 32},
@@ -153,7 +160,9 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
                                               {80, 128, 0, 128, 64},
                                               {144, 384, 64, 128, 64},
                                               {256, 128, 128, 64, 64},
-                                              {256, 128, 128, 32, 32}}) {
+                                              {256, 128, 128, 32, 32},
+                                              {96, 64, 32, 64, 64},     // one step: the pipeline's edges
+                                              {96, 64, 32, 32, 32}}) {
       SCOPED_TRACE(testing::Message() << "quant " << quant << " n " << n << " k " << k << " split " << n_split
                                       << " step " << step << " warp cols " << warp_cols);
       const int64_t experts = static_cast<int64_t>(counts.size());
@@ -186,6 +195,14 @@ TEST_F(WeightKernelsTest, GroupedGemmMatchesEveryExpertsProduct) {
             ASSERT_EQ(q->group_size, group);
             const std::vector<float> deq = quant::DequantizeMatrix(*q);
             for (size_t i = 0; i < wm.size(); ++i) use[i] = BF16ToFloat(FloatToBF16(deq[i]));
+            if (quant == 2) {  // INT4 multiplies in BF16: the code times the scale rounded to BF16, rounded once
+              for (int64_t r = 0; r < mrows; ++r) {
+                for (int64_t c = 0; c < k; ++c) {
+                  const float scale = BF16ToFloat(FloatToBF16(q->Scale(r, c)));
+                  use[static_cast<size_t>(r * k + c)] = BF16ToFloat(FloatToBF16(float(q->Code(r, c)) * scale));
+                }
+              }
+            }
             (m == 0 ? w[e].w0 : w[e].w1) = Upload(q->data, q->data_bytes());
             (m == 0 ? w[e].s0 : w[e].s1) = Upload(q->scales, q->scale_count());
             ex[e].q[m] = std::move(*q);
@@ -338,6 +355,17 @@ TEST_F(WeightKernelsTest, GroupedGemmRefusesWhatItCannotTake) {
   EXPECT_FALSE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
   shape.warp_cols = 64;
   EXPECT_TRUE(cuda::GroupedGemmTakes(shape, &some, 0, 1));
+  // A planned launch refuses experts outside the plan (or a reversed range)
+  // and a shape the kernel does not take, before it touches the plan.
+  const uint8_t plan[64] = {};
+  EXPECT_FALSE(cuda::LaunchGroupedGemmPlanned(shape, plan, 4, 16, &some, true, nullptr, 2, 5, nullptr).ok());
+  EXPECT_FALSE(cuda::LaunchGroupedGemmPlanned(shape, plan, 4, 16, &some, true, nullptr, 3, 2, nullptr).ok());
+  EXPECT_FALSE(cuda::LaunchGroupedGemmPlanned(shape, plan, 4, 16, &some, true, nullptr, -1, 2, nullptr).ok());
+  shape.k_step = 48;
+  EXPECT_FALSE(cuda::LaunchGroupedGemmPlanned(shape, plan, 4, 16, &some, true, nullptr, 0, 4, nullptr).ok());
+  // The span combine needs the offsets.
+  EXPECT_FALSE(
+      cuda::LaunchCombineExpertSpan(nullptr, nullptr, nullptr, 4, 2, 8, nullptr, 0, 4, nullptr, nullptr).ok());
 }
 
 }  // namespace
