@@ -343,6 +343,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   // host in step with the card.)
   DeviceMemory gemm_plan_;
   std::vector<DeviceMemory> rope_tables_;
+  std::vector<DeviceMemory> rope_freqs_;  // each rope's inv_freq, for LaunchRopeTable
   DeviceMemory logits_;
   // MLA: queries, q_a, and per-position latents / expanded keys and values.
   DeviceMemory q_, qa_, qa16_, lat_, lat16_, kvb_, k_, v_;
@@ -444,6 +445,13 @@ absl::Status CudaPrefillBackend::Init() {
   }
   RETURN_IF_ERROR(state_out_.Reserve(std::max<size_t>(state_out_floats_, 1) * sizeof(float)));
   rope_tables_.resize(ropes_.size());
+  rope_freqs_.resize(ropes_.size());
+  for (size_t r = 0; r < ropes_.size(); ++r) {
+    const std::vector<float>& inv_freq = ropes_[r]->inv_freq;
+    RETURN_IF_ERROR(rope_freqs_[r].Reserve(std::max<size_t>(inv_freq.size(), 1) * sizeof(float)));
+    CUDA_RETURN_IF_ERROR(cudaMemcpy(rope_freqs_[r].as<void>(), inv_freq.data(), inv_freq.size() * sizeof(float),
+                                    cudaMemcpyHostToDevice));
+  }
   size_t scratch = 0;
   for (const cuda::ExpertLayout& e : layouts) scratch = std::max<size_t>(scratch, static_cast<size_t>(e.inter * hidden_));
   RETURN_IF_ERROR(wscratch_.Reserve(std::max<size_t>(2 * scratch, 1) * act_bytes_));  // gate and up
@@ -1130,7 +1138,7 @@ absl::Status CudaPrefillBackend::ExpertByExpert(const cuda::ExpertLayout& layout
 
 bool CudaPrefillBackend::UsePlannedMoe(const GpuLayer& L, int64_t n) const {
   const int64_t experts = L.router.num_experts;
-  return !f32_ && L.grouped && experts <= 1024 &&
+  return !f32_ && L.grouped && experts <= cuda::kMaxPlannedExperts &&
          cuda::GroupedGemmPlannedBlockBound(n * L.router.top_k, 0, experts) <= cuda::kMaxGroupedGemmBlockRows;
 }
 
@@ -1307,29 +1315,6 @@ absl::Status CudaPrefillBackend::SharedAndReduce(GpuLayer& L, int64_t n, float* 
   return absl::OkStatus();
 }
 
-namespace {
-// Rope::Table's rows for positions [start, start + n), filled by several host
-// threads for a long chunk: the card waits for the table before layer 0, and
-// one thread takes milliseconds over a 4K-token chunk's cosines and sines.
-std::vector<float> RopeTable(const Rope& rope, int64_t start, int64_t n) {
-  constexpr int64_t kPositionsPerThread = 512;
-  const int64_t threads =
-      std::clamp<int64_t>(n / kPositionsPerThread, 1, std::max<int64_t>(1, std::thread::hardware_concurrency() / 2));
-  if (threads == 1) return rope.Table(start, n);
-  std::vector<float> table(static_cast<size_t>(n * rope.rot_dim));
-  std::vector<std::thread> pool;
-  for (int64_t i = 0; i < threads; ++i) {
-    pool.emplace_back([&, i] {
-      const int64_t a = n * i / threads, b = n * (i + 1) / threads;
-      const std::vector<float> part = rope.Table(start + a, b - a);
-      std::copy(part.begin(), part.end(), table.begin() + a * rope.rot_dim);
-    });
-  }
-  for (std::thread& t : pool) t.join();
-  return table;
-}
-}  // namespace
-
 absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                                          std::vector<float>* logits, bool all_positions,
                                          const std::function<void(int layer)>& on_layer_done) {
@@ -1361,14 +1346,17 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
   float* x = x_.as<float>();
   RETURN_IF_ERROR(cuda::LaunchEmbedRows(embed_table_->as<void>(), embed_f32_, token_ids_.as<int32_t>(), n, hidden_, x,
                                         stream_));
+  RETURN_IF_ERROR(Step(kEmbed, "ids_rows"));
+  // The chunk's rope rows computed on the card: the host's table and its copy
+  // cost 2-3 ms per 4K-token chunk with the card idle (H200, DeepSeek-V2-Lite).
   for (size_t r = 0; r < ropes_.size(); ++r) {
-    std::vector<float> table = RopeTable(*ropes_[r], start, n);
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rope_tables_[r].as<void>(), table.data(), table.size() * sizeof(float),
-                                         cudaMemcpyHostToDevice, stream_));
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // `table` goes out of scope
+    RETURN_IF_ERROR(cuda::LaunchRopeTable(rope_freqs_[r].as<float>(), ropes_[r]->rot_dim, ropes_[r]->attention_factor,
+                                          start, n, rope_tables_[r].as<float>(), stream_));
   }
+  RETURN_IF_ERROR(Step(kEmbed, "rope_tables"));
 
   RETURN_IF_ERROR(experts_.Prefetch());
+  RETURN_IF_ERROR(Step(kEmbed, "prefetch"));
   RETURN_IF_ERROR(Lap(kEmbed));
   for (size_t l = 0; l < layers_.size(); ++l) {
     GpuLayer& L = layers_[l];
@@ -1393,21 +1381,17 @@ absl::Status CudaPrefillBackend::Forward(std::span<const int32_t> tokens, Sequen
     // (kv_out16_ and host_rows_ are free: the host waited for the last layer's
     // copy, or, after a failed pass, the card does.)
     CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, rows_ready_, 0));
-    if (L.kv_row == 0 || !writes) {
-      // Linear attention: no rows (its state went back into the sequence).
-      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
-      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
-    } else if (cache.dtype() == DType::kF32) {
-      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
-      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
-      CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(host_rows_.as<void>(), kv_new, row_bytes, cudaMemcpyDeviceToHost, kv_stream_));
-    } else {
+    // Linear attention has no rows (its state went back into the sequence);
+    // other cards write nothing.
+    const bool rows_out = L.kv_row > 0 && writes, narrow = cache.dtype() != DType::kF32;
+    if (rows_out && narrow) {
       RETURN_IF_ERROR(cuda::LaunchToHalf(cache.dtype(), kv_new, n * L.kv_row, kv_out16_.as<uint16_t>(), stream_));
-      CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
-      CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
-      CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(host_rows_.as<void>(), kv_out16_.as<void>(), row_bytes, cudaMemcpyDeviceToHost, kv_stream_));
+    }
+    CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_converted_, stream_));
+    CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(kv_stream_, rows_converted_, 0));
+    if (rows_out) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_rows_.as<void>(), narrow ? kv_out16_.as<void>() : kv_new, row_bytes,
+                                           cudaMemcpyDeviceToHost, kv_stream_));
     }
     CUDA_RETURN_IF_ERROR(cudaEventRecord(rows_ready_, kv_stream_));
     RETURN_IF_ERROR(Step(kRouting, "kv_rows_to_host"));

@@ -69,6 +69,20 @@ __global__ void RopeKernel(float* x, int64_t tokens, int64_t heads, int64_t toke
   }
 }
 
+// Rope::Table's rows on the card: cos and sin of float(position) * inv_freq[i]
+// (fp32, as torch computes them on a GPU), times the attention factor.
+__global__ void RopeTableKernel(const float* inv_freq, int64_t half, float factor, int64_t start, int64_t n,
+                                float* out) {
+  const int64_t total = n * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t p = idx / half, i = idx % half;
+    const float angle = static_cast<float>(start + p) * inv_freq[i];
+    out[p * 2 * half + i] = cosf(angle) * factor;
+    out[p * 2 * half + half + i] = sinf(angle) * factor;
+  }
+}
+
 __device__ inline void Put(uint16_t* out, int64_t i, float v) { out[i] = Bf16Bits(v); }
 __device__ inline void Put(float* out, int64_t i, float v) { out[i] = v; }
 
@@ -79,7 +93,7 @@ __global__ void SiluMulKernel(const float* gate_up, int64_t rows, int64_t inter,
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / inter, i = idx % inter;
     const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i];
-    Put(out, idx, g / (1.0f + expf(-g)) * u);
+    Put(out, idx, SiluMul(g, u));
   }
 }
 
@@ -214,6 +228,16 @@ absl::Status LaunchHeadRmsNorm(float* x, int64_t tokens, int64_t heads, int64_t 
   if (tokens * heads <= 0) return absl::OkStatus();
   HeadRmsNormKernel<<<static_cast<unsigned>(tokens * heads), 64, 0, stream>>>(x, heads, token_stride, head_dim,
                                                                                weight, eps, zero_centred);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+absl::Status LaunchRopeTable(const float* inv_freq, int64_t rot_dim, float attention_factor, int64_t start, int64_t n,
+                             float* out, cudaStream_t stream) {
+  if (rot_dim <= 0 || rot_dim % 2 != 0) return InvalidArgumentError("LaunchRopeTable: rot_dim ", rot_dim);
+  if (n <= 0) return absl::OkStatus();
+  RopeTableKernel<<<GridFor(n * rot_dim / 2), kBlockThreads, 0, stream>>>(inv_freq, rot_dim / 2, attention_factor,
+                                                                           start, n, out);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

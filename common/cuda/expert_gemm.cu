@@ -5,21 +5,24 @@
 //
 // A block computes 128 rows (of one expert) x 128 output columns, stepping
 // through k kBK (32 or 64) at a time: x and the weight rows go global -> shared
-// with cp.async in a three-stage pipeline, ldmatrix feeds mma.sync m16n8k16
-// (BF16, fp32 accumulation); 4 warps of 64 rows x 64 columns (the default)
-// or 8 of 64 x 32. Steps of 64
-// halve the block-wide barriers per multiply-add and are used whenever k (and
-// a quantized format's group) allows; steps of 32 take the rest. Quantized
-// weights arrive in their tile-interleaved bytes (16 rows x 32 columns of a
-// group are contiguous: 256 bytes INT4, 512 INT8; a 64-column step reads two
-// such tiles back to back) and are dequantized into a BF16 shared tile -- code
-// * scale rounded to BF16, exactly what LaunchDequantTiled writes -- before the
-// warps read it. The launch's row blocks (expert and rows of each) and the
-// per-expert matrix pointers come either from the host (LaunchGroupedGemm,
-// from counts the caller has there: a block per item) or from a plan built on
-// the card (LaunchGroupedGemmPlan / LaunchGroupedGemmPlanned: persistent
-// blocks take the items in turn, x may be read through a row index, and gate
-// and up may leave as silu(gate) * up in BF16).
+// with cp.async in a three-stage pipeline (four for INT4), ldmatrix feeds
+// mma.sync m16n8k16 (BF16, fp32 accumulation); 4 warps of 64 rows x 64
+// columns (the default) or 8 of 64 x 32. Steps of 64 halve the block-wide
+// barriers per multiply-add and are used whenever k (and a quantized format's
+// group) allows; steps of 32 take the rest. Quantized weights arrive in their
+// tile-interleaved bytes (16 rows x 32 columns of a group are contiguous: 256
+// bytes INT4, 512 INT8; a 64-column step reads two such tiles back to back)
+// and are dequantized into a BF16 shared tile before the warps read it: INT8
+// as code * scale rounded to BF16 (what LaunchDequantTiled writes), between
+// two barriers; INT4 two columns at a time in BF16 arithmetic, code times the
+// scale rounded to BF16 (LaunchDequantTiled's BF16 output too), one step ahead
+// of the multiply-adds into a second tile, so a step needs one barrier. The
+// launch's row blocks (expert and rows of each) and the per-expert matrix
+// pointers come either from the host (LaunchGroupedGemm, from counts the caller
+// has there: a block per item) or from a plan built on the card
+// (LaunchGroupedGemmPlan / LaunchGroupedGemmPlanned: persistent blocks take the
+// items in turn, x may be read through a row index, and gate and up may leave
+// as silu(gate) * up in BF16).
 #include <cuda_bf16.h>
 
 #include <cub/block/block_scan.cuh>
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "common/cuda/cuda_check.h"
+#include "common/cuda/launch.cuh"
 #include "common/cuda/mma.cuh"
 #include "common/cuda/prefill_kernels.h"
 #include "common/status.h"
@@ -71,6 +75,7 @@ struct Params {
   int first, end;
   uint16_t* act;  // non-null: silu(gate) * up as BF16 [rows, n_split] (ld_act apart) instead of y
   int64_t ld_act;
+  int tiles_n;  // column tiles per row block: kBN columns, or with act kBN / 2 gate and the same up columns
 };
 
 // The plan's arrays in its scratch (LaunchGroupedGemmPlan): offsets and
@@ -155,7 +160,7 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
   // card, gridDim.x blocks take the plan's items in turn.
   // Fused SiLU (p.act): a tile is kBN / 2 gate columns and the same up columns.
   const bool fused = p.act != nullptr;
-  const int tiles_n = fused ? p.n_split / (kBN / 2) : (p.n + kBN - 1) / kBN;
+  const int tiles_n = p.tiles_n;
   int first_block = 0, items = 0, item = 0, stride = 0;
   if (p.block_start != nullptr) {
     first_block = p.block_start[p.first];
@@ -359,7 +364,7 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
             const float u0 = xchg[at(i, j, 2 * h)], u1 = xchg[at(i, j, 2 * h + 1)];
             // As LaunchSiluMulBf16 computes it from the float gate and up.
             *reinterpret_cast<uint32_t*>(p.act + int64_t(blk.row0 + r) * p.ld_act + col) =
-                PackBf16(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
+                PackBf16(SiluMul(g0, u0), SiluMul(g1, u1));
           }
         }
       }
@@ -384,7 +389,7 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
 // One block, a thread per expert: offsets and block_start by two block-wide
 // exclusive scans (of the counts and of their row blocks), cursor = offsets,
 // then each expert's block rows.
-constexpr int kPlanThreads = 1024;
+constexpr int kPlanThreads = kMaxPlannedExperts;
 __global__ void __launch_bounds__(kPlanThreads) PlanKernel(const int32_t* counts, int experts, int32_t* offsets,
                                                            int32_t* block_start, BlockRows* blocks, int32_t* cursor) {
   using Scan = cub::BlockScan<int, kPlanThreads>;
@@ -423,8 +428,7 @@ absl::Status LaunchStep(const Params& p, unsigned blocks, cudaStream_t stream) {
     CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   }
-  const unsigned tiles_n =
-      static_cast<unsigned>(p.act != nullptr ? p.n_split / (kBN / 2) : (p.n + kBN - 1) / kBN);
+  const unsigned tiles_n = static_cast<unsigned>(p.tiles_n);
   dim3 grid(tiles_n, blocks);
   if (p.block_start != nullptr) {
     // A plan on the card: `blocks` is only a bound, so as many blocks as the
@@ -485,7 +489,8 @@ Params ShapeParams(const GroupedGemmShape& shape, const ExpertGemmWeights* weigh
                 0,
                 0,
                 shape.silu_out,
-                shape.ld_silu};
+                shape.ld_silu,
+                static_cast<int>(shape.silu_out != nullptr ? shape.n_split / (kBN / 2) : (shape.n + kBN - 1) / kBN)};
 }
 
 }  // namespace

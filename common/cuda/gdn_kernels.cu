@@ -186,7 +186,7 @@ __global__ void GdnGatedNormKernel(const float* core, const float* z, int64_t z_
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(dv) + eps);
   for (int i = threadIdx.x; i < dv; i += blockDim.x) {
     const float g = zr[i];
-    PutOut(out, out_bf16, base + i, x[i] * inv * w[i] * (g / (1.0f + expf(-g))));
+    PutOut(out, out_bf16, base + i, x[i] * inv * w[i] * Silu(g));
   }
 }
 

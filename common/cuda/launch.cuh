@@ -11,6 +11,11 @@ namespace krasis::cuda {
 
 constexpr int kBlockThreads = 256;
 
+// silu(g) * u, the one formula every SiLU-mul path (separate, span, fused into
+// the grouped GEMM, the gated norm's gate) computes, so they agree bit for bit.
+__device__ inline float Silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ inline float SiluMul(float g, float u) { return Silu(g) * u; }
+
 // Blocks for a grid-stride loop over `count` items.
 inline unsigned GridFor(int64_t count) {
   const int64_t blocks = (count + kBlockThreads - 1) / kBlockThreads;

@@ -197,7 +197,7 @@ __global__ void SiluMulSpanKernel(const float* gate_up, int64_t inter, const int
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = row0 + idx / inter, i = idx % inter;
     const float g = gate_up[r * 2 * inter + i], u = gate_up[r * 2 * inter + inter + i];
-    Put(out, r * inter + i, g / (1.0f + expf(-g)) * u);
+    Put(out, r * inter + i, SiluMul(g, u));
   }
 }
 

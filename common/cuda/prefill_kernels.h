@@ -39,6 +39,11 @@ absl::Status LaunchHeadRmsNorm(float* x, int64_t tokens, int64_t heads, int64_t 
 // token, rot_dim / 2 cosines then rot_dim / 2 sines (attention factor included)
 // for that token's position. Pairing as models/rope.h: half (i, i + rot_dim/2)
 // or interleaved (2i, 2i + 1).
+// The cos_sin rows LaunchRope takes, for positions [start, start + n), from
+// inv_freq [rot_dim / 2] on the card (Rope::Table's values, with the card's
+// cosf / sinf: within a few float ulps of the host's).
+absl::Status LaunchRopeTable(const float* inv_freq, int64_t rot_dim, float attention_factor, int64_t start, int64_t n,
+                             float* out, cudaStream_t stream);
 absl::Status LaunchRope(float* x, int64_t tokens, int64_t heads, int64_t token_stride, int64_t head_stride,
                         int64_t rot_dim, bool interleaved, const float* cos_sin, cudaStream_t stream);
 
@@ -173,7 +178,8 @@ absl::Status LaunchSiluMulBf16Span(const float* gate_up, int64_t inter, const in
 // expert's gate and up, stored apart, give [rows, 2 * inter] at once). Weights
 // are BF16 row-major [rows, k] (quant 0), or the tile-interleaved INT8 (1) /
 // INT4 (2) layout of common/quant/quant_format.h with its scales, dequantized
-// to BF16 in shared memory tile by tile as the GEMM reads them.
+// to BF16 in shared memory tile by tile as the GEMM reads them (the values
+// LaunchDequantTiled's BF16 output holds).
 struct ExpertGemmWeights {
   const void* w0 = nullptr;
   const void* w1 = nullptr;
@@ -227,7 +233,9 @@ absl::Status LaunchGroupedGemm(const GroupedGemmShape& shape, const int32_t* cou
 // into `plan` (device scratch of GroupedGemmPlanBytes(experts, rows) bytes,
 // rows = all routed rows): each expert's first sorted row
 // (GroupedGemmPlanOffsets(plan)[e], [experts] = rows; also written to `cursor`
-// for LaunchAssignRows when not null) and its row blocks. At most 1024 experts.
+// for LaunchAssignRows when not null) and its row blocks. At most
+// kMaxPlannedExperts experts (one thread each in one block).
+inline constexpr int64_t kMaxPlannedExperts = 1024;
 size_t GroupedGemmPlanBytes(int64_t experts, int64_t rows);
 absl::Status LaunchGroupedGemmPlan(const int32_t* counts, int64_t experts, void* plan, int32_t* cursor,
                                    cudaStream_t stream);
@@ -255,7 +263,9 @@ absl::Status LaunchMaterializeDense(DType src_dtype, const void* src, int64_t co
 // A group-quantized [rows, cols] matrix in the tile-interleaved layout of
 // common/quant/quant_format.h (`int4` selects INT4, else INT8; `data` and
 // `scales` exactly as the CPU kernels read them) dequantized to a dense
-// row-major [rows, cols] BF16 (out_f32 false) or float matrix: w = code * scale.
+// row-major [rows, cols] BF16 (out_f32 false) or float matrix: w = code * scale
+// (float: the CPU's values bit for bit; BF16 from INT4: code * bf16(scale),
+// rounded once, the grouped GEMM's INT4 weights).
 absl::Status LaunchDequantTiled(bool int4, const uint8_t* data, const float* scales, int64_t rows, int64_t cols,
                                 int64_t group_size, bool out_f32, void* out, cudaStream_t stream);
 

@@ -166,7 +166,19 @@ TEST_F(PrefillKernelsTest, RopeMatchesReference) {
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t i = c.heads * c.head_dim; i < token_stride; ++i) ASSERT_EQ(got[t * token_stride + i], x[t * token_stride + i]);
     }
+    // The table made on the card, positions far out too (angles of tens of
+    // thousands of radians): within a few float ulps of the host's.
+    for (int64_t from : {int64_t{0}, start, int64_t{100000}}) {
+      const std::vector<float> host = rope.Table(from, n);
+      DeviceBuffer<float> freqs(rope.inv_freq), dev(host.size());
+      ASSERT_TRUE(cuda::LaunchRopeTable(freqs.get(), c.rot_dim, c.factor, from, n, dev.get(), nullptr).ok());
+      const std::vector<float> got_table = dev.Download();
+      for (size_t i = 0; i < host.size(); ++i) {
+        ASSERT_NEAR(got_table[i], host[i], 4e-6f * c.factor) << "from " << from << " at " << i;
+      }
+    }
   }
+  EXPECT_FALSE(cuda::LaunchRopeTable(nullptr, 63, 1.0f, 0, 4, nullptr, nullptr).ok());
 }
 
 TEST_F(PrefillKernelsTest, SiluMulAndBf16AndAddMatchReference) {
