@@ -85,10 +85,10 @@ FlopModel CountFlops(const krasis::DecoderModel& model) {
 
 int main(int argc, char** argv) {
   std::string model_dir, tokens_arg = "512,4096,16384", precision = "bf16", experts = "bf16", cache_dir, budget_arg,
-      pinning = "register", devices_arg;
+      pinning = "register", devices_arg, split = "layers";
   double budget_fraction = 0;
   bool profile = false, profile_steps = false, per_expert = false, chunked_delta_rule = false;
-  int64_t chunk = 4096;
+  int64_t chunk = 4096, micro_chunk = 0;
   po::options_description desc("prefill_bench options");
   desc.add_options()("help,h", "print this help")("model", po::value(&model_dir)->required(), "model directory")(
       "tokens", po::value(&tokens_arg)->default_value(tokens_arg), "prompt lengths, comma separated")(
@@ -107,8 +107,12 @@ int main(int argc, char** argv) {
       "budget-expert-fraction", po::value(&budget_fraction),
       "budget = this fraction of the model's BF16 routed-expert bytes (e.g. 0.333)")(
       "pinning", po::value(&pinning)->default_value(pinning), "streamed experts: register or ring")(
-      "devices", po::value(&devices_arg), "several CUDA devices, e.g. 0,1: routed experts split across them (NCCL); "
-      "each gets the VRAM budget");
+      "devices", po::value(&devices_arg), "several CUDA devices, e.g. 0,1, sharing the model as --split says (NCCL); "
+      "each gets the VRAM budget")(
+      "split", po::value(&split)->default_value(split),
+      "several cards: layers (a pipeline of micro-chunks; each forward pass gets 16 chunks' tokens) or experts")(
+      "micro-chunk", po::value(&micro_chunk)->default_value(micro_chunk),
+      "split by layers: tokens per micro-chunk (0: a quarter of the pass, at most --chunk)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -163,6 +167,13 @@ int main(int argc, char** argv) {
   options.plan_context_tokens = *std::max_element(lengths.begin(), lengths.end());
   options.pinning = pinning == "ring" ? krasis::cuda::Pinning::kRing : krasis::cuda::Pinning::kRegister;
   options.devices = devices;
+  if (split != "layers" && split != "experts") {
+    std::cerr << "prefill_bench: --split must be layers or experts\n";
+    return 2;
+  }
+  options.split = split == "layers" ? krasis::CudaBackendOptions::Split::kLayers
+                                    : krasis::CudaBackendOptions::Split::kExperts;
+  options.micro_chunk_tokens = micro_chunk;
   options.grouped_experts = !per_expert;
   options.chunked_delta_rule = chunked_delta_rule;
   int64_t bf16_expert_bytes = 0;
@@ -202,14 +213,15 @@ int main(int argc, char** argv) {
   std::printf("model %s: %zu layers, uploaded in %.1f s (%s); routed experts %s: BF16 size %.2f GB\n",
               model_dir.c_str(), (*model)->layers.size(), load_s, precision.c_str(), info.expert_format.c_str(),
               bf16_expert_bytes / gb);
-  std::printf("%d card(s), VRAM budget %.2f GB each: %d of %d MoE layers' experts resident (%.2f GB), %d streamed "
+  std::printf("%d card(s)%s, VRAM budget %.2f GB each: %d of %d MoE layers' experts resident (%.2f GB), %d streamed "
               "(%.2f GB per chunk, all cards, in %d part(s) per layer; staging %.2f GB, pinning %s); grouped expert GEMM in %d "
               "layers\n",
-              info.cards, info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
+              info.cards, info.split.empty() ? "" : (" split by " + info.split).c_str(), info.budget_bytes / gb, info.moe_layers - info.streamed_layers, info.moe_layers,
               info.resident_expert_bytes / gb, info.streamed_layers, info.streamed_expert_bytes / gb,
               info.stream_parts, info.staging_bytes / gb, info.streamed_layers > 0 ? info.pinning.c_str() : "-", info.grouped_layers);
-  std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens, KV cache BF16\n\n",
-              *h2d, *gemm, static_cast<long long>(chunk));
+  std::printf("measured: pinned host->device %.1f GB/s, BF16 GEMM %.0f TFLOP/s; chunk %lld tokens%s, KV cache BF16\n\n",
+              *h2d, *gemm, static_cast<long long>(chunk),
+              info.split == "layers" ? " (pipeline micro-chunks; forward passes of 16 chunks)" : "");
   std::printf("%8s | %8s | %9s | %7s | %12s | %9s | %11s | %8s\n", "tokens", "seconds", "tokens/s", "TFLOP",
               "compute ceil", "stream GB", "PCIe ceil", "% lower");
 
@@ -226,13 +238,23 @@ int main(int argc, char** argv) {
     auto cache = (*model)->MakeCache((n + 15) / 16, 16, DType::kBF16);
     krasis::SequenceState seq;
     (*model)->InitSequence(seq);
-    double expand = 0;
+    // passes: how many times the streamed experts cross (once per chunk, or
+    // per micro-chunk of a pipeline split by layers); expand: MLA's re-expanded positions.
+    double expand = 0, passes = 0;
+    const int64_t forward = (*backend)->ForwardTokens(chunk);
     auto start = std::chrono::steady_clock::now();
     absl::Status s = (*backend)->Begin(seq, *cache, n);
     std::vector<float> logits;
-    for (int64_t first = 0; s.ok() && first < n; first += chunk) {
-      const int64_t count = std::min(chunk, n - first);
-      expand += static_cast<double>(first + count);
+    for (int64_t first = 0; s.ok() && first < n; first += forward) {
+      const int64_t count = std::min(forward, n - first);
+      const std::vector<int64_t> steps =
+          info.split == "layers" ? krasis::PipelineMicroChunks(count, chunk, micro_chunk, info.streamed_layers > 0)
+                                 : std::vector<int64_t>{count};
+      for (int64_t at = first; const int64_t step : steps) {
+        at += step;
+        expand += static_cast<double>(at);
+        passes += 1;
+      }
       s = (*backend)->Forward(std::span(prompt).subspan(first, count), seq, *cache,
                               first + count == n ? &logits : nullptr, false, nullptr);
     }
@@ -246,8 +268,7 @@ int main(int argc, char** argv) {
     const double total = flops.per_token * n + flops.attention_per_pair * (double(n) * (n + 1) / 2) +
                          flops.mla_expand_per_pos * expand + flops.lm_head;
     const double ceiling = total / (*gemm * 1e12);
-    const double chunks = static_cast<double>((n + chunk - 1) / chunk);
-    const double streamed = chunks * static_cast<double>(info.streamed_expert_bytes);
+    const double streamed = passes * static_cast<double>(info.streamed_expert_bytes);
     // Each card streams its share over its own link (h2d measured on the first card).
     const double pcie = streamed / info.cards / (*h2d * 1e9);
     std::printf("%8lld | %8.3f | %9.0f | %7.2f | %10.3f s | %9.2f | %9.3f s | %7.1f%%\n", static_cast<long long>(n),

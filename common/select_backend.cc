@@ -46,6 +46,10 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
     return InvalidArgumentError("--stream-pinning ", choice.stream_pinning, ": expected register or ring");
   }
   options.pinning = choice.stream_pinning == "ring" ? cuda::Pinning::kRing : cuda::Pinning::kRegister;
+  if (choice.cuda_split != "layers" && choice.cuda_split != "experts") {
+    return InvalidArgumentError("--cuda-split ", choice.cuda_split, ": expected layers or experts");
+  }
+  options.split = choice.cuda_split == "layers" ? CudaBackendOptions::Split::kLayers : CudaBackendOptions::Split::kExperts;
   CudaBackendInfo info;
   auto cuda = MakeCudaPrefillBackend(model, options, &info);
   if (!cuda.ok()) {

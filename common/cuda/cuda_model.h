@@ -16,12 +16,21 @@
 // goes back into the sequence after each chunk) token mixers, dense and MoE
 // feed-forward blocks (every router kind, gated or plain shared experts).
 //
-// Several cards of one host (options.devices, NCCL): every card runs the whole
-// forward pass except the routed experts, which are split -- card r holds and
-// streams experts [r E / cards, (r + 1) E / cards) of every layer -- and each MoE
-// block's partial outputs are summed across the cards with an NCCL all-reduce.
-// So each card moves 1/cards of the expert bytes over its own PCIe link; the
-// first card writes the KV rows, state and logits.
+// Several cards of one host (options.devices, NCCL), split one of two ways:
+// - by layers (the default): card r holds layers [r L / cards, (r + 1) L / cards)
+//   (rounded) with their experts, as a pipeline: a Forward's tokens go through
+//   in micro-chunks, card r sending each one's hidden states to card r + 1
+//   (NCCL send/receive) and starting the next, so the cards work at once on
+//   successive micro-chunks. Nothing is computed twice, and each card's budget
+//   holds only its layers (far more of their experts stay resident). Every card
+//   writes its own layers' KV rows and state; the last computes the logits.
+// - by experts: every card runs the whole forward pass except the routed
+//   experts, which are split -- card r holds and streams experts
+//   [r E / cards, (r + 1) E / cards) of every layer -- and each MoE block's
+//   partial outputs are summed across the cards with an NCCL all-reduce. Each
+//   card moves 1/cards of the expert bytes over its own PCIe link, but repeats
+//   the attention and everything else; the first card writes the KV rows,
+//   state and logits.
 #pragma once
 
 #include <memory>
@@ -62,6 +71,12 @@ struct CudaBackendOptions {
   // Several cards (NCCL), e.g. {0, 1}: routed experts split across them, each
   // with this VRAM budget. Empty or one entry: one card (`device`, or that entry).
   std::vector<int> devices;
+  // How several cards share the model (see above). By layers measured faster
+  // on 2 x H200 (DeepSeek-V2-Lite shapes; README).
+  enum class Split { kLayers, kExperts } split = Split::kLayers;
+  // Split by layers: tokens per micro-chunk of the pipeline; 0: chosen per
+  // Forward by PipelineMicroChunks.
+  int64_t micro_chunk_tokens = 0;
   // Routed experts through the grouped expert GEMM (one launch per matrix for
   // all of a layer's experts) where the weight form allows it; false: one cuBLAS
   // GEMM per expert (for comparisons).
@@ -87,7 +102,18 @@ struct CudaBackendInfo {
   int cards = 1;              // several: the expert bytes and layers above are summed over the cards
   int grouped_layers = 0;     // MoE layers whose experts run through the grouped GEMM
   int stream_parts = 1;       // streamed layers move in this many parts
+  std::string split;          // several cards: "layers" or "experts"
 };
+
+// Split by layers: the micro-chunks a Forward of n tokens goes through in, in
+// order (they sum to n).
+// - `option` tokens each, when set;
+// - when some card streams experts (which cross PCIe again for every
+//   micro-chunk): as few as the plan allows, plan_chunk tokens each;
+// - else a quarter of n each, in multiples of 256 tokens and at most
+//   plan_chunk (the chunk the VRAM plan holds workspace for), except the first:
+//   a quarter of that, since the later cards wait for it (the pipeline's fill).
+std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t plan_chunk, int64_t option, bool streams);
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
                                                                        const CudaBackendOptions& options,

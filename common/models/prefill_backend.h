@@ -38,6 +38,10 @@ class PrefillBackend {
   // Milliseconds spent per stage since the last call (backends that profile;
   // empty otherwise), then zeroed.
   virtual std::vector<std::pair<std::string, double>> TakeProfile() { return {}; }
+  // How many tokens a Forward should be given by a caller that would pass
+  // chunk_tokens: more when the backend splits each Forward itself (a
+  // pipeline over several cards, whose memory does not grow with it).
+  virtual int64_t ForwardTokens(int64_t chunk_tokens) const { return chunk_tokens; }
 };
 
 // The CPU backend: DecoderModel::Forward (the model must outlive it).
@@ -52,7 +56,8 @@ struct BackendChoice {
   int device = 0;                   // CUDA device index
   int64_t vram_budget_bytes = 0;    // 0: what is free minus a margin
   std::string stream_pinning = "register";  // register or ring (cuda/expert_store.h)
-  std::vector<int> devices;          // several: routed experts split across these cards (NCCL)
+  std::vector<int> devices;          // several: the model split across these cards (NCCL)
+  std::string cuda_split = "layers";  // how: "layers" (a pipeline) or "experts" (cuda_model.h)
 };
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const DecoderModel& model,
                                                                    const BackendChoice& choice,

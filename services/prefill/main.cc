@@ -19,7 +19,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   krasis::ServiceCommandLine cl("prefill", "prefill worker: runs new prompt tokens and ships KV to a decode worker");
   std::string model_dir, model_id, backend = "auto", kv_dtype = "bf16", experts = "bf16", cache_dir,
-      vram_budget, pinning = "register", cuda_devices;
+      vram_budget, pinning = "register", cuda_devices, cuda_split = "layers";
   int cuda_device = 0;
   int64_t chunk = 512;
   cl.options().add_options()
@@ -29,8 +29,11 @@ int main(int argc, char** argv) {
        "compute backend: auto (cuda when a GPU is present and the model's layers run there, else cpu), cpu or cuda")
       ("cuda-device", po::value(&cuda_device)->default_value(cuda_device), "CUDA device index (backend cuda)")
       ("cuda-devices", po::value(&cuda_devices),
-       "several CUDA devices of this host, e.g. 0,1: routed experts split across them, partial outputs summed "
-       "with NCCL (each card gets the --vram-budget)")
+       "several CUDA devices of this host, e.g. 0,1, sharing the model as --cuda-split says (NCCL; each card "
+       "gets the --vram-budget)")
+      ("cuda-split", po::value(&cuda_split)->default_value(cuda_split),
+       "with --cuda-devices: layers (each card a slice of the layers, micro-chunks pipelined through them) or "
+       "experts (each card a share of every layer's routed experts, partial outputs summed)")
       ("chunk-tokens", po::value(&chunk)->default_value(chunk), "prompt tokens per forward pass")
       ("kv-cache-dtype", po::value(&kv_dtype)->default_value(kv_dtype),
        "what the KV cache stores (and the KV sent to decode workers): bf16, f16 or f32")
@@ -96,7 +99,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::string why;
-    auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, budget, pinning, devices}, &why);
+    auto chosen = krasis::MakePrefillBackend(**model, {backend, cuda_device, budget, pinning, devices, cuda_split}, &why);
     if (!chosen.ok()) {
       KLOG_ERROR("cannot start the {} backend: {}", backend, std::string(chosen.status().message()));
       return 1;

@@ -27,7 +27,7 @@ absl::StatusOr<PrefillResult> PrefillEngine::Run(std::span<const int32_t> tokens
                                 n, "-token prompt");
   }
   if (align < 1) align = 1;
-  chunk_tokens = std::max(align, (chunk_tokens / align) * align);
+  chunk_tokens = std::max(align, (backend_->ForwardTokens(chunk_tokens) / align) * align);
   std::lock_guard<std::mutex> lock(run_mu_);
   auto t0 = std::chrono::steady_clock::now();
 

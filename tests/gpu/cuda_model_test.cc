@@ -445,13 +445,15 @@ TEST_P(CudaModelTest, GroupedExpertGemmComputesWhatPerExpertGemmsDo) {
   }
 }
 
-// Two cards (NCCL; routed experts split between them, partial outputs summed)
-// compute what one card does, to fp32 rounding (the sum over a token's experts
-// is split in two and added in another order): every position's logits and
+// Two cards (NCCL) compute what one card does, to fp32 rounding, split either
+// way: by experts (partial outputs summed: the sum over a token's experts is
+// split in two and added in another order) and by layers (a pipeline of
+// 5-token micro-chunks, so every Forward of GpuPrefill's 7, 13 and the rest
+// crosses between the cards several times). Every position's logits and
 // argmax, every layer's KV rows and linear-attention state, with the experts
-// resident and streamed; then a greedy continuation decoded on the CPU from the
-// two cards' KV equals the all-CPU one. Needs two GPUs (skipped, saying so,
-// with fewer).
+// resident and streamed; each layer reported done once per Forward; then a
+// greedy continuation decoded on the CPU from the two cards' KV equals the
+// all-CPU one. Needs two GPUs (skipped, saying so, with fewer).
 TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
   std::string none;
   auto gpus = ListGpus(&none);
@@ -459,18 +461,28 @@ TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
   if (gpus->size() < 2) GTEST_SKIP() << "needs two CUDA GPUs, this host has " << gpus->size() << ": not run";
   const std::vector<int32_t> prompt = ref_["long_prompt_ids"].get<std::vector<int32_t>>();
   const int64_t n = static_cast<int64_t>(prompt.size());
-  for (int resident : {-1, 0}) {
-    SCOPED_TRACE(resident < 0 ? "experts resident" : "experts streamed");
+  for (auto [split, resident] : {std::pair{CudaBackendOptions::Split::kExperts, -1}, {CudaBackendOptions::Split::kExperts, 0},
+                                  {CudaBackendOptions::Split::kLayers, -1}, {CudaBackendOptions::Split::kLayers, 0}}) {
+    const bool by_layers = split == CudaBackendOptions::Split::kLayers;
+    SCOPED_TRACE(std::string(by_layers ? "split by layers, " : "split by experts, ") +
+                 (resident < 0 ? "experts resident" : "experts streamed"));
     CudaBackendOptions options;
     options.precision = CudaBackendOptions::Precision::kF32;
     options.max_resident_expert_layers = resident;
     auto one = MakeCudaPrefillBackend(*model_, options);
     ASSERT_TRUE(one.ok()) << one.status();
+    CudaBackendInfo one_info;
+    auto one_again = MakeCudaPrefillBackend(*model_, options, &one_info);
+    ASSERT_TRUE(one_again.ok()) << one_again.status();
     options.devices = {0, 1};
+    options.split = split;
+    options.micro_chunk_tokens = 5;
     CudaBackendInfo info;
     auto two = MakeCudaPrefillBackend(*model_, options, &info);
     ASSERT_TRUE(two.ok()) << two.status();
     EXPECT_EQ(info.cards, 2);
+    EXPECT_EQ(info.split, by_layers ? "layers" : "experts");
+    EXPECT_EQ(info.moe_layers, one_info.moe_layers);  // split by layers: summed over the cards
     if (resident == 0) {
       EXPECT_EQ(info.streamed_layers, info.moe_layers);
     }
@@ -503,6 +515,24 @@ TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
       }
     }
   }
+}
+
+// The pipeline's micro-chunks: the option's size when set; with experts
+// streaming, the planned chunk; else a quarter of the pass in steps of 256
+// tokens (at most the planned chunk) after a first one a quarter of that.
+TEST(PipelineMicroChunksTest, AShortFirstThenQuartersUpToThePlannedChunk) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, false), (V{1024, 4096, 4096, 4096, 3072}));
+  EXPECT_EQ(PipelineMicroChunks(65536, 4096, 0, false).size(), 17u);
+  EXPECT_EQ(PipelineMicroChunks(8192, 4096, 0, false), (V{512, 2048, 2048, 2048, 1536}));
+  EXPECT_EQ(PipelineMicroChunks(4096, 4096, 0, false), (V{256, 1024, 1024, 1024, 768}));
+  EXPECT_EQ(PipelineMicroChunks(1000, 4096, 0, false), (V{256, 256, 256, 232}));
+  EXPECT_EQ(PipelineMicroChunks(40, 4096, 0, false), (V{40}));
+  EXPECT_EQ(PipelineMicroChunks(16384, 0, 0, false), (V{1024, 4096, 4096, 4096, 3072}));
+  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, true), (V{4096, 4096, 4096, 4096}));
+  EXPECT_EQ(PipelineMicroChunks(5000, 4096, 0, true), (V{4096, 904}));
+  EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, false), (V{5, 5, 2}));
+  EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, true), (V{5, 5, 2}));
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, CudaModelTest,

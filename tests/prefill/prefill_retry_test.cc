@@ -21,9 +21,11 @@ std::string Fixture(const std::string& arch) { return std::string(KRASIS_TEST_DA
 // The CPU backend, except that chunks longer than `limit` tokens run out of memory.
 class SmallMemoryBackend final : public PrefillBackend {
  public:
-  SmallMemoryBackend(const DecoderModel& model, int64_t limit, std::vector<int64_t>* sizes)
-      : cpu_(MakeCpuPrefillBackend(model)), limit_(limit), sizes_(sizes) {}
+  SmallMemoryBackend(const DecoderModel& model, int64_t limit, std::vector<int64_t>* sizes, int64_t forward_scale = 1)
+      : cpu_(MakeCpuPrefillBackend(model)), limit_(limit), sizes_(sizes), forward_scale_(forward_scale) {}
   std::string name() const override { return "small-memory"; }
+  // (A pipeline over several cards asks for longer Forwards this way.)
+  int64_t ForwardTokens(int64_t chunk_tokens) const override { return chunk_tokens * forward_scale_; }
   absl::Status Forward(std::span<const int32_t> tokens, SequenceState& seq, PagedKvCache& cache,
                        std::vector<float>* logits, bool all_positions,
                        const std::function<void(int)>& on_layer_done) override {
@@ -36,6 +38,7 @@ class SmallMemoryBackend final : public PrefillBackend {
   std::unique_ptr<PrefillBackend> cpu_;
   int64_t limit_;
   std::vector<int64_t>* sizes_;
+  int64_t forward_scale_;
 };
 
 // Rows per (layer, first token) and the result of a prefill of `prompt`.
@@ -92,6 +95,30 @@ TEST(PrefillRetryTest, OutOfMemoryChunksAreRedoneSmallerWithTheSameResult) {
     ASSERT_TRUE(got.rows.count(key)) << "layer " << key.first << " token " << key.second;
     EXPECT_TRUE(close(got.rows.at(key), row)) << "layer " << key.first << " token " << key.second;
   }
+}
+
+// The engine gives each Forward what the backend's ForwardTokens asks for
+// (rounded down to whole blocks), and out-of-memory retries still halve from there.
+TEST(PrefillRetryTest, ForwardsAreAsLongAsTheBackendAsks) {
+  auto model = *LoadModel(Fixture("qwen3_moe"));
+  std::vector<int64_t> sizes;
+  auto backend = std::make_unique<SmallMemoryBackend>(*model, 1000, &sizes, 3);
+  PrefillEngine engine(std::move(model), DType::kBF16, std::move(backend));
+  std::vector<int32_t> prompt(50, 5);
+  Captured got = Prefill(engine, prompt, 7);  // 21 tokens asked for: 20 in blocks of 4
+  ASSERT_TRUE(got.result.ok()) << got.result.status();
+  EXPECT_EQ(sizes, (std::vector<int64_t>{20, 20, 10}));
+
+  auto small_model = *LoadModel(Fixture("qwen3_moe"));
+  sizes.clear();
+  auto small_backend = std::make_unique<SmallMemoryBackend>(*small_model, 8, &sizes, 3);
+  PrefillEngine small(std::move(small_model), DType::kBF16, std::move(small_backend));
+  got = Prefill(small, prompt, 7);
+  ASSERT_TRUE(got.result.ok()) << got.result.status();
+  ASSERT_GE(sizes.size(), 3u);
+  EXPECT_EQ(sizes[0], 20);
+  EXPECT_EQ(sizes[1], 8);  // 20 / 2 = 10, down to whole blocks
+  EXPECT_EQ(got.result->computed_tokens, 50);
 }
 
 TEST(PrefillRetryTest, WhenEvenTheSmallestChunkFailsThePrefillFails) {
