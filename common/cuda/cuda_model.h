@@ -103,17 +103,23 @@ struct CudaBackendInfo {
   int grouped_layers = 0;     // MoE layers whose experts run through the grouped GEMM
   int stream_parts = 1;       // streamed layers move in this many parts
   std::string split;          // several cards: "layers" or "experts"
+  double attention_per_position = 0;  // split by layers: what PipelineMicroChunks is given
 };
 
-// Split by layers: the micro-chunks a Forward of n tokens goes through in, in
-// order (they sum to n).
+// Split by layers: the micro-chunks a Forward of tokens [start, start + n)
+// goes through in, in order (they sum to n).
 // - `option` tokens each, when set;
 // - when some card streams experts (which cross PCIe again for every
 //   micro-chunk): as few as the plan allows, plan_chunk tokens each;
-// - else a quarter of n each, in multiples of 256 tokens and at most
-//   plan_chunk (the chunk the VRAM plan holds workspace for), except the first:
-//   a quarter of that, since the later cards wait for it (the pipeline's fill).
-std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t plan_chunk, int64_t option, bool streams);
+// - else about n / 2048 of them (at most plan_chunk tokens each: the chunk the
+//   VRAM plan holds workspace for), of equal estimated cost: a token at
+//   position p costs 1 + p * attention_per_position (attention's FLOPs per
+//   earlier position over the rest of its FLOPs), so later micro-chunks are
+//   shorter. A two-stage pipeline takes about one card's whole pass plus its
+//   costliest micro-chunk (the fill and the drain), so equal ones are best.
+//   Sizes are multiples of 128 tokens but for the last.
+std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t start, int64_t plan_chunk, int64_t option, bool streams,
+                                         double attention_per_position = 0);
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,
                                                                        const CudaBackendOptions& options,
