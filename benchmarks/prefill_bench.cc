@@ -248,8 +248,7 @@ int main(int argc, char** argv) {
     for (int64_t first = 0; s.ok() && first < n; first += forward) {
       const int64_t count = std::min(forward, n - first);
       const std::vector<int64_t> steps =
-          info.split == "layers" ? krasis::PipelineMicroChunks(count, first, chunk, micro_chunk, info.streamed_layers > 0,
-                                                               info.attention_per_position)
+          info.split == "layers" ? krasis::PipelineMicroChunks(count, chunk, micro_chunk, info.streamed_layers > 0)
                                  : std::vector<int64_t>{count};
       for (int64_t at = first; const int64_t step : steps) {
         at += step;

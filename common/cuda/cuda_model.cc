@@ -213,8 +213,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   int first_layer() const { return first_layer_; }
   int64_t vocab() const { return vocab_; }
   bool streams() const { return experts_.streamed_layers() > 0; }
-  // This card's layers' FLOPs per token: {attention's per earlier position, the rest}.
-  std::pair<double, double> FlopsPerToken() const;
+
   int end_layer() const { return end_layer_; }
 #if KRASIS_HAVE_NCCL
   void SetComm(ncclComm_t comm) { comm_ = comm; }
@@ -579,22 +578,6 @@ absl::StatusOr<std::vector<bool>> CudaPrefillBackend::PlaceExperts(const std::ve
     }
   }
   return resident;
-}
-
-std::pair<double, double> CudaPrefillBackend::FlopsPerToken() const {
-  double pair = 0, token = 0;
-  auto weights = [&](const DeviceMemory& m) { token += 2.0 * static_cast<double>(m.bytes() / act_bytes_); };
-  for (int l = first_layer_; l < end_layer_; ++l) {
-    const GpuLayer& L = layers_[static_cast<size_t>(l)];
-    for (const DeviceMemory* m : {&L.qkv, &L.o, &L.q_b, &L.kv_b, &L.gdn_in, &L.dense.gate_up, &L.dense.down,
-                                  &L.shared.gate_up, &L.shared.down}) {
-      weights(*m);
-    }
-    token += 2.0 * 3.0 * static_cast<double>(L.router.top_k * L.expert_inter * hidden_);
-    if (L.mixer_kind == MixerDesc::Kind::kGqa) pair += 2.0 * L.gqa.heads * 2 * L.gqa.head_dim;
-    if (L.mixer_kind == MixerDesc::Kind::kMla) pair += 2.0 * L.mla.heads * (L.mla.nope + L.mla.rope_dim + L.mla.v_dim);
-  }
-  return {pair, token};
 }
 
 int CudaPrefillBackend::RopeIndex(const Rope* rope) {
@@ -1617,16 +1600,6 @@ class MultiCardPrefillBackend final : public PrefillBackend {
     });
   }
 
-  // Attention's FLOPs per earlier position over the rest of a token's FLOPs, over all cards' layers.
-  double AttentionPerPosition() const {
-    double pair = 0, token = 0;
-    for (const auto& card : cards_) {
-      const auto [p, t] = card->FlopsPerToken();
-      pair += p, token += t;
-    }
-    return token > 0 ? pair / token : 0;
-  }
-
   int64_t ForwardTokens(int64_t chunk_tokens) const override {
     // The pipeline splits a Forward into micro-chunks itself: longer ones fill it better.
     return by_layers_ ? chunk_tokens * 16 : chunk_tokens;
@@ -1691,8 +1664,7 @@ class MultiCardPrefillBackend final : public PrefillBackend {
     RETURN_IF_ERROR(seq.Reserve(cache, seq.num_tokens + n));
     bool streams = false;
     for (const auto& card : cards_) streams = streams || card->streams();
-    const std::vector<int64_t> sizes =
-        PipelineMicroChunks(n, seq.num_tokens, plan_chunk_, micro_chunk_, streams, AttentionPerPosition());
+    const std::vector<int64_t> sizes = PipelineMicroChunks(n, plan_chunk_, micro_chunk_, streams);
     const size_t parts = sizes.size();
     for (size_t r = 0; r < cards_.size(); ++r) {
       SequenceState& shadow = shadows_[r];
@@ -1752,32 +1724,24 @@ class MultiCardPrefillBackend final : public PrefillBackend {
 
 }  // namespace
 
-std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t start, int64_t plan_chunk, int64_t option, bool streams,
-                                         double attention_per_position) {
+std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t plan_chunk, int64_t option, bool streams) {
   std::vector<int64_t> sizes;
-  auto uniform = [&](int64_t each) {
+  if (n <= 0) return sizes;
+  const int64_t cap = plan_chunk > 0 ? plan_chunk : n;
+  int64_t each = option > 0 ? option : streams ? cap : std::min<int64_t>(2048, cap);
+  if (option > 0 || streams) {
     for (int64_t at = 0; at < n; at += each) sizes.push_back(std::min(each, n - at));
     return sizes;
-  };
-  if (n <= 0) return sizes;
-  if (option > 0) return uniform(option);
-  const int64_t cap = plan_chunk > 0 ? plan_chunk : n;
-  if (streams) return uniform(cap);
-  constexpr int64_t kTarget = 2048, kStep = 128;
-  const int64_t parts = std::max((n + kTarget - 1) / kTarget, (n + cap - 1) / cap);
-  // Cost of tokens [start, start + x): x + r (start x + x^2 / 2).
-  const double r = std::max(0.0, attention_per_position), s = static_cast<double>(start);
-  auto cost = [&](double x) { return x + r * (s * x + x * x / 2); };
-  const double each = cost(static_cast<double>(n)) / static_cast<double>(parts);
-  for (int64_t at = 0, k = 1; at < n; ++k) {
-    // The end x of part k: cost(x) = k * each (the positive root; x = k each when r = 0).
-    const double c = each * static_cast<double>(k);
-    const double x = r > 0 ? (-(1 + r * s) + std::sqrt((1 + r * s) * (1 + r * s) + 2 * r * c)) / r : c;
-    int64_t end = k >= parts ? n : std::llround(x / kStep) * kStep;
-    end = std::clamp(end, at + 1, std::min(n, at + cap));
-    sizes.push_back(end - at);
-    at = end;
   }
+  if (n <= each) {  // two halves (the first a multiple of 128 tokens), when there are enough tokens
+    const int64_t half = (n / 2 + 127) / 128 * 128;
+    if (n < 256 || half >= n) return {n};
+    return {half, n - half};
+  }
+  int64_t at = std::max<int64_t>(each / 2, 1);
+  sizes.push_back(at);
+  for (; n - at > each; at += each) sizes.push_back(each);
+  sizes.push_back(n - at);
   return sizes;
 }
 
@@ -1852,7 +1816,6 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const Dec
     }
   }
   auto backend = std::make_unique<MultiCardPrefillBackend>(options.devices, std::move(backends), options);
-  if (info != nullptr && by_layers) info->attention_per_position = backend->AttentionPerPosition();
   RETURN_IF_ERROR(backend->InitComms());
   return std::unique_ptr<PrefillBackend>(std::move(backend));
 #else

@@ -519,42 +519,27 @@ TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
 }
 
 // The pipeline's micro-chunks: the option's size when set; with experts
-// streaming, the planned chunk; else about n / 2048 of equal estimated cost
-// (later ones shorter when attention adds cost per earlier position), at most
-// the planned chunk, in multiples of 128 but for the last.
-TEST(PipelineMicroChunksTest, EqualCostPartsOfAbout2048UpToThePlannedChunk) {
+// streaming, the planned chunk; else 2048 (at most the planned chunk) between
+// a first and a last half that long; short prompts in two halves.
+TEST(PipelineMicroChunksTest, HalfSizedFirstAndLastAround2048s) {
   using V = std::vector<int64_t>;
-  auto sum = [](const V& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); };
-  EXPECT_EQ(PipelineMicroChunks(16384, 0, 4096, 0, false, 0), V(8, 2048));
-  EXPECT_EQ(PipelineMicroChunks(4096, 0, 4096, 0, false, 0), (V{2048, 2048}));
-  EXPECT_EQ(PipelineMicroChunks(40, 0, 4096, 0, false, 0), (V{40}));
-  EXPECT_EQ(PipelineMicroChunks(16384, 0, 1024, 0, false, 0), V(16, 1024));  // the plan's chunk caps them
-  EXPECT_EQ(PipelineMicroChunks(16384, 0, 4096, 0, true, 0), V(4, 4096));
-  EXPECT_EQ(PipelineMicroChunks(5000, 0, 4096, 0, true, 0), (V{4096, 904}));
-  EXPECT_EQ(PipelineMicroChunks(12, 0, 4096, 5, false, 1e-4), (V{5, 5, 2}));
-  EXPECT_EQ(PipelineMicroChunks(12, 0, 4096, 5, true, 0), (V{5, 5, 2}));
-  // With attention: shorter and shorter, each costing about the same.
-  for (int64_t start : {int64_t{0}, int64_t{20000}}) {
-    const double r = 1.0 / 16384;
-    const V sizes = PipelineMicroChunks(16384, start, 4096, 0, false, r);
-    ASSERT_EQ(sizes.size(), 8u);
-    EXPECT_EQ(sum(sizes), 16384);
-    double lo = 1e300, hi = 0;
-    int64_t at = start;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      if (i + 1 < sizes.size()) {
-        EXPECT_EQ(sizes[i] % 128, 0);
-      }
-      if (i > 0) {
-        EXPECT_LE(sizes[i], sizes[i - 1]);
-      }
-      const double a = static_cast<double>(at), b = static_cast<double>(at + sizes[i]);
-      const double cost = (b - a) + r * (b * b - a * a) / 2;
-      lo = std::min(lo, cost), hi = std::max(hi, cost);
-      at += sizes[i];
-    }
-    EXPECT_LT(hi / lo, 1.1) << start;
-    EXPECT_GT(sizes.front(), sizes.back() + 256) << start;
+  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, false), (V{1024, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 1024}));
+  EXPECT_EQ(PipelineMicroChunks(4096, 4096, 0, false), (V{1024, 2048, 1024}));
+  EXPECT_EQ(PipelineMicroChunks(3000, 4096, 0, false), (V{1024, 1976}));
+  EXPECT_EQ(PipelineMicroChunks(65536, 4096, 0, false).size(), 33u);
+  EXPECT_EQ(PipelineMicroChunks(2048, 4096, 0, false), (V{1024, 1024}));
+  EXPECT_EQ(PipelineMicroChunks(512, 4096, 0, false), (V{256, 256}));
+  EXPECT_EQ(PipelineMicroChunks(300, 4096, 0, false), (V{256, 44}));
+  EXPECT_EQ(PipelineMicroChunks(200, 4096, 0, false), (V{200}));
+  EXPECT_EQ(PipelineMicroChunks(4096, 1024, 0, false), (V{512, 1024, 1024, 1024, 512}));  // the plan's chunk caps them
+  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, true), V(4, 4096));
+  EXPECT_EQ(PipelineMicroChunks(5000, 4096, 0, true), (V{4096, 904}));
+  EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, false), (V{5, 5, 2}));
+  EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, true), (V{5, 5, 2}));
+  for (int64_t n : {1, 255, 256, 257, 2049, 4095, 4097, 70000}) {
+    const V sizes = PipelineMicroChunks(n, 4096, 0, false);
+    EXPECT_EQ(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}), n) << n;
+    for (int64_t size : sizes) EXPECT_TRUE(size > 0 && size <= 2048) << n;
   }
 }
 
