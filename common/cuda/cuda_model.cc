@@ -1725,23 +1725,10 @@ class MultiCardPrefillBackend final : public PrefillBackend {
 }  // namespace
 
 std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t plan_chunk, int64_t option, bool streams) {
+  const int64_t cap = plan_chunk > 0 ? plan_chunk : std::max<int64_t>(n, 1);
+  const int64_t each = option > 0 ? option : streams ? cap : std::min<int64_t>(2048, cap);
   std::vector<int64_t> sizes;
-  if (n <= 0) return sizes;
-  const int64_t cap = plan_chunk > 0 ? plan_chunk : n;
-  int64_t each = option > 0 ? option : streams ? cap : std::min<int64_t>(2048, cap);
-  if (option > 0 || streams) {
-    for (int64_t at = 0; at < n; at += each) sizes.push_back(std::min(each, n - at));
-    return sizes;
-  }
-  if (n <= each) {  // two halves (the first a multiple of 128 tokens), when there are enough tokens
-    const int64_t half = (n / 2 + 127) / 128 * 128;
-    if (n < 256 || half >= n) return {n};
-    return {half, n - half};
-  }
-  int64_t at = std::max<int64_t>(each / 2, 1);
-  sizes.push_back(at);
-  for (; n - at > each; at += each) sizes.push_back(each);
-  sizes.push_back(n - at);
+  for (int64_t at = 0; at < n; at += each) sizes.push_back(std::min(each, n - at));
   return sizes;
 }
 

@@ -106,19 +106,17 @@ struct CudaBackendInfo {
 };
 
 // Split by layers: the micro-chunks a Forward of n tokens goes through in, in
-// order (they sum to n).
+// order (they sum to n; all but the last of one size):
 // - `option` tokens each, when set;
 // - when some card streams experts (which cross PCIe again for every
 //   micro-chunk): as few as the plan allows, plan_chunk tokens each;
 // - else 2048 tokens each (at most plan_chunk, the chunk the VRAM plan holds
-//   workspace for), but the first and the last half that: the pass takes
-//   about one card's whole share plus the first micro-chunk on the first card
-//   (the fill) and the last on the last card (the drain). Prompts up to 2048
-//   tokens go in two halves.
-//   Measured on 2 x H200, DeepSeek-V2-Lite INT4, 16K tokens: uniform 4096 or
-//   2048, 0.323 / 0.322 s; sizes from 2816 down to 1664 of equal estimated
-//   cost (attention included), 0.372-0.381 s: every new size costs cuBLAS a
-//   new choice of kernels, so the sizes stay few.
+//   workspace for).
+// Measured on 2 x H200, DeepSeek-V2-Lite INT4 experts, 16K tokens (one card:
+// 0.511 s): 2048 each 0.322 s, 4096 each 0.323 s; a half-sized first and last
+// around 2048s 0.334-0.339 s, a 1024-token first then 4096s 0.341 s, sizes
+// from 2816 down to 1664 of equal estimated cost (attention included)
+// 0.372-0.381 s. (Every new size also costs cuBLAS a new choice of kernels.)
 std::vector<int64_t> PipelineMicroChunks(int64_t n, int64_t plan_chunk, int64_t option, bool streams);
 
 absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const DecoderModel& model,

@@ -519,24 +519,20 @@ TEST_P(CudaModelTest, TwoCardsComputeWhatOneDoes) {
 }
 
 // The pipeline's micro-chunks: the option's size when set; with experts
-// streaming, the planned chunk; else 2048 (at most the planned chunk) between
-// a first and a last half that long; short prompts in two halves.
-TEST(PipelineMicroChunksTest, HalfSizedFirstAndLastAround2048s) {
+// streaming, the planned chunk; else 2048 (at most the planned chunk); the
+// last one what remains.
+TEST(PipelineMicroChunksTest, OfTheOptionThePlannedChunkOr2048) {
   using V = std::vector<int64_t>;
-  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, false), (V{1024, 2048, 2048, 2048, 2048, 2048, 2048, 2048, 1024}));
-  EXPECT_EQ(PipelineMicroChunks(4096, 4096, 0, false), (V{1024, 2048, 1024}));
-  EXPECT_EQ(PipelineMicroChunks(3000, 4096, 0, false), (V{1024, 1976}));
-  EXPECT_EQ(PipelineMicroChunks(65536, 4096, 0, false).size(), 33u);
-  EXPECT_EQ(PipelineMicroChunks(2048, 4096, 0, false), (V{1024, 1024}));
-  EXPECT_EQ(PipelineMicroChunks(512, 4096, 0, false), (V{256, 256}));
-  EXPECT_EQ(PipelineMicroChunks(300, 4096, 0, false), (V{256, 44}));
-  EXPECT_EQ(PipelineMicroChunks(200, 4096, 0, false), (V{200}));
-  EXPECT_EQ(PipelineMicroChunks(4096, 1024, 0, false), (V{512, 1024, 1024, 1024, 512}));  // the plan's chunk caps them
+  EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, false), V(8, 2048));
+  EXPECT_EQ(PipelineMicroChunks(5000, 4096, 0, false), (V{2048, 2048, 904}));
+  EXPECT_EQ(PipelineMicroChunks(512, 4096, 0, false), (V{512}));
+  EXPECT_EQ(PipelineMicroChunks(4096, 1024, 0, false), V(4, 1024));  // the plan's chunk caps them
   EXPECT_EQ(PipelineMicroChunks(16384, 4096, 0, true), V(4, 4096));
   EXPECT_EQ(PipelineMicroChunks(5000, 4096, 0, true), (V{4096, 904}));
   EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, false), (V{5, 5, 2}));
   EXPECT_EQ(PipelineMicroChunks(12, 4096, 5, true), (V{5, 5, 2}));
-  for (int64_t n : {1, 255, 256, 257, 2049, 4095, 4097, 70000}) {
+  EXPECT_TRUE(PipelineMicroChunks(0, 4096, 0, false).empty());
+  for (int64_t n : {1, 255, 2048, 2049, 70000}) {
     const V sizes = PipelineMicroChunks(n, 4096, 0, false);
     EXPECT_EQ(std::accumulate(sizes.begin(), sizes.end(), int64_t{0}), n) << n;
     for (int64_t size : sizes) EXPECT_TRUE(size > 0 && size <= 2048) << n;
