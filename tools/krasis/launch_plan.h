@@ -24,7 +24,7 @@ struct LaunchOptions {
   std::string experts = "bf16";    // decode worker's routed experts: bf16, int8, int4
   std::string prefill_experts = "bf16";  // prefill worker's: bf16, int8, int4 (same files as decode's when equal)
   std::string vram_budget;         // prefill worker's GPU memory budget (empty: free minus a margin)
-  std::string prefill_cuda_devices;  // e.g. "0,1": the prefill worker splits routed experts across these cards
+  std::string prefill_cuda_devices;  // e.g. "0,1": the prefill worker splits the model across these cards
   std::string home;                // ~/.krasis
   std::string bin_dir;             // folder holding the krasis-* service binaries
   std::string log_level;

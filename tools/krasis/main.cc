@@ -69,8 +69,8 @@ int Serve(int argc, char** argv) {
        "GPU memory the prefill worker may use, e.g. 16G (default: what is free minus 1 GiB); routed experts that "
        "do not fit stream from host RAM")
       ("prefill-cuda-devices", po::value(&opts.prefill_cuda_devices),
-       "several GPUs for the prefill worker, e.g. 0,1: routed experts split across them (NCCL), each with "
-       "--vram-budget")
+       "several GPUs for the prefill worker, e.g. 0,1: its layers split between them as a pipeline (NCCL; "
+       "krasis-prefill --cuda-split), each with --vram-budget")
       ("api-key", po::value(&opts.api_keys)->multitoken(),
        "API key clients must send (repeatable; default: $KRASIS_API_KEY if set, else no auth)")
       ("home", po::value(&opts.home)->default_value(opts.home),
