@@ -765,12 +765,8 @@ absl::Status CudaPrefillBackend::ReservePositions(int64_t positions) {
     RETURN_IF_ERROR(kvb_.Reserve(P * H * static_cast<size_t>(m.nope + m.v_dim) * el));
     RETURN_IF_ERROR((el == f ? k_ : k16_).Reserve(P * H * static_cast<size_t>(m.nope + m.rope_dim) * el));
     RETURN_IF_ERROR((el == f ? v_ : v16_).Reserve(P * H * static_cast<size_t>(m.v_dim) * el));
-    // The latents as the kv_b GEMM's input (AsGemmInput): float rows in the checking mode, else BF16.
-    if (f32_) {
-      RETURN_IF_ERROR(lat_.Reserve(P * static_cast<size_t>(m.kv_lora) * f));
-    } else {
-      RETURN_IF_ERROR(lat16_.Reserve(P * static_cast<size_t>(m.kv_lora) * sizeof(uint16_t)));
-    }
+    RETURN_IF_ERROR(lat_.Reserve(P * static_cast<size_t>(m.kv_lora) * f));
+    if (!f32_) RETURN_IF_ERROR(lat16_.Reserve(P * static_cast<size_t>(m.kv_lora) * sizeof(uint16_t)));
   }
   return absl::OkStatus();
 }
@@ -883,8 +879,9 @@ absl::Status CudaPrefillBackend::Attention(GpuLayer& L, int64_t n, int64_t start
     RETURN_IF_ERROR(cuda::LaunchSigmoidGate(attn_.as<float>(), n, L.q_width, qkv + L.q_width, L.qkv_width, false,
                                             stream_));
   }
-  ASSIGN_OR_RETURN(const void* gated, AsGemmInput(attn_.as<float>(), n, L.q_width, L.q_width, attn_, attn16_));
-  return Gemm(gated, n, L.o, hidden_, L.q_width, mix_.as<float>());
+  if (f32_) return Gemm(attn_.as<float>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
+  RETURN_IF_ERROR(cuda::LaunchToBf16(attn_.as<float>(), n * L.q_width, attn16_.as<uint16_t>(), stream_));
+  return Gemm(attn16_.as<uint16_t>(), n, L.o, hidden_, L.q_width, mix_.as<float>());
 }
 
 namespace {

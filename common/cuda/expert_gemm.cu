@@ -124,14 +124,6 @@ template <int kQuant>
 __host__ __device__ constexpr int Stages() {  // stages of x (and of raw weight tiles)
   return Overlapped<kQuant>() ? 4 : kStages;
 }
-// BF16 weight tiles in shared memory: one per stage for BF16 weights; for
-// quantized ones the tile they are dequantized into, or two when overlapped.
-// (The shared memory: Stages() x tiles, then BTiles() weight tiles, then the
-// quantized forms' Stages() raw tiles -- SharedBytes and the kernel's offsets.)
-template <int kQuant>
-__host__ __device__ constexpr int BTiles() {
-  return kQuant == 0 ? Stages<kQuant>() : Overlapped<kQuant>() ? 2 : 1;
-}
 
 // The INT4 codes in bits 0-3 and 16-19 of `bits` as two BF16 weights (low,
 // high half): bf16(code - 8) * bf16(s), rounded once (code - 8 is exact in
@@ -145,9 +137,9 @@ __device__ inline uint32_t Int4PairTimes(uint32_t bits, float s) {
 
 template <int kQuant, int kBK>  // kQuant: 0 BF16, 1 INT8, 2 INT4
 constexpr size_t SharedBytes() {
-  constexpr size_t tiles = size_t(Stages<kQuant>() + BTiles<kQuant>()) * TileBytes<kBK>();
-  if constexpr (kQuant == 0) return tiles;
-  return tiles + size_t(Stages<kQuant>()) * 8 * RawTileBytes<kQuant, kBK>();
+  if constexpr (kQuant == 0) return size_t(2 * kStages) * TileBytes<kBK>();
+  constexpr size_t stages = Stages<kQuant>(), b_tiles = Overlapped<kQuant>() ? 2 : 1;
+  return (stages + b_tiles) * TileBytes<kBK>() + stages * 8 * RawTileBytes<kQuant, kBK>();
 }
 
 // kNarrow: BF16 weights aligned to 8 bytes only (a safetensors file's data may
@@ -157,7 +149,9 @@ __global__ void __launch_bounds__(BlockThreads<kWarpCols>(), 2)
     GroupedGemmKernel(Params p) {
   constexpr int kThreads = BlockThreads<kWarpCols>(), kTileBytes = TileBytes<kBK>(), kRowChunks = kBK / 8;
   constexpr int kWarpsN = kBN / kWarpCols, kNT = kWarpCols / 8;  // warps across; n8 tiles per warp
-  constexpr int kS = Stages<kQuant>(), kBTiles = BTiles<kQuant>();  // (see BTiles)
+  // Stages of x (and raw weight tiles); BF16 weight tiles: BF16 one per stage,
+  // quantized one, or two when overlapped.
+  constexpr int kS = Stages<kQuant>(), kBTiles = kQuant == 0 ? kS : Overlapped<kQuant>() ? 2 : 1;
   extern __shared__ __align__(16) uint8_t smem[];
   uint8_t* const a_stages = smem;
   uint8_t* const b_stages = smem + kS * kTileBytes;
