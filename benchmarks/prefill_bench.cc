@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
       "split", po::value(&split)->default_value(split),
       "several cards: layers (a pipeline of micro-chunks; each forward pass gets 16 chunks' tokens) or experts")(
       "micro-chunk", po::value(&micro_chunk)->default_value(micro_chunk),
-      "split by layers: tokens per micro-chunk (0: a quarter of the pass, at most --chunk)");
+      "split by layers: tokens per micro-chunk (0: 2048, at most --chunk; --chunk when experts stream)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);

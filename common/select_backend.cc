@@ -16,6 +16,10 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
   auto say = [&](std::string line) {
     if (why != nullptr) *why = std::move(line);
   };
+  // Checked whatever the backend: a bad value is refused on every machine, not only where a GPU is found.
+  if (choice.cuda_split != "layers" && choice.cuda_split != "experts") {
+    return InvalidArgumentError("--cuda-split ", choice.cuda_split, ": expected layers or experts");
+  }
   if (choice.name == "cpu") {
     say("cpu backend (asked for)");
     return MakeCpuPrefillBackend(model);
@@ -46,9 +50,6 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakePrefillBackend(const Decoder
     return InvalidArgumentError("--stream-pinning ", choice.stream_pinning, ": expected register or ring");
   }
   options.pinning = choice.stream_pinning == "ring" ? cuda::Pinning::kRing : cuda::Pinning::kRegister;
-  if (choice.cuda_split != "layers" && choice.cuda_split != "experts") {
-    return InvalidArgumentError("--cuda-split ", choice.cuda_split, ": expected layers or experts");
-  }
   options.split = choice.cuda_split == "layers" ? CudaBackendOptions::Split::kLayers : CudaBackendOptions::Split::kExperts;
   CudaBackendInfo info;
   auto cuda = MakeCudaPrefillBackend(model, options, &info);

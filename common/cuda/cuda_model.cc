@@ -203,18 +203,15 @@ class CudaPrefillBackend final : public PrefillBackend {
   // Card `rank` of `cards` (before Init): it holds its share of every layer's
   // routed experts, and only rank 0 writes to the sequence, cache and logits.
   void SetCard(int rank, int cards) { rank_ = rank, cards_ = cards; }
-  // Stage `stage` of a pipeline of `stages` cards split by layers (before
-  // Init): it holds layers [first, end) only, receives its input hidden states
-  // from stage - 1 (unless first is 0) and sends its output to stage + 1
-  // (unless end is the last layer), over the communicator of SetComm.
-  void SetStage(int stage, int stages, int first, int end) {
-    stage_ = stage, stages_ = stages, first_layer_ = first, end_layer_ = end;
-  }
+  // Stage `stage` of a pipeline of cards split by layers (before Init): it
+  // holds layers [first, end) only, receives its input hidden states from
+  // stage - 1 (unless first is 0) and sends its output to stage + 1 (unless
+  // end is the last layer), over the communicator of SetComm.
+  void SetStage(int stage, int first, int end) { stage_ = stage, first_layer_ = first, end_layer_ = end; }
   int first_layer() const { return first_layer_; }
+  int end_layer() const { return end_layer_; }
   int64_t vocab() const { return vocab_; }
   bool streams() const { return experts_.streamed_layers() > 0; }
-
-  int end_layer() const { return end_layer_; }
 #if KRASIS_HAVE_NCCL
   void SetComm(ncclComm_t comm) { comm_ = comm; }
 #endif
@@ -330,7 +327,7 @@ class CudaPrefillBackend final : public PrefillBackend {
   int rank_ = 0, cards_ = 1;  // split by experts: this card's share
   // Split by layers: this card's stage and layers [first_layer_, end_layer_)
   // (end_layer_ -1 until Init: every layer).
-  int stage_ = 0, stages_ = 1, first_layer_ = 0, end_layer_ = -1;
+  int stage_ = 0, first_layer_ = 0, end_layer_ = -1;
   bool last_stage() const { return end_layer_ == static_cast<int>(layers_.size()); }
 #if KRASIS_HAVE_NCCL
   ncclComm_t comm_ = nullptr;
@@ -1775,7 +1772,7 @@ absl::StatusOr<std::unique_ptr<PrefillBackend>> MakeCudaPrefillBackend(const Dec
       // lighter ones. (DeepSeek-V2-Lite INT4, 16K tokens on 2 x H200: 0.359 s
       // with layers 0-13 | 14-26, whose first card was the slower one.)
       auto bound = [&](int i) { return i * num_layers / cards; };
-      backends.back()->SetStage(r, cards, bound(r), bound(r + 1));
+      backends.back()->SetStage(r, bound(r), bound(r + 1));
     } else {
       backends.back()->SetCard(r, cards);
     }

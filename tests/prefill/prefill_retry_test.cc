@@ -121,6 +121,29 @@ TEST(PrefillRetryTest, ForwardsAreAsLongAsTheBackendAsks) {
   EXPECT_EQ(got.result->computed_tokens, 50);
 }
 
+// A --cuda-split other than layers or experts is refused by name, whichever
+// backend is asked for and whether or not a GPU is there.
+TEST(PrefillBackendChoiceTest, ABadCudaSplitIsRefused) {
+  auto model = *LoadModel(Fixture("qwen3_moe"));
+  for (const char* backend : {"cpu", "auto", "cuda"}) {
+    BackendChoice choice;
+    choice.name = backend;
+    choice.cuda_split = "diagonal";
+    auto made = MakePrefillBackend(*model, choice);
+    ASSERT_FALSE(made.ok()) << backend;
+    EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument) << backend;
+    EXPECT_NE(made.status().message().find("--cuda-split diagonal"), std::string::npos) << made.status();
+  }
+  BackendChoice cpu;
+  cpu.name = "cpu";
+  for (const char* split : {"layers", "experts"}) {
+    cpu.cuda_split = split;
+    auto made = MakePrefillBackend(*model, cpu);
+    ASSERT_TRUE(made.ok()) << made.status();
+    EXPECT_EQ((*made)->name(), "cpu");
+  }
+}
+
 TEST(PrefillRetryTest, WhenEvenTheSmallestChunkFailsThePrefillFails) {
   auto model = *LoadModel(Fixture("qwen3_moe"));
   std::vector<int64_t> sizes;
